@@ -1,0 +1,1 @@
+//! Banking-header enforcement filter.

@@ -1,0 +1,1 @@
+//! JWT validation filter with banking scopes and customer binding.

@@ -1,0 +1,1 @@
+//! Native proxy-wasm host on wasmtime that runs the real compiled filters.
