@@ -1,1 +1,26 @@
 //! JWT validation filter with banking scopes and customer binding.
+//!
+//! A pure, host-agnostic core decides every request: [`config`] (the pluginConfig),
+//! [`jwks`] (key sets), [`token`] (finding and pre-checking tokens), [`verify`]
+//! (signatures and claims via jwt-simple), [`policy`] (scopes, customer binding, outputs),
+//! [`cache`] (verified tokens) and [`fetch`] (when and how remote key sets are fetched and
+//! shared between workers). [`filter`] is the thin proxy-wasm shell around it.
+
+pub mod cache;
+pub mod config;
+pub mod decision;
+pub mod fetch;
+pub mod filter;
+pub mod jwks;
+pub mod policy;
+pub mod token;
+pub mod verify;
+
+#[cfg(test)]
+mod testkeys;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    banking_filter_common::host::install_panic_hook();
+    proxy_wasm::set_root_context(|context_id| Box::new(filter::JwtAuthRoot::new(context_id)));
+}}

@@ -1,0 +1,1031 @@
+//! The banking-header policy: from a request's headers to a [`Decision`], with no host in
+//! sight, so it unit-tests natively and under wasm-bindgen-test.
+//!
+//! Order of checks, and why:
+//! 1. spoofable internal headers are marked for removal on every request;
+//! 2. `:path` must be normalised, because prefix rules and bypasses on a path such as
+//!    `/healthz/../payments` would judge a different resource than the upstream serves;
+//! 3. bypass paths skip the rest;
+//! 4. `x-correlation-id` is settled first (kept, generated, or refused) so that every later
+//!    problem can quote it;
+//! 5. the other banking headers: sent once, within the length bound, UTF-8, well-formed;
+//! 6. the operation must be one the matched route expects.
+//!
+//! The first failed check decides the response: one problem, naming one header.
+
+use crate::config::{BankingHeader, Config, PathMatch, Rule};
+use banking_filter_common::headers::{HeaderPairs, Lookup, lookup};
+use banking_filter_common::ids;
+use banking_filter_common::metrics;
+use banking_filter_common::problem::{Problem, excerpt};
+
+/// What the filter does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through after applying the header changes.
+    Allow {
+        /// Headers to set on the request (a generated correlation id).
+        set_headers: Vec<(String, String)>,
+        /// Spoofable internal headers to remove.
+        remove_headers: Vec<String>,
+        /// Echoed on the response.
+        correlation_id: String,
+        correlation_generated: bool,
+    },
+    /// A bypass path: no checks, but internal headers are still removed.
+    Bypass { remove_headers: Vec<String> },
+    /// Answer locally with the problem (its `correlationId`, when known, is also echoed as a
+    /// header).
+    Deny {
+        reason: Reason,
+        problem: Problem,
+        correlation_generated: bool,
+    },
+}
+
+/// Why a request was refused; each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    InvalidPath,
+    MissingHeader,
+    DuplicateHeader,
+    HeaderTooLong,
+    InvalidEncoding,
+    InvalidFormat,
+    UnknownOperation,
+    OperationMismatch,
+    CorrelationUnavailable,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::InvalidPath,
+        Reason::MissingHeader,
+        Reason::DuplicateHeader,
+        Reason::HeaderTooLong,
+        Reason::InvalidEncoding,
+        Reason::InvalidFormat,
+        Reason::UnknownOperation,
+        Reason::OperationMismatch,
+        Reason::CorrelationUnavailable,
+    ];
+
+    /// The problem type's slug, and with `_` for `-` the counter suffix.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Reason::InvalidPath => "invalid-path",
+            Reason::MissingHeader => "missing-header",
+            Reason::DuplicateHeader => "duplicate-header",
+            Reason::HeaderTooLong => "header-too-long",
+            Reason::InvalidEncoding => "invalid-header-encoding",
+            Reason::InvalidFormat => "invalid-header-format",
+            Reason::UnknownOperation => "unknown-operation",
+            Reason::OperationMismatch => "operation-mismatch",
+            Reason::CorrelationUnavailable => "correlation-id-unavailable",
+        }
+    }
+
+    fn status(self) -> u16 {
+        match self {
+            Reason::CorrelationUnavailable => 500,
+            _ => 400,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Reason::InvalidPath => "Request path is not normalised",
+            Reason::MissingHeader => "Missing banking header",
+            Reason::DuplicateHeader => "Banking header sent more than once",
+            Reason::HeaderTooLong => "Banking header too long",
+            Reason::InvalidEncoding => "Banking header is not valid UTF-8",
+            Reason::InvalidFormat => "Malformed banking header",
+            Reason::UnknownOperation => "Unknown banking operation",
+            Reason::OperationMismatch => "Banking operation does not match the route",
+            Reason::CorrelationUnavailable => "Correlation id could not be generated",
+        }
+    }
+
+    fn problem(self, header: &str, detail: String) -> Problem {
+        Problem::new(self.status(), self.slug(), self.title(), detail).with_header(header)
+    }
+}
+
+/// Every counter the filter keeps (`banking_headers_<suffix>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Bypassed,
+    CorrelationGenerated,
+    /// A request arrived carrying internal headers that were stripped (a spoofing attempt
+    /// or a misconfigured client: worth watching).
+    InternalHeadersStripped,
+    Rejected(Reason),
+}
+
+impl metrics::Outcome for Outcome {
+    const ALL: &'static [Outcome] = &[
+        Outcome::Allowed,
+        Outcome::Bypassed,
+        Outcome::CorrelationGenerated,
+        Outcome::InternalHeadersStripped,
+        Outcome::Rejected(Reason::InvalidPath),
+        Outcome::Rejected(Reason::MissingHeader),
+        Outcome::Rejected(Reason::DuplicateHeader),
+        Outcome::Rejected(Reason::HeaderTooLong),
+        Outcome::Rejected(Reason::InvalidEncoding),
+        Outcome::Rejected(Reason::InvalidFormat),
+        Outcome::Rejected(Reason::UnknownOperation),
+        Outcome::Rejected(Reason::OperationMismatch),
+        Outcome::Rejected(Reason::CorrelationUnavailable),
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Bypassed => "bypassed",
+            Outcome::CorrelationGenerated => "correlation_generated",
+            Outcome::InternalHeadersStripped => "internal_headers_stripped",
+            Outcome::Rejected(r) => match r {
+                Reason::InvalidPath => "rejected_invalid_path",
+                Reason::MissingHeader => "rejected_missing_header",
+                Reason::DuplicateHeader => "rejected_duplicate_header",
+                Reason::HeaderTooLong => "rejected_header_too_long",
+                Reason::InvalidEncoding => "rejected_invalid_encoding",
+                Reason::InvalidFormat => "rejected_invalid_format",
+                Reason::UnknownOperation => "rejected_unknown_operation",
+                Reason::OperationMismatch => "rejected_operation_mismatch",
+                Reason::CorrelationUnavailable => "rejected_correlation_unavailable",
+            },
+        }
+    }
+}
+
+/// The counters a decision accounts for.
+pub fn outcomes(decision: &Decision) -> Vec<Outcome> {
+    let mut out = Vec::with_capacity(3);
+    match decision {
+        Decision::Allow {
+            remove_headers,
+            correlation_generated,
+            ..
+        } => {
+            out.push(Outcome::Allowed);
+            if *correlation_generated {
+                out.push(Outcome::CorrelationGenerated);
+            }
+            if !remove_headers.is_empty() {
+                out.push(Outcome::InternalHeadersStripped);
+            }
+        }
+        Decision::Bypass { remove_headers } => {
+            out.push(Outcome::Bypassed);
+            if !remove_headers.is_empty() {
+                out.push(Outcome::InternalHeadersStripped);
+            }
+        }
+        Decision::Deny {
+            reason,
+            correlation_generated,
+            ..
+        } => {
+            out.push(Outcome::Rejected(*reason));
+            if *correlation_generated {
+                out.push(Outcome::CorrelationGenerated);
+            }
+        }
+    }
+    out
+}
+
+/// A refusal on its way out of a check; it becomes a [`Problem`] in [`deny`].
+struct Refusal {
+    reason: Reason,
+    header: &'static str,
+    detail: String,
+}
+
+fn refuse(reason: Reason, header: &'static str, detail: String) -> Refusal {
+    Refusal {
+        reason,
+        header,
+        detail,
+    }
+}
+
+/// Decides what to do with a request. `fresh_id` supplies 16 random bytes for a generated
+/// correlation id (the host's randomness) and is called at most once; `None` means the host
+/// had none to give.
+pub fn decide(
+    config: &Config,
+    headers: &HeaderPairs,
+    fresh_id: impl FnOnce() -> Option<[u8; 16]>,
+) -> Decision {
+    let remove_headers = internal_headers(config, headers);
+
+    let path = match request_path(headers) {
+        Ok(p) => p,
+        Err(r) => return deny(r, None, false),
+    };
+    if is_bypassed(config, path) {
+        return Decision::Bypass { remove_headers };
+    }
+    let method = match lookup(headers, ":method") {
+        Lookup::One(m) => std::str::from_utf8(m).unwrap_or(""),
+        _ => "",
+    };
+    let rule = matching_rule(config, method, path);
+
+    // The correlation id first, so later problems can quote it.
+    let (correlation_id, generated) = match settle_correlation_id(config, rule, headers, fresh_id) {
+        Ok(settled) => settled,
+        Err(r) => return deny(r, None, false),
+    };
+    let mut set_headers = Vec::new();
+    if generated {
+        set_headers.push((
+            BankingHeader::CorrelationId.name().to_string(),
+            correlation_id.clone(),
+        ));
+    }
+
+    if let Err(r) = check_identifiers(config, rule, headers) {
+        return deny(r, Some(correlation_id), generated);
+    }
+
+    Decision::Allow {
+        set_headers,
+        remove_headers,
+        correlation_id,
+        correlation_generated: generated,
+    }
+}
+
+fn deny(r: Refusal, correlation_id: Option<String>, correlation_generated: bool) -> Decision {
+    let problem = r.reason.problem(r.header, r.detail);
+    let problem = match correlation_id {
+        Some(id) => problem.with_correlation_id(id),
+        None => problem,
+    };
+    Decision::Deny {
+        reason: r.reason,
+        problem,
+        correlation_generated,
+    }
+}
+
+/// Names (lowercase, once each) of request headers the strip list matches.
+fn internal_headers(config: &Config, headers: &HeaderPairs) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .iter()
+        .filter(|(name, _)| config.strip_request_headers.iter().any(|m| m.matches(name)))
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The path without query or fragment, refused unless normalised.
+fn request_path(headers: &HeaderPairs) -> Result<&str, Refusal> {
+    let raw = match lookup(headers, ":path") {
+        Lookup::One(p) => p,
+        _ => {
+            return Err(refuse(
+                Reason::InvalidPath,
+                ":path",
+                "the request has no single path".to_string(),
+            ));
+        }
+    };
+    let path = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|p| p.split(['?', '#']).next())
+        .filter(|p| p.starts_with('/') && is_normalized_path(p));
+    // The path itself is not quoted: it may carry account numbers.
+    path.ok_or_else(|| {
+        refuse(
+            Reason::InvalidPath,
+            ":path",
+            "the path must be an absolute, normalised path: no `//`, `.` or `..` segments, \
+             backslashes, or percent-encoded `.`, `/` or `\\`"
+                .to_string(),
+        )
+    })
+}
+
+/// Whether `path` (no query) is free of what proxies and upstreams may resolve differently:
+/// empty, `.` and `..` segments (so no `//`), backslashes and percent-encoded `.`, `/`, `\`.
+pub fn is_normalized_path(path: &str) -> bool {
+    if path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|enc| lower.contains(enc)) {
+        return false;
+    }
+    // Skip the leading "/" and allow one trailing "/", then no segment may be empty or dots.
+    let inner = path.strip_prefix('/').unwrap_or(path);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    inner.is_empty()
+        || inner
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// Whether `prefix` covers `path` on a segment boundary.
+pub fn prefix_covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+fn is_bypassed(config: &Config, path: &str) -> bool {
+    config.bypass_paths.iter().any(|m| match m {
+        PathMatch::Exact(p) => p == path,
+        PathMatch::Prefix(p) => prefix_covers(p, path),
+    })
+}
+
+fn matching_rule<'c>(config: &'c Config, method: &str, path: &str) -> &'c Rule {
+    config
+        .rules
+        .iter()
+        .find(|r| {
+            prefix_covers(&r.path_prefix, path)
+                && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
+        })
+        .unwrap_or(&config.default_rule)
+}
+
+/// The header's single value as UTF-8, `None` when absent; refused when repeated, too long
+/// or not UTF-8.
+fn single_value<'h>(
+    config: &Config,
+    headers: &'h HeaderPairs,
+    header: BankingHeader,
+) -> Result<Option<&'h str>, Refusal> {
+    let name = header.name();
+    let value = match lookup(headers, name) {
+        Lookup::Absent => return Ok(None),
+        Lookup::Repeated(n) => {
+            return Err(refuse(
+                Reason::DuplicateHeader,
+                name,
+                format!("{name} was sent {n} times; send it exactly once"),
+            ));
+        }
+        Lookup::One(v) => v,
+    };
+    let max = config.max_header_value_length;
+    if value.len() > max {
+        return Err(refuse(
+            Reason::HeaderTooLong,
+            name,
+            format!(
+                "{name} is {} bytes long; at most {max} are allowed (starts \"{}\")",
+                value.len(),
+                excerpt(value)
+            ),
+        ));
+    }
+    match std::str::from_utf8(value) {
+        Ok(v) => Ok(Some(v)),
+        Err(_) => Err(refuse(
+            Reason::InvalidEncoding,
+            name,
+            format!("{name} is not valid UTF-8: \"{}\"", excerpt(value)),
+        )),
+    }
+}
+
+fn missing(header: BankingHeader, rule: &Rule) -> Refusal {
+    let name = header.name();
+    refuse(
+        Reason::MissingHeader,
+        name,
+        format!("{name} is required for {}", describe(rule)),
+    )
+}
+
+/// How a rule is named to a client: by its configuration, never by the request's own path.
+fn describe(rule: &Rule) -> String {
+    if rule.methods.is_empty() {
+        rule.path_prefix.clone()
+    } else {
+        format!("{} {}", rule.methods.join("|"), rule.path_prefix)
+    }
+}
+
+fn settle_correlation_id(
+    config: &Config,
+    rule: &Rule,
+    headers: &HeaderPairs,
+    fresh_id: impl FnOnce() -> Option<[u8; 16]>,
+) -> Result<(String, bool), Refusal> {
+    let header = BankingHeader::CorrelationId;
+    let name = header.name();
+    match single_value(config, headers, header)? {
+        Some(v) if config.correlation_id.matches(v.as_bytes()) => Ok((v.to_string(), false)),
+        Some(v) => Err(refuse(
+            Reason::InvalidFormat,
+            name,
+            format!(
+                "{name} \"{}\" does not match {}; omit it to have one generated",
+                excerpt(v.as_bytes()),
+                config.correlation_id.as_str()
+            ),
+        )),
+        None if rule.requires(header) => Err(missing(header, rule)),
+        None => match fresh_id() {
+            Some(bytes) => Ok((ids::uuid_v4(bytes), true)),
+            None => Err(refuse(
+                Reason::CorrelationUnavailable,
+                name,
+                "the proxy could not generate a correlation id; retry, or send one".to_string(),
+            )),
+        },
+    }
+}
+
+fn check_identifiers(config: &Config, rule: &Rule, headers: &HeaderPairs) -> Result<(), Refusal> {
+    for header in [
+        BankingHeader::CustomerId,
+        BankingHeader::TransactionId,
+        BankingHeader::BankingOperation,
+    ] {
+        let name = header.name();
+        let Some(value) = single_value(config, headers, header)? else {
+            if rule.requires(header) {
+                return Err(missing(header, rule));
+            }
+            continue;
+        };
+        let shown = excerpt(value.as_bytes());
+        match header {
+            BankingHeader::CustomerId => {
+                if !config.customer_id.matches(value.as_bytes()) {
+                    return Err(refuse(
+                        Reason::InvalidFormat,
+                        name,
+                        format!(
+                            "{name} \"{shown}\" does not match {}",
+                            config.customer_id.as_str()
+                        ),
+                    ));
+                }
+            }
+            BankingHeader::TransactionId => {
+                if !ids::is_uuid(value.as_bytes()) {
+                    return Err(refuse(
+                        Reason::InvalidFormat,
+                        name,
+                        format!(
+                            "{name} \"{shown}\" is not a UUID \
+                             (like 123e4567-e89b-42d3-a456-426614174000)"
+                        ),
+                    ));
+                }
+            }
+            BankingHeader::BankingOperation => {
+                if !config.operations.iter().any(|op| op == value) {
+                    return Err(refuse(
+                        Reason::UnknownOperation,
+                        name,
+                        format!("{name} \"{shown}\" is not a known operation"),
+                    ));
+                }
+                // Known operations are configuration, so quoting one in full is safe.
+                if !rule.operations.is_empty() && !rule.operations.iter().any(|op| op == value) {
+                    return Err(refuse(
+                        Reason::OperationMismatch,
+                        name,
+                        format!(
+                            "{name} \"{value}\" does not match {}, which expects {}",
+                            describe(rule),
+                            rule.operations.join(" or ")
+                        ),
+                    ));
+                }
+            }
+            BankingHeader::CorrelationId => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banking_filter_common::metrics::outcome_names;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const CONFIG: &str = r#"{
+        "operations": ["payment.create", "payment.read", "account.read"],
+        "rules": [
+            {"pathPrefix": "/payments", "methods": ["POST"],
+             "requiredHeaders": ["x-customer-id", "x-transaction-id"],
+             "operations": ["payment.create"]},
+            {"pathPrefix": "/payments", "methods": ["GET"], "operations": ["payment.read"]},
+            {"pathPrefix": "/public", "requiredHeaders": []},
+            {"pathPrefix": "/audit",
+             "requiredHeaders": ["x-customer-id", "x-transaction-id", "x-correlation-id"]}
+        ],
+        "bypassPaths": [{"exact": "/healthz"}, {"prefix": "/health/"}],
+        "customerIdPattern": "CUST-[0-9]{6,12}",
+        "maxHeaderValueLength": 64.0
+    }"#;
+
+    const TXN: &str = "123e4567-e89b-42d3-a456-426614174000";
+    const CORR: &str = "req-0001-abcdef";
+
+    fn config() -> Config {
+        Config::from_json(CONFIG.as_bytes()).unwrap()
+    }
+
+    fn req(method: &str, path: &str, extra: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        let mut h = vec![
+            (":method".to_string(), method.as_bytes().to_vec()),
+            (":path".to_string(), path.as_bytes().to_vec()),
+            (":authority".to_string(), b"bank.example".to_vec()),
+        ];
+        h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_vec())));
+        h
+    }
+
+    fn payment(extra: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        let mut base: Vec<(&str, &[u8])> = vec![
+            ("x-customer-id", b"CUST-123456"),
+            ("x-transaction-id", TXN.as_bytes()),
+            ("x-banking-operation", b"payment.create"),
+        ];
+        base.retain(|(n, _)| !extra.iter().any(|(e, _)| e == n));
+        base.extend_from_slice(extra);
+        req("POST", "/payments", &base)
+    }
+
+    fn random() -> Option<[u8; 16]> {
+        Some([0xab; 16])
+    }
+
+    fn no_random_expected() -> Option<[u8; 16]> {
+        panic!("a correlation id was generated although none was needed")
+    }
+
+    fn denied(d: Decision) -> (Reason, Problem) {
+        match d {
+            Decision::Deny {
+                reason, problem, ..
+            } => (reason, problem),
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn assert_denied(d: Decision, reason: Reason, header: &str) -> Problem {
+        let (r, p) = denied(d);
+        assert_eq!(r, reason, "{p:?}");
+        assert_eq!(p.header.as_deref(), Some(header), "{p:?}");
+        assert_eq!(
+            p.type_uri,
+            format!("urn:banking-filters:problem:{}", reason.slug())
+        );
+        p
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn valid_payment_is_allowed_with_a_generated_correlation_id() {
+        let d = decide(&config(), &payment(&[]), random);
+        let expected = ids::uuid_v4([0xab; 16]);
+        assert_eq!(
+            d,
+            Decision::Allow {
+                set_headers: vec![("x-correlation-id".into(), expected.clone())],
+                remove_headers: vec![],
+                correlation_id: expected,
+                correlation_generated: true,
+            }
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn well_formed_correlation_id_is_kept_and_nothing_generated() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-correlation-id", CORR.as_bytes())]),
+            no_random_expected,
+        );
+        match d {
+            Decision::Allow {
+                set_headers,
+                correlation_id,
+                correlation_generated,
+                ..
+            } => {
+                assert!(set_headers.is_empty());
+                assert_eq!(correlation_id, CORR);
+                assert!(!correlation_generated);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn uuid_correlation_id_is_kept() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-correlation-id", TXN.as_bytes())]),
+            no_random_expected,
+        );
+        assert!(matches!(d, Decision::Allow { correlation_id, .. } if correlation_id == TXN));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn malformed_correlation_id_is_refused_not_replaced() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-correlation-id", b"has space in it")]),
+            no_random_expected,
+        );
+        let p = assert_denied(d, Reason::InvalidFormat, "x-correlation-id");
+        assert_eq!(p.correlation_id, None);
+        assert!(p.detail.contains("omit it"), "{}", p.detail);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn missing_customer_id_is_refused_naming_header_and_route() {
+        let mut h = payment(&[]);
+        h.retain(|(n, _)| n != "x-customer-id");
+        let p = assert_denied(
+            decide(&config(), &h, random),
+            Reason::MissingHeader,
+            "x-customer-id",
+        );
+        assert_eq!(p.status, 400);
+        assert_eq!(p.detail, "x-customer-id is required for POST /payments");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn denial_after_generation_quotes_the_generated_correlation_id() {
+        let mut h = payment(&[]);
+        h.retain(|(n, _)| n != "x-transaction-id");
+        let d = decide(&config(), &h, random);
+        assert!(matches!(
+            d,
+            Decision::Deny {
+                correlation_generated: true,
+                ..
+            }
+        ));
+        let p = assert_denied(d, Reason::MissingHeader, "x-transaction-id");
+        assert_eq!(p.correlation_id, Some(ids::uuid_v4([0xab; 16])));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn transaction_id_must_be_a_uuid() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-transaction-id", b"txn-42")]),
+            random,
+        );
+        let p = assert_denied(d, Reason::InvalidFormat, "x-transaction-id");
+        assert!(
+            p.detail.contains("\"txn-42\" is not a UUID"),
+            "{}",
+            p.detail
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn customer_id_must_match_the_pattern_and_only_an_excerpt_is_echoed() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-customer-id", b"CUST-1234567ABCDEFGHIJSECRET")]),
+            random,
+        );
+        let p = assert_denied(d, Reason::InvalidFormat, "x-customer-id");
+        assert!(p.detail.contains("\"CUST-1234567...\""), "{}", p.detail);
+        assert!(!p.detail.contains("SECRET"));
+        assert!(p.detail.contains("CUST-[0-9]{6,12}"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn card_number_in_a_header_is_never_echoed() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-customer-id", b"4111111111111111")]),
+            random,
+        );
+        let p = assert_denied(d, Reason::InvalidFormat, "x-customer-id");
+        assert!(!p.detail.contains("411111"), "{}", p.detail);
+        assert!(p.detail.contains("[redacted]"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn oversized_value_is_refused_before_format_checks() {
+        let long = vec![b'A'; 65];
+        let d = decide(&config(), &payment(&[("x-customer-id", &long)]), random);
+        let p = assert_denied(d, Reason::HeaderTooLong, "x-customer-id");
+        assert!(
+            p.detail.contains("65 bytes") && p.detail.contains("at most 64"),
+            "{}",
+            p.detail
+        );
+        let exactly = [b"CUST-".as_slice(), &[b'1'; 12]].concat();
+        assert!(matches!(
+            decide(&config(), &payment(&[("x-customer-id", &exactly)]), random),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn non_utf8_value_is_refused_as_encoding_problem() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-customer-id", b"CUST-\xff\xfe0001")]),
+            random,
+        );
+        let p = assert_denied(d, Reason::InvalidEncoding, "x-customer-id");
+        assert!(p.detail.contains("CUST-??0001"), "{}", p.detail);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn non_ascii_utf8_value_is_a_format_problem() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-customer-id", "CUST-12345é".as_bytes())]),
+            random,
+        );
+        assert_denied(d, Reason::InvalidFormat, "x-customer-id");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn repeated_banking_header_is_refused() {
+        let mut h = payment(&[]);
+        h.push(("X-Customer-Id".into(), b"CUST-654321".to_vec()));
+        let p = assert_denied(
+            decide(&config(), &h, random),
+            Reason::DuplicateHeader,
+            "x-customer-id",
+        );
+        assert!(p.detail.contains("2 times"));
+        let mut h = payment(&[("x-correlation-id", CORR.as_bytes())]);
+        h.push(("x-correlation-id".into(), CORR.as_bytes().to_vec()));
+        assert_denied(
+            decide(&config(), &h, no_random_expected),
+            Reason::DuplicateHeader,
+            "x-correlation-id",
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unknown_operation_is_refused() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-banking-operation", b"payment.steal")]),
+            random,
+        );
+        assert_denied(d, Reason::UnknownOperation, "x-banking-operation");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn known_operation_on_the_wrong_route_is_refused() {
+        let d = decide(
+            &config(),
+            &payment(&[("x-banking-operation", b"payment.read")]),
+            random,
+        );
+        let p = assert_denied(d, Reason::OperationMismatch, "x-banking-operation");
+        assert_eq!(
+            p.detail,
+            "x-banking-operation \"payment.read\" does not match POST /payments, which expects payment.create"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn route_listing_operations_requires_the_operation_header() {
+        let mut h = payment(&[]);
+        h.retain(|(n, _)| n != "x-banking-operation");
+        assert_denied(
+            decide(&config(), &h, random),
+            Reason::MissingHeader,
+            "x-banking-operation",
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn rules_match_by_method_and_segment_prefix_first_match_wins() {
+        let get = req(
+            "GET",
+            "/payments/42?expand=true",
+            &[
+                ("x-customer-id", b"CUST-123456"),
+                ("x-transaction-id", TXN.as_bytes()),
+                ("x-banking-operation", b"payment.read"),
+            ],
+        );
+        assert!(matches!(
+            decide(&config(), &get, random),
+            Decision::Allow { .. }
+        ));
+        // The same headers on POST hit the POST rule and its operation.
+        let mut post = get.clone();
+        post[0].1 = b"POST".to_vec();
+        assert_denied(
+            decide(&config(), &post, random),
+            Reason::OperationMismatch,
+            "x-banking-operation",
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unmatched_request_gets_the_default_rule() {
+        // `/paymentsx` is not under `/payments`, and lower-case `post` is not `POST`.
+        for (method, path) in [
+            ("POST", "/paymentsx"),
+            ("post", "/payments"),
+            ("GET", "/accounts"),
+        ] {
+            let d = decide(&config(), &req(method, path, &[]), random);
+            let p = assert_denied(d, Reason::MissingHeader, "x-customer-id");
+            assert_eq!(
+                p.detail, "x-customer-id is required for /",
+                "{method} {path}"
+            );
+        }
+        let ok = req(
+            "GET",
+            "/accounts",
+            &[
+                ("x-customer-id", b"CUST-123456"),
+                ("x-transaction-id", TXN.as_bytes()),
+            ],
+        );
+        assert!(matches!(
+            decide(&config(), &ok, random),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn route_without_requirements_still_checks_headers_that_are_present() {
+        let bare = req("GET", "/public/rates", &[]);
+        assert!(matches!(
+            decide(&config(), &bare, random),
+            Decision::Allow { .. }
+        ));
+        let bad = req("GET", "/public/rates", &[("x-transaction-id", b"nope")]);
+        assert_denied(
+            decide(&config(), &bad, random),
+            Reason::InvalidFormat,
+            "x-transaction-id",
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn required_correlation_id_is_not_generated() {
+        let h = req(
+            "POST",
+            "/audit/export",
+            &[
+                ("x-customer-id", b"CUST-123456"),
+                ("x-transaction-id", TXN.as_bytes()),
+            ],
+        );
+        assert_denied(
+            decide(&config(), &h, no_random_expected),
+            Reason::MissingHeader,
+            "x-correlation-id",
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn no_randomness_means_500_not_an_unidentified_request() {
+        let p = assert_denied(
+            decide(&config(), &payment(&[]), || None),
+            Reason::CorrelationUnavailable,
+            "x-correlation-id",
+        );
+        assert_eq!(p.status, 500);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn bypass_paths_skip_checks_but_still_strip_internal_headers() {
+        for path in ["/healthz", "/healthz?full=1", "/health/live", "/health/"] {
+            let d = decide(
+                &config(),
+                &req("GET", path, &[("x-internal-role", b"admin")]),
+                no_random_expected,
+            );
+            assert_eq!(
+                d,
+                Decision::Bypass {
+                    remove_headers: vec!["x-internal-role".into()]
+                },
+                "{path}"
+            );
+        }
+        // Exact means exact; prefix means whole segments.
+        for path in ["/healthz/x", "/healthzz", "/health"] {
+            let d = decide(&config(), &req("GET", path, &[]), random);
+            assert_denied(d, Reason::MissingHeader, "x-customer-id");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unnormalised_paths_are_refused_so_they_cannot_dodge_rules() {
+        for path in [
+            "/health/../payments",
+            "/healthz/..",
+            "//payments",
+            "/public/./x",
+            "/public/%2e%2e/payments",
+            "/public%2Fx",
+            "/public\\x",
+            "payments",
+            "*",
+        ] {
+            let d = decide(&config(), &req("POST", path, &[]), no_random_expected);
+            let p = assert_denied(d, Reason::InvalidPath, ":path");
+            assert!(!p.detail.contains("payments"), "path echoed: {}", p.detail);
+        }
+        let mut no_path = req("GET", "/x", &[]);
+        no_path.retain(|(n, _)| n != ":path");
+        assert_denied(
+            decide(&config(), &no_path, random),
+            Reason::InvalidPath,
+            ":path",
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn internal_headers_are_stripped_from_allowed_requests() {
+        let h = payment(&[
+            ("X-Internal-User", b"root"),
+            ("x-internal-user", b"root2"),
+            ("x-jwt-claim-sub", b"someone-else"),
+            ("x-internals", b"kept"),
+        ]);
+        match decide(&config(), &h, random) {
+            Decision::Allow { remove_headers, .. } => {
+                assert_eq!(remove_headers, vec!["x-internal-user", "x-jwt-claim-sub"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn outcomes_count_allowed_generated_stripped_and_rejections() {
+        let allow = decide(&config(), &payment(&[("x-internal-a", b"1")]), random);
+        assert_eq!(
+            outcomes(&allow),
+            vec![
+                Outcome::Allowed,
+                Outcome::CorrelationGenerated,
+                Outcome::InternalHeadersStripped
+            ]
+        );
+        let deny = decide(&config(), &req("GET", "//x", &[]), random);
+        assert_eq!(
+            outcomes(&deny),
+            vec![Outcome::Rejected(Reason::InvalidPath)]
+        );
+        let bypass = decide(&config(), &req("GET", "/healthz", &[]), random);
+        assert_eq!(outcomes(&bypass), vec![Outcome::Bypassed]);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn counter_names_are_stable() {
+        let names = outcome_names::<Outcome>("headers");
+        assert_eq!(names.len(), 13);
+        for expected in [
+            "banking_headers_allowed",
+            "banking_headers_bypassed",
+            "banking_headers_correlation_generated",
+            "banking_headers_internal_headers_stripped",
+            "banking_headers_rejected_missing_header",
+            "banking_headers_rejected_operation_mismatch",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected}");
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        // Every rejection reason has its own counter.
+        for r in Reason::ALL {
+            let o = Outcome::Rejected(r);
+            assert!(<Outcome as metrics::Outcome>::ALL.contains(&o), "{r:?}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn prefix_covers_whole_segments_only() {
+        assert!(prefix_covers("/payments", "/payments"));
+        assert!(prefix_covers("/payments", "/payments/1"));
+        assert!(prefix_covers("/payments/", "/payments/1"));
+        assert!(prefix_covers("/", "/anything"));
+        assert!(!prefix_covers("/payments", "/paymentsx"));
+        assert!(!prefix_covers("/payments/", "/payments"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Byte-safe header lookup over the pairs a filter reads from the host.
+//!
+//! Values stay bytes: a client can send any octet in a header value, and only the caller
+//! knows what encoding it needs. Names compare case-insensitively, and a header sent more
+//! than once is reported as such rather than silently reduced to its first copy.
+
+/// Header pairs as read from the host with the `_bytes` accessors.
+pub type HeaderPairs = [(String, Vec<u8>)];
+
+/// What a request carries under one header name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    Absent,
+    One(&'a [u8]),
+    /// Sent this many times (two or more).
+    Repeated(usize),
+}
+
+impl<'a> Lookup<'a> {
+    /// The value when the header was sent exactly once.
+    pub fn single(self) -> Option<&'a [u8]> {
+        match self {
+            Lookup::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Looks `name` up in `headers`, ignoring ASCII case.
+pub fn lookup<'a>(headers: &'a HeaderPairs, name: &str) -> Lookup<'a> {
+    let mut found = None;
+    let mut count = 0usize;
+    for (n, v) in headers {
+        if n.eq_ignore_ascii_case(name) {
+            count += 1;
+            found.get_or_insert(v.as_slice());
+        }
+    }
+    match (count, found) {
+        (0, _) | (_, None) => Lookup::Absent,
+        (1, Some(v)) => Lookup::One(v),
+        (n, Some(_)) => Lookup::Repeated(n),
+    }
+}
+
+/// Every value sent under `name`, in order.
+pub fn all<'a>(headers: &'a HeaderPairs, name: &str) -> Vec<&'a [u8]> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+        .collect()
+}
+
+/// A header-name matcher written as in configuration: an exact name (`x-internal-user`) or
+/// a prefix ending in `*` (`x-internal-*`). Names are stored lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameMatcher {
+    Exact(String),
+    Prefix(String),
+}
+
+impl NameMatcher {
+    /// Parses `x-name` or `x-prefix-*`; refuses anything that is not a lowercase-able
+    /// header token, a `*` elsewhere than at the end, and a bare `*`.
+    pub fn parse(text: &str) -> Result<NameMatcher, String> {
+        let (stem, wildcard) = match text.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (text, false),
+        };
+        if stem.is_empty() {
+            return Err("a header name (or a prefix followed by `*`) is required".to_string());
+        }
+        if stem.starts_with(':') {
+            return Err(format!("{text:?}: pseudo-headers cannot be matched"));
+        }
+        // `*` is a token character, but here it only ever means "any suffix".
+        if let Some(bad) = stem.chars().find(|c| !is_token_char(*c) || *c == '*') {
+            return Err(format!("{text:?}: {bad:?} is not allowed in a header name"));
+        }
+        let stem = stem.to_ascii_lowercase();
+        Ok(if wildcard {
+            NameMatcher::Prefix(stem)
+        } else {
+            NameMatcher::Exact(stem)
+        })
+    }
+
+    /// Whether the header `name` is matched (ignoring case).
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            NameMatcher::Exact(exact) => name.eq_ignore_ascii_case(exact),
+            NameMatcher::Prefix(prefix) => name
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
+        }
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn pairs(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn lookup_ignores_name_case() {
+        let h = pairs(&[("X-Customer-Id", b"C1")]);
+        assert_eq!(lookup(&h, "x-customer-id"), Lookup::One(b"C1"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn repeated_header_is_reported_not_reduced() {
+        let h = pairs(&[
+            ("x-customer-id", b"C1"),
+            ("x-other", b""),
+            ("X-CUSTOMER-ID", b"C2"),
+        ]);
+        assert_eq!(lookup(&h, "x-customer-id"), Lookup::Repeated(2));
+        assert_eq!(
+            all(&h, "x-customer-id"),
+            vec![b"C1".as_slice(), b"C2".as_slice()]
+        );
+        assert_eq!(lookup(&h, "x-customer-id").single(), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn absent_and_non_utf8_values() {
+        let h = pairs(&[("x-a", b"\xff\xfe")]);
+        assert_eq!(lookup(&h, "x-b"), Lookup::Absent);
+        assert_eq!(lookup(&h, "x-a").single(), Some(b"\xff\xfe".as_slice()));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn name_matchers_exact_and_prefix() {
+        let p = NameMatcher::parse("X-Internal-*").unwrap();
+        assert!(p.matches("x-internal-user"));
+        assert!(p.matches("X-INTERNAL-"));
+        assert!(!p.matches("x-internal"));
+        assert!(!p.matches("x-intern"));
+        let e = NameMatcher::parse("x-jwt-payload").unwrap();
+        assert!(e.matches("X-JWT-Payload"));
+        assert!(!e.matches("x-jwt-payload-2"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn name_matchers_refuse_bad_names() {
+        for bad in ["", "*", "x-a*b*", "x a", ":path", "x-é"] {
+            assert!(NameMatcher::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

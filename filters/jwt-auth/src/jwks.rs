@@ -1,0 +1,779 @@
+//! JSON Web Key Sets (RFC 7517) turned into the verification keys jwt-simple uses.
+//!
+//! jwt-simple has no JWKS support, so this module decides which keys of a set are usable:
+//! it honours each key's `kid`, `alg`, `use` and `key_ops`, refuses weak or mismatched keys
+//! with a reason, and fails only when no key at all is usable.
+
+use std::fmt;
+
+use jwt_simple::prelude::{
+    Base64UrlSafeNoPadding, Decoder, ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike,
+    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike, HS256Key, HS384Key,
+    HS512Key, JWTClaims, MACLike, NoCustomClaims, PS256PublicKey, PS384PublicKey,
+    PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey, RSAPublicKeyLike,
+    VerificationOptions,
+};
+use serde::Deserialize;
+
+/// RFC 7518 §3.3: RSA keys shorter than this must not be used.
+pub const MIN_RSA_MODULUS_BITS: usize = 2048;
+/// The largest modulus the pure-Rust RSA backend accepts.
+pub const MAX_RSA_MODULUS_BITS: usize = 4096;
+
+/// A JWS signature algorithm this filter can verify. `none` is deliberately absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    HS256,
+    HS384,
+    HS512,
+}
+
+/// The JWK key type (`kty`) an algorithm needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFamily {
+    Rsa,
+    Ec,
+    Okp,
+    Oct,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 12] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+    ];
+
+    /// Accepted when `allowedAlgorithms` is not configured: every asymmetric algorithm.
+    /// HMAC must be asked for explicitly, since a shared secret is a different trust model.
+    pub const DEFAULT_ALLOWED: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+
+    /// The algorithm named by a JWS `alg` header or a JWK `alg` member (case-sensitive,
+    /// as RFC 7515 says).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::HS256 => "HS256",
+            Algorithm::HS384 => "HS384",
+            Algorithm::HS512 => "HS512",
+        }
+    }
+
+    pub fn family(self) -> KeyFamily {
+        match self {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => KeyFamily::Rsa,
+            Algorithm::ES256 | Algorithm::ES384 => KeyFamily::Ec,
+            Algorithm::EdDSA => KeyFamily::Okp,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Oct,
+        }
+    }
+
+    pub fn is_symmetric(self) -> bool {
+        self.family() == KeyFamily::Oct
+    }
+
+    /// RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
+    fn min_hmac_key_bytes(self) -> usize {
+        match self {
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => 32,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a key set came from. Symmetric keys are trusted only from the plugin config:
+/// a shared secret served over the network would be a secret anyone on the path can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrigin {
+    Inline,
+    Remote,
+}
+
+/// One usable (algorithm, key) pair, ready for jwt-simple.
+#[derive(Clone)]
+pub enum VerifyingKey {
+    RS256(RS256PublicKey),
+    RS384(RS384PublicKey),
+    RS512(RS512PublicKey),
+    PS256(PS256PublicKey),
+    PS384(PS384PublicKey),
+    PS512(PS512PublicKey),
+    ES256(ES256PublicKey),
+    ES384(ES384PublicKey),
+    EdDSA(Ed25519PublicKey),
+    HS256(HS256Key),
+    HS384(HS384Key),
+    HS512(HS512Key),
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material, not even a public key: logs are not the place.
+        write!(f, "VerifyingKey({})", self.algorithm())
+    }
+}
+
+impl VerifyingKey {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            VerifyingKey::RS256(_) => Algorithm::RS256,
+            VerifyingKey::RS384(_) => Algorithm::RS384,
+            VerifyingKey::RS512(_) => Algorithm::RS512,
+            VerifyingKey::PS256(_) => Algorithm::PS256,
+            VerifyingKey::PS384(_) => Algorithm::PS384,
+            VerifyingKey::PS512(_) => Algorithm::PS512,
+            VerifyingKey::ES256(_) => Algorithm::ES256,
+            VerifyingKey::ES384(_) => Algorithm::ES384,
+            VerifyingKey::EdDSA(_) => Algorithm::EdDSA,
+            VerifyingKey::HS256(_) => Algorithm::HS256,
+            VerifyingKey::HS384(_) => Algorithm::HS384,
+            VerifyingKey::HS512(_) => Algorithm::HS512,
+        }
+    }
+
+    /// Verifies signature and standard claims with jwt-simple.
+    pub fn verify(
+        &self,
+        token: &str,
+        options: VerificationOptions,
+    ) -> Result<JWTClaims<NoCustomClaims>, jwt_simple::Error> {
+        let options = Some(options);
+        match self {
+            VerifyingKey::RS256(k) => k.verify_token(token, options),
+            VerifyingKey::RS384(k) => k.verify_token(token, options),
+            VerifyingKey::RS512(k) => k.verify_token(token, options),
+            VerifyingKey::PS256(k) => k.verify_token(token, options),
+            VerifyingKey::PS384(k) => k.verify_token(token, options),
+            VerifyingKey::PS512(k) => k.verify_token(token, options),
+            VerifyingKey::ES256(k) => k.verify_token(token, options),
+            VerifyingKey::ES384(k) => k.verify_token(token, options),
+            VerifyingKey::EdDSA(k) => k.verify_token(token, options),
+            VerifyingKey::HS256(k) => k.verify_token(token, options),
+            VerifyingKey::HS384(k) => k.verify_token(token, options),
+            VerifyingKey::HS512(k) => k.verify_token(token, options),
+        }
+    }
+}
+
+/// A usable key with the `kid` it was published under.
+#[derive(Clone, Debug)]
+pub struct KeyEntry {
+    pub kid: Option<String>,
+    pub key: VerifyingKey,
+}
+
+/// A key of the set that was left out, and why. Logged at configure/fetch time so an
+/// operator can see why a token signed with it is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedKey {
+    pub index: usize,
+    pub kid: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "key {} (kid {:?}): {}", self.index, kid, self.reason),
+            None => write!(f, "key {}: {}", self.index, self.reason),
+        }
+    }
+}
+
+/// Why a whole JWKS document was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksError(pub String);
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The outcome of looking a token's `alg` and `kid` up in a key set.
+#[derive(Debug)]
+pub enum KeyLookup<'a> {
+    /// Keys to try, in set order.
+    Candidates(Vec<&'a VerifyingKey>),
+    /// The token names a `kid` the set does not have: the set may be stale.
+    UnknownKid,
+    /// The set has the `kid` (or, without a `kid`, has keys) but none for this algorithm.
+    AlgorithmMismatch,
+}
+
+/// The usable keys of one JWKS document.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    entries: Vec<KeyEntry>,
+    skipped: Vec<SkippedKey>,
+}
+
+#[derive(Deserialize)]
+struct RawSet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+    #[serde(default)]
+    key_ops: Option<Vec<String>>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+    #[serde(default)]
+    k: Option<String>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document, keeping keys for `allowed` algorithms only.
+    ///
+    /// Keys that cannot be used are skipped with a reason ([`KeySet::skipped`]); a document
+    /// that is not a JWKS, or has no usable key, is an error.
+    pub fn parse(
+        json: &[u8],
+        allowed: &[Algorithm],
+        origin: KeyOrigin,
+    ) -> Result<KeySet, JwksError> {
+        let raw: RawSet = serde_json::from_slice(json)
+            .map_err(|e| JwksError(format!("not a JWKS document ({e})")))?;
+        let mut set = KeySet::default();
+        for (index, value) in raw.keys.into_iter().enumerate() {
+            let kid = value
+                .get("kid")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
+            let parsed = serde_json::from_value::<RawJwk>(value)
+                .map_err(|e| format!("not a JWK ({e})"))
+                .and_then(|jwk| keys_of(&jwk, allowed, origin));
+            match parsed {
+                Ok(keys) => set.entries.extend(keys.into_iter().map(|key| KeyEntry {
+                    kid: kid.clone(),
+                    key,
+                })),
+                Err(reason) => set.skipped.push(SkippedKey { index, kid, reason }),
+            }
+        }
+        if set.entries.is_empty() {
+            let why = if set.skipped.is_empty() {
+                "the set has no keys".to_owned()
+            } else {
+                set.skipped
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return Err(JwksError(format!("no usable key: {why}")));
+        }
+        Ok(set)
+    }
+
+    /// Keys left out of the set, with reasons.
+    pub fn skipped(&self) -> &[SkippedKey] {
+        &self.skipped
+    }
+
+    /// Usable (algorithm, key) pairs; an RSA key without `alg` counts once per algorithm.
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.entries.iter().any(|e| e.kid.as_deref() == Some(kid))
+    }
+
+    /// The keys a token with this `alg` and `kid` may be verified with.
+    ///
+    /// With a `kid`, only keys published under it; without one, every key for the
+    /// algorithm (as Envoy's jwt_authn does).
+    pub fn lookup(&self, alg: Algorithm, kid: Option<&str>) -> KeyLookup<'_> {
+        if let Some(kid) = kid
+            && !self.has_kid(kid)
+        {
+            return KeyLookup::UnknownKid;
+        }
+        let candidates: Vec<&VerifyingKey> = self
+            .entries
+            .iter()
+            .filter(|e| kid.is_none() || e.kid.as_deref() == kid)
+            .filter(|e| e.key.algorithm() == alg)
+            .map(|e| &e.key)
+            .collect();
+        if candidates.is_empty() {
+            KeyLookup::AlgorithmMismatch
+        } else {
+            KeyLookup::Candidates(candidates)
+        }
+    }
+}
+
+fn keys_of(
+    jwk: &RawJwk,
+    allowed: &[Algorithm],
+    origin: KeyOrigin,
+) -> Result<Vec<VerifyingKey>, String> {
+    match jwk.usage.as_deref() {
+        None | Some("sig") => {}
+        Some(other) => return Err(format!("\"use\" is {other:?}, not \"sig\"")),
+    }
+    if let Some(ops) = &jwk.key_ops
+        && !ops.iter().any(|op| op == "verify")
+    {
+        return Err("\"key_ops\" does not include \"verify\"".to_owned());
+    }
+    let family = match jwk.kty.as_str() {
+        "RSA" => KeyFamily::Rsa,
+        "EC" => KeyFamily::Ec,
+        "OKP" => KeyFamily::Okp,
+        "oct" => KeyFamily::Oct,
+        other => return Err(format!("unsupported kty {other:?}")),
+    };
+    let algorithms = candidate_algorithms(jwk, family, allowed)?;
+    match family {
+        KeyFamily::Rsa => rsa_keys(jwk, &algorithms),
+        KeyFamily::Ec => ec_key(jwk, &algorithms),
+        KeyFamily::Okp => okp_key(jwk, &algorithms),
+        KeyFamily::Oct => {
+            if origin == KeyOrigin::Remote {
+                return Err("symmetric (oct) keys are accepted only inline".to_owned());
+            }
+            oct_keys(jwk, &algorithms)
+        }
+    }
+}
+
+/// The algorithms this key will verify: its own `alg` when present (which must fit the
+/// key type and be allowed), else every allowed algorithm of its family.
+fn candidate_algorithms(
+    jwk: &RawJwk,
+    family: KeyFamily,
+    allowed: &[Algorithm],
+) -> Result<Vec<Algorithm>, String> {
+    if let Some(name) = &jwk.alg {
+        if name == "none" {
+            return Err("alg \"none\" is never accepted".to_owned());
+        }
+        let alg = Algorithm::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?;
+        if alg.family() != family {
+            return Err(format!("alg {alg} does not fit kty {:?}", jwk.kty));
+        }
+        if !allowed.contains(&alg) {
+            return Err(format!("alg {alg} is not in allowedAlgorithms"));
+        }
+        return Ok(vec![alg]);
+    }
+    let algorithms: Vec<Algorithm> = allowed
+        .iter()
+        .copied()
+        .filter(|a| a.family() == family)
+        .collect();
+    if algorithms.is_empty() {
+        return Err(format!(
+            "no algorithm in allowedAlgorithms fits kty {:?}",
+            jwk.kty
+        ));
+    }
+    Ok(algorithms)
+}
+
+fn b64(member: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
+    let value = value.ok_or_else(|| format!("missing {member:?}"))?;
+    // RFC 7517 uses unpadded base64url; tolerate padding some issuers add anyway.
+    let trimmed = value.trim_end_matches('=');
+    let bytes = Base64UrlSafeNoPadding::decode_to_vec(trimmed, None)
+        .map_err(|_| format!("{member:?} is not base64url"))?;
+    if bytes.is_empty() {
+        return Err(format!("{member:?} is empty"));
+    }
+    Ok(bytes)
+}
+
+fn modulus_bits(n: &[u8]) -> usize {
+    let mut significant = n.iter().skip_while(|b| **b == 0);
+    match significant.next() {
+        None => 0,
+        Some(first) => (significant.count() * 8) + (8 - first.leading_zeros() as usize),
+    }
+}
+
+fn rsa_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, String> {
+    let n = b64("n", jwk.n.as_ref())?;
+    let e = b64("e", jwk.e.as_ref())?;
+    let bits = modulus_bits(&n);
+    if bits < MIN_RSA_MODULUS_BITS {
+        return Err(format!(
+            "RSA modulus of {bits} bits is below the {MIN_RSA_MODULUS_BITS} bits required"
+        ));
+    }
+    if bits > MAX_RSA_MODULUS_BITS {
+        return Err(format!(
+            "RSA modulus of {bits} bits is above the {MAX_RSA_MODULUS_BITS} bits supported"
+        ));
+    }
+    let invalid = |_| "invalid RSA public key".to_owned();
+    algorithms
+        .iter()
+        .map(|alg| {
+            Ok(match alg {
+                Algorithm::RS256 => {
+                    VerifyingKey::RS256(RS256PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Algorithm::RS384 => {
+                    VerifyingKey::RS384(RS384PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Algorithm::RS512 => {
+                    VerifyingKey::RS512(RS512PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Algorithm::PS256 => {
+                    VerifyingKey::PS256(PS256PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Algorithm::PS384 => {
+                    VerifyingKey::PS384(PS384PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                Algorithm::PS512 => {
+                    VerifyingKey::PS512(PS512PublicKey::from_components(&n, &e).map_err(invalid)?)
+                }
+                other => return Err(format!("alg {other} does not fit kty \"RSA\"")),
+            })
+        })
+        .collect()
+}
+
+fn ec_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, String> {
+    let (alg, coordinate_bytes) = match jwk.crv.as_deref() {
+        Some("P-256") => (Algorithm::ES256, 32),
+        Some("P-384") => (Algorithm::ES384, 48),
+        Some(other) => return Err(format!("unsupported EC curve {other:?}")),
+        None => return Err("missing \"crv\"".to_owned()),
+    };
+    if !algorithms.contains(&alg) {
+        return Err(if jwk.alg.is_some() {
+            format!("alg does not fit curve {:?}", jwk.crv.as_deref().unwrap_or(""))
+        } else {
+            format!("alg {alg} is not in allowedAlgorithms")
+        });
+    }
+    let x = b64("x", jwk.x.as_ref())?;
+    let y = b64("y", jwk.y.as_ref())?;
+    if x.len() != coordinate_bytes || y.len() != coordinate_bytes {
+        return Err(format!(
+            "EC coordinates must be {coordinate_bytes} bytes each"
+        ));
+    }
+    // SEC1 uncompressed point: 0x04 || x || y. The curve libraries check it is on the curve.
+    let mut point = Vec::with_capacity(1 + 2 * coordinate_bytes);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    let invalid = |_| "EC point is not on the curve".to_owned();
+    let key = match alg {
+        Algorithm::ES384 => VerifyingKey::ES384(ES384PublicKey::from_bytes(&point).map_err(invalid)?),
+        _ => VerifyingKey::ES256(ES256PublicKey::from_bytes(&point).map_err(invalid)?),
+    };
+    Ok(vec![key])
+}
+
+fn okp_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, String> {
+    match jwk.crv.as_deref() {
+        Some("Ed25519") => {}
+        Some(other) => return Err(format!("unsupported OKP curve {other:?}")),
+        None => return Err("missing \"crv\"".to_owned()),
+    }
+    if !algorithms.contains(&Algorithm::EdDSA) {
+        return Err("alg EdDSA is not in allowedAlgorithms".to_owned());
+    }
+    let x = b64("x", jwk.x.as_ref())?;
+    if x.len() != 32 {
+        return Err("Ed25519 public key must be 32 bytes".to_owned());
+    }
+    let key = Ed25519PublicKey::from_bytes(&x).map_err(|_| "invalid Ed25519 public key")?;
+    Ok(vec![VerifyingKey::EdDSA(key)])
+}
+
+fn oct_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, String> {
+    let k = b64("k", jwk.k.as_ref())?;
+    let fitting: Vec<VerifyingKey> = algorithms
+        .iter()
+        .filter(|alg| k.len() >= alg.min_hmac_key_bytes())
+        .filter_map(|alg| match alg {
+            Algorithm::HS256 => Some(VerifyingKey::HS256(HS256Key::from_bytes(&k))),
+            Algorithm::HS384 => Some(VerifyingKey::HS384(HS384Key::from_bytes(&k))),
+            Algorithm::HS512 => Some(VerifyingKey::HS512(HS512Key::from_bytes(&k))),
+            _ => None,
+        })
+        .collect();
+    if fitting.is_empty() {
+        let needed = algorithms
+            .iter()
+            .map(|a| a.min_hmac_key_bytes())
+            .min()
+            .unwrap_or(32);
+        return Err(format!(
+            "HMAC key of {} bytes is shorter than the {needed} bytes the algorithm needs",
+            k.len()
+        ));
+    }
+    Ok(fitting)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkeys;
+
+    fn parse(json: &str) -> Result<KeySet, JwksError> {
+        KeySet::parse(json.as_bytes(), &Algorithm::ALL, KeyOrigin::Inline)
+    }
+
+    #[test]
+    fn parses_every_key_family_with_its_algorithms() {
+        let jwks = testkeys::jwks(&[
+            testkeys::rsa_jwk("rsa", None),
+            testkeys::ec256_jwk("p256", Some("ES256")),
+            testkeys::ec384_jwk("p384", None),
+            testkeys::ed25519_jwk("ed", Some("EdDSA")),
+            testkeys::oct_jwk("hmac", &[7u8; 64], None),
+        ]);
+        let set = parse(&jwks).unwrap();
+        assert!(set.skipped().is_empty(), "{:?}", set.skipped());
+        let algs: Vec<(Option<&str>, Algorithm)> = set
+            .entries()
+            .iter()
+            .map(|e| (e.kid.as_deref(), e.key.algorithm()))
+            .collect();
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ] {
+            assert!(algs.contains(&(Some("rsa"), alg)));
+        }
+        assert!(algs.contains(&(Some("p256"), Algorithm::ES256)));
+        assert!(algs.contains(&(Some("p384"), Algorithm::ES384)));
+        assert!(algs.contains(&(Some("ed"), Algorithm::EdDSA)));
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            assert!(algs.contains(&(Some("hmac"), alg)));
+        }
+    }
+
+    #[test]
+    fn rsa_key_with_alg_serves_only_that_algorithm() {
+        let set = parse(&testkeys::jwks(&[testkeys::rsa_jwk("r", Some("PS384"))])).unwrap();
+        let algs: Vec<Algorithm> = set.entries().iter().map(|e| e.key.algorithm()).collect();
+        assert_eq!(algs, vec![Algorithm::PS384]);
+    }
+
+    #[test]
+    fn keeps_only_allowed_algorithms() {
+        let set = KeySet::parse(
+            testkeys::jwks(&[testkeys::rsa_jwk("r", None)]).as_bytes(),
+            &[Algorithm::RS256, Algorithm::ES256],
+            KeyOrigin::Remote,
+        )
+        .unwrap();
+        let algs: Vec<Algorithm> = set.entries().iter().map(|e| e.key.algorithm()).collect();
+        assert_eq!(algs, vec![Algorithm::RS256]);
+    }
+
+    #[test]
+    fn skips_key_whose_alg_is_not_allowed() {
+        let err = KeySet::parse(
+            testkeys::jwks(&[testkeys::rsa_jwk("r", Some("RS512"))]).as_bytes(),
+            &[Algorithm::RS256],
+            KeyOrigin::Remote,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("RS512 is not in allowedAlgorithms"), "{err}");
+    }
+
+    #[test]
+    fn skips_bad_keys_with_reasons_and_keeps_good_ones() {
+        let jwks = testkeys::jwks(&[
+            r#"{"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}"#.to_owned(),
+            testkeys::ec256_jwk("good", None),
+            r#"{"kty":"EC","kid":"p521","crv":"P-521","x":"AA","y":"AA"}"#.to_owned(),
+            r#""not an object""#.to_owned(),
+        ]);
+        let set = parse(&jwks).unwrap();
+        assert_eq!(set.entries().len(), 1);
+        let reasons: Vec<String> = set.skipped().iter().map(ToString::to_string).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("\"use\" is \"enc\""), "{reasons:?}");
+        assert!(reasons[1].contains("unsupported EC curve \"P-521\""));
+        assert!(reasons[2].starts_with("key 3: not a JWK"));
+    }
+
+    #[test]
+    fn refuses_alg_none_on_a_key() {
+        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 32], Some("none"))]))
+            .unwrap_err();
+        assert!(err.0.contains("alg \"none\" is never accepted"), "{err}");
+    }
+
+    #[test]
+    fn refuses_alg_that_does_not_fit_the_key_type() {
+        let err = parse(&testkeys::jwks(&[testkeys::rsa_jwk("r", Some("ES256"))])).unwrap_err();
+        assert!(err.0.contains("alg ES256 does not fit kty \"RSA\""), "{err}");
+        let err = parse(&testkeys::jwks(&[testkeys::ec384_jwk("e", Some("ES256"))])).unwrap_err();
+        assert!(err.0.contains("does not fit curve \"P-384\""), "{err}");
+    }
+
+    #[test]
+    fn refuses_hmac_key_shorter_than_the_hash() {
+        // 31 bytes: jwt-simple alone would accept it (its floor is 12 bytes).
+        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 31], Some("HS256"))]))
+            .unwrap_err();
+        assert!(err.0.contains("shorter than the 32 bytes"), "{err}");
+        // 32 bytes is enough for HS256 but not for HS384/HS512.
+        let set = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 32], None)])).unwrap();
+        let algs: Vec<Algorithm> = set.entries().iter().map(|e| e.key.algorithm()).collect();
+        assert_eq!(algs, vec![Algorithm::HS256]);
+    }
+
+    #[test]
+    fn refuses_symmetric_keys_from_a_remote_set() {
+        let err = KeySet::parse(
+            testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 64], None)]).as_bytes(),
+            &Algorithm::ALL,
+            KeyOrigin::Remote,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("accepted only inline"), "{err}");
+    }
+
+    #[test]
+    fn refuses_rsa_modulus_below_2048_bits() {
+        // A 1024-bit modulus: top byte 0xc3, 128 bytes.
+        let mut n = vec![0xc3u8; 128];
+        n[127] = 0x01;
+        let jwk = format!(
+            r#"{{"kty":"RSA","kid":"small","n":"{}","e":"AQAB"}}"#,
+            testkeys::b64(&n)
+        );
+        let err = parse(&testkeys::jwks(&[jwk])).unwrap_err();
+        assert!(err.0.contains("1024 bits is below the 2048"), "{err}");
+    }
+
+    #[test]
+    fn refuses_ec_point_off_the_curve() {
+        let jwk = format!(
+            r#"{{"kty":"EC","kid":"bad","crv":"P-256","x":"{}","y":"{}"}}"#,
+            testkeys::b64(&[1; 32]),
+            testkeys::b64(&[2; 32])
+        );
+        let err = parse(&testkeys::jwks(&[jwk])).unwrap_err();
+        assert!(err.0.contains("not on the curve"), "{err}");
+    }
+
+    #[test]
+    fn honours_key_ops() {
+        let jwk = r#"{"kty":"oct","kid":"h","key_ops":["sign"],"k":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
+        let err = parse(&testkeys::jwks(&[jwk.to_owned()])).unwrap_err();
+        assert!(err.0.contains("key_ops"), "{err}");
+    }
+
+    #[test]
+    fn empty_set_and_non_jwks_are_errors() {
+        assert!(parse(r#"{"keys":[]}"#).unwrap_err().0.contains("has no keys"));
+        assert!(parse("[]").unwrap_err().0.contains("not a JWKS document"));
+        assert!(parse("{").unwrap_err().0.contains("not a JWKS document"));
+    }
+
+    #[test]
+    fn lookup_distinguishes_unknown_kid_from_algorithm_mismatch() {
+        let set = parse(&testkeys::jwks(&[
+            testkeys::ec256_jwk("a", None),
+            testkeys::ed25519_jwk("b", None),
+        ]))
+        .unwrap();
+        assert!(matches!(
+            set.lookup(Algorithm::ES256, Some("zzz")),
+            KeyLookup::UnknownKid
+        ));
+        assert!(matches!(
+            set.lookup(Algorithm::EdDSA, Some("a")),
+            KeyLookup::AlgorithmMismatch
+        ));
+        match set.lookup(Algorithm::ES256, Some("a")) {
+            KeyLookup::Candidates(keys) => assert_eq!(keys.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        match set.lookup(Algorithm::EdDSA, None) {
+            KeyLookup::Candidates(keys) => assert_eq!(keys.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            set.lookup(Algorithm::RS256, None),
+            KeyLookup::AlgorithmMismatch
+        ));
+    }
+}

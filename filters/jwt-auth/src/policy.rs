@@ -1,0 +1,777 @@
+//! The request decision: bypasses, token lookup, verification (or the cache), route
+//! scopes, customer binding, and the outputs handed upstream and to later filters.
+//!
+//! Plain data in (config, per-provider key sets, the cache, request headers, the host's
+//! time), a [`Decision`] out. No proxy-wasm here.
+
+use std::rc::Rc;
+
+use banking_filter_common::clock::Timestamp;
+use banking_filter_common::headers::{self, HeaderPairs};
+use serde_json::{Map, Value};
+
+use crate::cache::{self, TokenCache, VerifiedToken};
+use crate::config::{Config, Rule, TokenSource};
+use crate::decision::{
+    Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX,
+    FILTER_STATE_ISSUER, FILTER_STATE_SUBJECT,
+};
+use crate::jwks::KeySet;
+use crate::token::{self, Found, Refusal};
+use crate::verify;
+
+/// A provider's keys as this worker currently has them.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderKeys {
+    /// None until the first JWKS arrives (remote providers).
+    pub set: Option<Rc<KeySet>>,
+    /// Changes whenever `set` is replaced; cached verifications name the version they used.
+    pub version: u64,
+}
+
+/// The request as the core sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    pub path: &'a [u8],
+    pub headers: &'a HeaderPairs,
+}
+
+impl<'a> Request<'a> {
+    /// Reads `:method` and `:path` from the pseudo-headers.
+    pub fn from_headers(headers: &'a HeaderPairs) -> Self {
+        Request {
+            method: headers::lookup(headers, ":method").single().unwrap_or_default(),
+            path: headers::lookup(headers, ":path").single().unwrap_or_default(),
+            headers,
+        }
+    }
+}
+
+/// Whether the verified-token cache answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    Miss,
+}
+
+/// The decision plus what the shell should do besides applying it.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub decision: Decision,
+    /// A token named a `kid` this provider's set lacks: its JWKS may need a re-fetch.
+    pub refetch_provider: Option<usize>,
+    pub cache: Option<CacheUse>,
+}
+
+impl Evaluation {
+    fn deny(denial: Denial) -> Self {
+        Evaluation {
+            decision: Decision::Deny(denial),
+            refetch_provider: None,
+            cache: None,
+        }
+    }
+}
+
+/// Decides one request.
+pub fn authorize(
+    config: &Config,
+    keys: &[ProviderKeys],
+    cache: &mut TokenCache,
+    request: &Request<'_>,
+    now: Timestamp,
+) -> Evaluation {
+    let path = path_only(request.path);
+    let needs_path = !config.rules.is_empty() || !config.bypass_paths.is_empty();
+    let normalized = if needs_path {
+        match normalize(path) {
+            Some(p) => p,
+            None => return Evaluation::deny(Denial::plain(DenyReason::UnnormalizedPath)),
+        }
+    } else {
+        String::new()
+    };
+    let owned = config.outputs.owned_headers();
+
+    if needs_path && config.bypass_paths.iter().any(|b| *b == normalized) {
+        return allowed(AllowKind::Bypassed, owned);
+    }
+    if config.bypass_cors_preflight && is_cors_preflight(request) {
+        return allowed(AllowKind::Preflight, owned);
+    }
+
+    let (token, source) = match token::find(&config.token_sources, request.headers, request.path)
+    {
+        Found::Nothing => return Evaluation::deny(Denial::plain(DenyReason::MissingToken)),
+        Found::Several => {
+            return Evaluation::deny(Denial::new(
+                DenyReason::MultipleTokens,
+                "Send the access token once, in one place.",
+            ));
+        }
+        Found::One { token, source } => (token, source),
+    };
+
+    let key = cache::hash(&token);
+    let version_of = |p: usize| keys.get(p).filter(|k| k.set.is_some()).map(|k| k.version);
+    let (verified, cache_use) = match cache.get(&key, now, version_of) {
+        Some(hit) => (hit, CacheUse::Hit),
+        None => match verify_fresh(config, keys, &token, now) {
+            Ok((provider, verified)) => {
+                let claims = Rc::new(verified.claims);
+                let version = keys.get(provider).map_or(0, |k| k.version);
+                cache.insert(
+                    key,
+                    provider,
+                    version,
+                    Rc::clone(&claims),
+                    verified.expires_at,
+                    now,
+                );
+                let entry = VerifiedToken {
+                    provider,
+                    keys_version: version,
+                    claims,
+                    valid_until: now,
+                };
+                (entry, CacheUse::Miss)
+            }
+            Err((denial, refetch_provider)) => {
+                return Evaluation {
+                    decision: Decision::Deny(denial),
+                    refetch_provider,
+                    cache: (config.cache_entries > 0).then_some(CacheUse::Miss),
+                };
+            }
+        },
+    };
+    let cache_use = (config.cache_entries > 0).then_some(cache_use);
+
+    let decision = match check_request(config, &verified.claims, request, &normalized) {
+        Err(denial) => Decision::Deny(denial),
+        Ok(()) => Decision::Allow(outputs(config, &verified, &token, source, owned)),
+    };
+    Evaluation {
+        decision,
+        refetch_provider: None,
+        cache: cache_use,
+    }
+}
+
+fn allowed(kind: AllowKind, remove_headers: Vec<String>) -> Evaluation {
+    Evaluation {
+        decision: Decision::Allow(Allow {
+            kind,
+            remove_headers,
+            set_headers: Vec::new(),
+            filter_state: Vec::new(),
+        }),
+        refetch_provider: None,
+        cache: None,
+    }
+}
+
+type Failure = (Denial, Option<usize>);
+
+fn verify_fresh(
+    config: &Config,
+    keys: &[ProviderKeys],
+    token: &[u8],
+    now: Timestamp,
+) -> Result<(usize, verify::Verified), Failure> {
+    let unverified = token::parse(token, config.max_token_bytes).map_err(|r| {
+        let reason = match r {
+            Refusal::TooLarge => DenyReason::TokenTooLarge,
+            Refusal::Malformed(_) => DenyReason::MalformedToken,
+            Refusal::AlgorithmNotAllowed(_) => DenyReason::AlgorithmNotAllowed,
+        };
+        (Denial::new(reason, format!("{}.", capitalize(&r.to_string()))), None)
+    })?;
+    // The issuer picks the provider; nothing about it is trusted until the signature is.
+    let issuer = unverified.claims.get("iss").and_then(Value::as_str);
+    let Some((index, provider)) = config
+        .providers
+        .iter()
+        .enumerate()
+        .find(|(_, p)| Some(p.issuer.as_str()) == issuer)
+    else {
+        return Err((
+            Denial::new(DenyReason::UnknownIssuer, "The token's iss is not a trusted issuer."),
+            None,
+        ));
+    };
+    let Some(set) = keys.get(index).and_then(|k| k.set.as_deref()) else {
+        return Err((
+            Denial::new(
+                DenyReason::KeysUnavailable,
+                "The issuer's signing keys have not been fetched yet; retry shortly.",
+            ),
+            None,
+        ));
+    };
+    verify::verify(provider, set, unverified, now, config.max_token_bytes)
+        .map(|v| (index, v))
+        .map_err(|d| {
+            let refetch = (d.reason == DenyReason::UnknownKey).then_some(index);
+            (d, refetch)
+        })
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Route scopes and customer binding: what the token may do with this request.
+fn check_request(
+    config: &Config,
+    claims: &Map<String, Value>,
+    request: &Request<'_>,
+    normalized_path: &str,
+) -> Result<(), Denial> {
+    if let Some(rule) = config
+        .rules
+        .iter()
+        .find(|r| rule_matches(r, request.method, normalized_path))
+    {
+        let granted = scopes(claims);
+        let missing: Vec<&str> = rule
+            .required_scopes
+            .iter()
+            .filter(|s| !granted.iter().any(|g| g == *s))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let mut denial = Denial::new(
+                DenyReason::InsufficientScope,
+                format!(
+                    "This request needs the scope(s): {}.",
+                    rule.required_scopes.join(" ")
+                ),
+            );
+            denial.scope = Some(rule.required_scopes.join(" "));
+            return Err(denial);
+        }
+    }
+    if let Some(binding) = &config.customer_binding {
+        let sent = headers::all(request.headers, &binding.header);
+        if !sent.is_empty() {
+            let bound = claims.get(&binding.claim).and_then(claim_text);
+            let matches = bound
+                .as_deref()
+                .is_some_and(|id| sent.iter().all(|v| *v == id.as_bytes()));
+            if !matches {
+                return Err(Denial::new(
+                    DenyReason::CustomerMismatch,
+                    format!(
+                        "The {} header does not match the token's {} claim.",
+                        binding.header, binding.claim
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule_matches(rule: &Rule, method: &[u8], path: &str) -> bool {
+    // Methods compare ignoring case so `post` cannot slip past a `POST` rule.
+    let method_ok = rule.methods.is_empty()
+        || rule
+            .methods
+            .iter()
+            .any(|m| m.as_bytes().eq_ignore_ascii_case(method));
+    method_ok && prefix_matches(&rule.path_prefix, path)
+}
+
+/// `/payments` matches `/payments` and `/payments/...`, not `/paymentsX`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Scopes from `scope` (space-delimited, RFC 8693) and `scp` (array or string).
+fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_owned)),
+            Some(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A claim as header/filter-state text: strings as they are, numbers and booleans
+/// printed, arrays of strings joined with `,`. Objects and mixed arrays have no text.
+fn claim_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        _ => None,
+    }
+}
+
+/// Header values may not carry control characters (a claim with CR/LF must not become
+/// a second header).
+fn header_safe(text: &str) -> bool {
+    text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn outputs(
+    config: &Config,
+    verified: &VerifiedToken,
+    token: &[u8],
+    source: usize,
+    mut remove_headers: Vec<String>,
+) -> Allow {
+    let claims = &verified.claims;
+    if config.outputs.remove_token_header
+        && let Some(TokenSource::Header { name, .. }) = config.token_sources.get(source)
+    {
+        remove_headers.push(name.clone());
+    }
+    let mut set_headers = Vec::new();
+    for (claim, header) in &config.outputs.claim_headers {
+        if let Some(text) = claims.get(claim).and_then(claim_text)
+            && header_safe(&text)
+        {
+            set_headers.push((header.clone(), text.into_bytes()));
+        }
+    }
+    if let Some(header) = &config.outputs.payload_header
+        && let Some(payload) = std::str::from_utf8(token).ok().and_then(token::payload_segment)
+    {
+        set_headers.push((header.clone(), payload.as_bytes().to_vec()));
+    }
+    let mut filter_state = Vec::new();
+    if let Some(issuer) = config.providers.get(verified.provider) {
+        filter_state.push((FILTER_STATE_ISSUER.to_owned(), issuer.issuer.clone().into_bytes()));
+    }
+    if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
+        filter_state.push((FILTER_STATE_SUBJECT.to_owned(), sub.as_bytes().to_vec()));
+    }
+    for claim in &config.outputs.filter_state_claims {
+        let text = match claims.get(claim) {
+            None | Some(Value::Null) => continue,
+            Some(v) => claim_text(v).unwrap_or_else(|| v.to_string()),
+        };
+        filter_state.push((format!("{FILTER_STATE_CLAIM_PREFIX}{claim}"), text.into_bytes()));
+    }
+    Allow {
+        kind: AllowKind::Verified,
+        remove_headers,
+        set_headers,
+        filter_state,
+    }
+}
+
+fn path_only(path: &[u8]) -> &[u8] {
+    let end = path
+        .iter()
+        .position(|b| *b == b'?' || *b == b'#')
+        .unwrap_or(path.len());
+    path.get(..end).unwrap_or_default()
+}
+
+/// The path rules and bypasses are matched against: percent-encoded unreserved
+/// characters decoded (RFC 3986 §6.2.2.2). None when the path could reach the upstream
+/// as something else than it looks here: dot-segments, `//`, `\`, encoded `/` or `\`,
+/// other escapes that are not valid, non-ASCII, or not starting with `/`.
+fn normalize(path: &[u8]) -> Option<String> {
+    if path.first() != Some(&b'/') {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = path.get(i) {
+        if b == b'%' {
+            let hex = path.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            let decoded = u8::from_str_radix(hex, 16).ok()?;
+            if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+                out.push(char::from(decoded));
+            } else if decoded == b'/' || decoded == b'\\' {
+                return None;
+            } else {
+                // Reserved characters stay encoded; they cannot change segment boundaries.
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+            continue;
+        }
+        if b == b'\\' || !(0x21..0x7f).contains(&b) {
+            return None;
+        }
+        out.push(char::from(b));
+        i += 1;
+    }
+    if out.split('/').any(|seg| seg == "." || seg == "..") || out.contains("//") {
+        return None;
+    }
+    Some(out)
+}
+
+fn is_cors_preflight(request: &Request<'_>) -> bool {
+    request.method == b"OPTIONS"
+        && !headers::all(request.headers, "origin").is_empty()
+        && !headers::all(request.headers, "access-control-request-method").is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::jwks::{Algorithm, KeyOrigin};
+    use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
+    use serde_json::json;
+    use std::time::Duration;
+
+    struct World {
+        config: Config,
+        keys: Vec<ProviderKeys>,
+        cache: TokenCache,
+    }
+
+    fn world(extra: &str) -> World {
+        let text = format!(
+            r#"{{"providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],"jwks":{}}}]{extra}}}"#,
+            testkeys::jwks(&[testkeys::ec256_jwk("ec256", None), testkeys::rsa_jwk("rsa", Some("RS256"))]),
+        );
+        let config = Config::parse(text.as_bytes()).unwrap().config;
+        let set = match &config.providers[0].keys {
+            crate::config::KeySource::Inline(set) => set.clone(),
+            crate::config::KeySource::Remote(_) => unreachable!(),
+        };
+        let cache = TokenCache::new(config.cache_entries, config.cache_ttl);
+        World {
+            config,
+            keys: vec![ProviderKeys {
+                set: Some(Rc::new(set)),
+                version: 1,
+            }],
+            cache,
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_unix_seconds(NOW)
+    }
+
+    fn headers(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    impl World {
+        fn run(&mut self, list: &[(&str, &str)]) -> Evaluation {
+            let h = headers(list);
+            let req = Request::from_headers(&h);
+            authorize(&self.config, &self.keys, &mut self.cache, &req, now())
+        }
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    fn good_token() -> String {
+        mint(Algorithm::ES256, Some("ec256"), good_claims())
+    }
+
+    fn denied(e: &Evaluation) -> &Denial {
+        match &e.decision {
+            Decision::Deny(d) => d,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn allowed(e: &Evaluation) -> &Allow {
+        match &e.decision {
+            Decision::Allow(a) => a,
+            other => panic!("expected allow, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_token_is_allowed_and_identity_goes_to_filter_state() {
+        let mut w = world("");
+        let t = good_token();
+        let e = w.run(&[(":method", "GET"), (":path", "/accounts"), ("authorization", &bearer(&t))]);
+        let a = allowed(&e);
+        assert_eq!(a.kind, AllowKind::Verified);
+        assert!(a.filter_state.contains(&(
+            "banking.jwt.issuer".into(),
+            b"https://idp.bank.example".to_vec()
+        )));
+        assert!(a.filter_state.contains(&("banking.jwt.subject".into(), b"cust-42".to_vec())));
+        assert_eq!(e.cache, Some(CacheUse::Miss));
+    }
+
+    #[test]
+    fn second_use_of_a_token_is_a_cache_hit_until_exp() {
+        let mut w = world("");
+        let t = good_token();
+        let req = [(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))];
+        assert_eq!(w.run(&req).cache, Some(CacheUse::Miss));
+        let e = w.run(&req);
+        assert_eq!(e.cache, Some(CacheUse::Hit));
+        allowed(&e);
+        // Past exp the cache no longer answers and the token is refused as expired.
+        let h = headers(&req);
+        let later = Timestamp::from_unix_seconds(NOW + 301 + 60);
+        let e = authorize(&w.config, &w.keys, &mut w.cache, &Request::from_headers(&h), later);
+        assert_eq!(denied(&e).reason, DenyReason::Expired);
+    }
+
+    #[test]
+    fn key_rotation_invalidates_cached_verifications() {
+        let mut w = world("");
+        let t = good_token();
+        let req = [(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))];
+        w.run(&req);
+        // New set without the old key.
+        let set = KeySet::parse(
+            testkeys::jwks(&[testkeys::ed25519_jwk("new", None)]).as_bytes(),
+            &Algorithm::ALL,
+            KeyOrigin::Remote,
+        )
+        .unwrap();
+        w.keys[0] = ProviderKeys { set: Some(Rc::new(set)), version: 2 };
+        let e = w.run(&req);
+        assert_eq!(denied(&e).reason, DenyReason::UnknownKey);
+        assert_eq!(e.refetch_provider, Some(0));
+    }
+
+    #[test]
+    fn missing_token_is_401_with_bare_challenge() {
+        let mut w = world("");
+        let e = w.run(&[(":method", "GET"), (":path", "/a")]);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::MissingToken, 401));
+        assert_eq!(d.www_authenticate("banking-api").unwrap(), "Bearer realm=\"banking-api\"");
+    }
+
+    #[test]
+    fn two_tokens_are_refused_with_400() {
+        let mut w = world(r#","tokenSources":[{"header":"authorization","prefix":"Bearer "},{"queryParam":"access_token"}]"#);
+        let t = good_token();
+        let path = format!("/a?access_token={t}");
+        let e = w.run(&[(":method", "GET"), (":path", &path), ("authorization", &bearer(&t))]);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::MultipleTokens, 400));
+    }
+
+    #[test]
+    fn every_token_rejection_reason_reaches_the_decision() {
+        let mut w = world(r#""#);
+        let cases: Vec<(String, DenyReason)> = vec![
+            ("x".repeat(9000), DenyReason::TokenTooLarge),
+            ("not-a-jwt".into(), DenyReason::MalformedToken),
+            (
+                format!("{}.{}.c2ln", testkeys::b64(br#"{"alg":"none"}"#), testkeys::b64(good_claims().to_string().as_bytes())),
+                DenyReason::AlgorithmNotAllowed,
+            ),
+            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"iss": "https://evil.example"}))), DenyReason::UnknownIssuer),
+            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"iss": null}))), DenyReason::UnknownIssuer),
+            (mint(Algorithm::ES256, Some("nope"), good_claims()), DenyReason::UnknownKey),
+            (mint(Algorithm::ES256, Some("rsa"), good_claims()), DenyReason::KeyAlgorithmMismatch),
+            (testkeys::mint_with_other_ec256("ec256", good_claims()), DenyReason::InvalidSignature),
+            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"exp": NOW - 61}))), DenyReason::Expired),
+            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"nbf": NOW + 61}))), DenyReason::NotYetValid),
+            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"exp": null}))), DenyReason::MissingExpiration),
+            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"aud": "other"}))), DenyReason::AudienceMismatch),
+        ];
+        for (token, reason) in cases {
+            let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&token))]);
+            let d = denied(&e);
+            assert_eq!(d.reason, reason, "{}", d.detail);
+            assert!(!d.detail.contains(&token), "detail must not echo the token");
+            let challenge = d.www_authenticate("r").unwrap();
+            assert!(!challenge.contains(&token));
+        }
+    }
+
+    #[test]
+    fn unknown_kid_asks_for_a_refetch() {
+        let mut w = world("");
+        let t = mint(Algorithm::ES256, Some("rotated"), good_claims());
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))]);
+        assert_eq!(denied(&e).reason, DenyReason::UnknownKey);
+        assert_eq!(e.refetch_provider, Some(0));
+    }
+
+    #[test]
+    fn keys_not_yet_fetched_is_503() {
+        let mut w = world("");
+        w.keys[0] = ProviderKeys::default();
+        let t = good_token();
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))]);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::KeysUnavailable, 503));
+    }
+
+    #[test]
+    fn route_scopes_from_scope_or_scp() {
+        let mut w = world(r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}]"#);
+        let without = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"scope": "accounts:read"})));
+        let e = w.run(&[(":method", "POST"), (":path", "/payments/42"), ("authorization", &bearer(&without))]);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::InsufficientScope, 403));
+        assert!(d.www_authenticate("r").unwrap().contains("scope=\"payments:write\""));
+        // Lower-case method still needs the scope.
+        let e = w.run(&[(":method", "post"), (":path", "/payments"), ("authorization", &bearer(&without))]);
+        assert_eq!(denied(&e).reason, DenyReason::InsufficientScope);
+        // Another method or a sibling path is not covered by the rule.
+        allowed(&w.run(&[(":method", "GET"), (":path", "/payments"), ("authorization", &bearer(&without))]));
+        allowed(&w.run(&[(":method", "POST"), (":path", "/paymentsX"), ("authorization", &bearer(&without))]));
+
+        let with_scope = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"scope": "accounts:read payments:write"})));
+        allowed(&w.run(&[(":method", "POST"), (":path", "/payments?x=1"), ("authorization", &bearer(&with_scope))]));
+        let with_scp = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"scp": ["payments:write"]})));
+        allowed(&w.run(&[(":method", "POST"), (":path", "/payments"), ("authorization", &bearer(&with_scp))]));
+    }
+
+    #[test]
+    fn customer_binding_refuses_another_customers_id() {
+        let mut w = world(r#","customerBinding":{"claim":"customer_id"}"#);
+        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"customer_id": "C-1"})));
+        let auth = bearer(&t);
+        allowed(&w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth)]));
+        allowed(&w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth), ("x-customer-id", "C-1")]));
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth), ("x-customer-id", "C-2")]);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::CustomerMismatch, 403));
+        // A second copy of the header cannot smuggle another id.
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth), ("x-customer-id", "C-1"), ("x-customer-id", "C-2")]);
+        assert_eq!(denied(&e).reason, DenyReason::CustomerMismatch);
+        // A token without the claim cannot act for any customer.
+        let no_claim = good_token();
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&no_claim)), ("x-customer-id", "C-1")]);
+        assert_eq!(denied(&e).reason, DenyReason::CustomerMismatch);
+    }
+
+    #[test]
+    fn bypass_paths_and_preflight_skip_the_token_but_still_strip_owned_headers() {
+        let mut w = world(
+            r#","bypassPaths":["/healthz"],"bypassCorsPreflight":true,"outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"}]}"#,
+        );
+        let e = w.run(&[(":method", "GET"), (":path", "/healthz?verbose=1"), ("x-jwt-sub", "victim")]);
+        let a = allowed(&e);
+        assert_eq!(a.kind, AllowKind::Bypassed);
+        assert_eq!(a.remove_headers, vec!["x-jwt-sub"]);
+        // Only the exact path: a sub-path or a traversal is not bypassed.
+        assert_eq!(denied(&w.run(&[(":method", "GET"), (":path", "/healthz/x")])).reason, DenyReason::MissingToken);
+        assert_eq!(
+            denied(&w.run(&[(":method", "GET"), (":path", "/healthz/../payments")])).reason,
+            DenyReason::UnnormalizedPath
+        );
+        let e = w.run(&[
+            (":method", "OPTIONS"),
+            (":path", "/payments"),
+            ("origin", "https://app.bank.example"),
+            ("access-control-request-method", "POST"),
+        ]);
+        assert_eq!(allowed(&e).kind, AllowKind::Preflight);
+        // A plain OPTIONS is not a preflight.
+        assert_eq!(denied(&w.run(&[(":method", "OPTIONS"), (":path", "/payments")])).reason, DenyReason::MissingToken);
+    }
+
+    #[test]
+    fn preflight_needs_a_token_unless_enabled() {
+        let mut w = world("");
+        let e = w.run(&[
+            (":method", "OPTIONS"),
+            (":path", "/payments"),
+            ("origin", "https://app.bank.example"),
+            ("access-control-request-method", "POST"),
+        ]);
+        assert_eq!(denied(&e).reason, DenyReason::MissingToken);
+    }
+
+    #[test]
+    fn outputs_replace_client_headers_and_publish_claims() {
+        let mut w = world(
+            r#","outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"},{"claim":"scp","header":"x-jwt-scopes"},{"claim":"evil","header":"x-jwt-evil"}],
+                "payloadHeader":"x-jwt-payload","removeTokenHeader":true,"filterStateClaims":["customer_id","acct"]}"#,
+        );
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"scp": ["a", "b"], "customer_id": "C-1", "acct": {"n": 1}, "evil": "x\r\nx-admin: 1"})),
+        );
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t)), ("x-jwt-sub", "forged")]);
+        let a = allowed(&e);
+        assert_eq!(a.remove_headers, vec!["x-jwt-evil", "x-jwt-payload", "x-jwt-scopes", "x-jwt-sub", "authorization"]);
+        assert!(a.set_headers.contains(&("x-jwt-sub".into(), b"cust-42".to_vec())));
+        assert!(a.set_headers.contains(&("x-jwt-scopes".into(), b"a,b".to_vec())));
+        assert!(!a.set_headers.iter().any(|(h, _)| h == "x-jwt-evil"), "CR/LF claim must not become a header");
+        let payload = t.split('.').nth(1).unwrap().as_bytes().to_vec();
+        assert!(a.set_headers.contains(&("x-jwt-payload".into(), payload)));
+        assert!(a.filter_state.contains(&("banking.jwt.claim.customer_id".into(), b"C-1".to_vec())));
+        assert!(a.filter_state.contains(&("banking.jwt.claim.acct".into(), br#"{"n":1}"#.to_vec())));
+    }
+
+    #[test]
+    fn normalize_refuses_paths_that_could_dodge_rules() {
+        assert_eq!(normalize(b"/payments/42").as_deref(), Some("/payments/42"));
+        assert_eq!(normalize(b"/p%61yments").as_deref(), Some("/payments"));
+        assert_eq!(normalize(b"/a%3fb").as_deref(), Some("/a%3Fb"));
+        assert_eq!(normalize(b"/").as_deref(), Some("/"));
+        assert_eq!(normalize(b"/a/").as_deref(), Some("/a/"));
+        for bad in [
+            &b"/a/../payments"[..],
+            b"/a/./b",
+            b"/a/..",
+            b"//payments",
+            b"/a//b",
+            b"/a%2fb",
+            b"/a%5Cb",
+            b"/a\\b",
+            b"/%2e%2e/payments",
+            b"/a%zz",
+            b"/a%2",
+            b"payments",
+            b"/caf\xc3\xa9",
+            b"",
+        ] {
+            assert_eq!(normalize(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn paths_are_not_checked_without_rules_or_bypasses() {
+        let mut w = world("");
+        let t = good_token();
+        allowed(&w.run(&[(":method", "GET"), (":path", "/a/../b"), ("authorization", &bearer(&t))]));
+    }
+
+    #[test]
+    fn disabled_cache_reports_no_cache_use() {
+        let mut w = world(r#","cache":{"maxEntries":0}"#);
+        let t = good_token();
+        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))]);
+        assert_eq!(e.cache, None);
+        let _ = Duration::ZERO;
+    }
+}

@@ -1,0 +1,382 @@
+//! Finding the token in a request, and the cheap structural checks made on it before any
+//! signature work: size, three base64url segments, a JSON header naming a known `alg`, a
+//! JSON object payload without duplicate members.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use banking_filter_common::headers::{self, HeaderPairs};
+use jwt_simple::prelude::{Base64UrlSafeNoPadding, Decoder};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::config::TokenSource;
+use crate::jwks::Algorithm;
+
+/// What the request carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Nothing,
+    /// Exactly one token; `source` indexes the configured token sources.
+    One { token: Vec<u8>, source: usize },
+    /// RFC 6750 §2: a client must not send a token by more than one method (or twice).
+    Several,
+}
+
+/// Looks for tokens in every configured source.
+pub fn find(sources: &[TokenSource], headers: &HeaderPairs, path: &[u8]) -> Found {
+    let mut found: Vec<(Vec<u8>, usize)> = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        match source {
+            TokenSource::Header { name, prefix } => {
+                for value in headers::all(headers, name) {
+                    if let Some(token) = strip_prefix_ignore_case(value, prefix.as_bytes()) {
+                        found.push((trim(token).to_vec(), index));
+                    }
+                }
+            }
+            TokenSource::QueryParam(param) => {
+                let query = path
+                    .iter()
+                    .position(|b| *b == b'?')
+                    .and_then(|i| path.get(i + 1..))
+                    .unwrap_or_default();
+                let query = query.split(|b| *b == b'#').next().unwrap_or_default();
+                for pair in query.split(|b| *b == b'&') {
+                    let mut kv = pair.splitn(2, |b| *b == b'=');
+                    if kv.next() == Some(param.as_bytes()) {
+                        found.push((kv.next().unwrap_or_default().to_vec(), index));
+                    }
+                }
+            }
+            TokenSource::Cookie(cookie) => {
+                for header in headers::all(headers, "cookie") {
+                    for pair in header.split(|b| *b == b';') {
+                        let mut kv = trim(pair).splitn(2, |b| *b == b'=');
+                        if kv.next() == Some(cookie.as_bytes()) {
+                            found.push((trim(kv.next().unwrap_or_default()).to_vec(), index));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match found.len() {
+        0 => Found::Nothing,
+        1 => match found.pop() {
+            Some((token, source)) => Found::One { token, source },
+            None => Found::Nothing,
+        },
+        _ => Found::Several,
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let head = value.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        value.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
+/// Why a token was refused before signature work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    TooLarge,
+    Malformed(&'static str),
+    /// `alg` is `none`, unknown, or not one this filter verifies.
+    AlgorithmNotAllowed(&'static str),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooLarge => f.write_str("the token is larger than allowed"),
+            Refusal::Malformed(why) | Refusal::AlgorithmNotAllowed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A token that passed the structural checks; nothing in it is trusted yet.
+#[derive(Debug)]
+pub struct Unverified<'a> {
+    pub text: &'a str,
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub claims: Map<String, Value>,
+}
+
+/// The base64url payload segment of a compact JWS (for the payload output header).
+pub fn payload_segment(token: &str) -> Option<&str> {
+    token.split('.').nth(1)
+}
+
+/// Structural checks; cheap next to a signature check and done first.
+pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> {
+    if token.len() > max_bytes {
+        return Err(Refusal::TooLarge);
+    }
+    let malformed = Refusal::Malformed;
+    let text = std::str::from_utf8(token).map_err(|_| malformed("the token is not ASCII"))?;
+    let mut segments = text.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(malformed("a JWS has three dot-separated segments"));
+    };
+    if [header, payload, signature].iter().any(|s| s.is_empty()) {
+        // An empty signature is what `alg: none` tokens carry.
+        return Err(malformed("a token segment is empty"));
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(malformed("the token is not base64url"));
+    }
+    let header_json = Base64UrlSafeNoPadding::decode_to_vec(header, None)
+        .map_err(|_| malformed("the header is not base64url"))?;
+    let header: UniqueMap = serde_json::from_slice(&header_json)
+        .map_err(|_| malformed("the header is not a JSON object with unique members"))?;
+    let header = header.0;
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) if name.eq_ignore_ascii_case("none") => {
+            return Err(Refusal::AlgorithmNotAllowed(
+                "unsigned tokens (alg \"none\") are never accepted",
+            ));
+        }
+        Some(Value::String(name)) => Algorithm::from_name(name).ok_or(
+            Refusal::AlgorithmNotAllowed("the token's alg is not supported"),
+        )?,
+        _ => return Err(malformed("the header has no alg")),
+    };
+    if header.contains_key("crit") {
+        return Err(malformed("critical header extensions are not supported"));
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(malformed("the header's kid is not a string")),
+    };
+    let payload_json = Base64UrlSafeNoPadding::decode_to_vec(payload, None)
+        .map_err(|_| malformed("the payload is not base64url"))?;
+    let claims: UniqueMap = serde_json::from_slice(&payload_json)
+        .map_err(|_| malformed("the payload is not a JSON object with unique members"))?;
+    Ok(Unverified {
+        text,
+        alg,
+        kid,
+        claims: claims.0,
+    })
+}
+
+/// A JSON object whose top-level members are unique. RFC 7515 §5.2 lets a parser reject
+/// duplicates; doing so means the claims this filter reads are the ones jwt-simple
+/// verified, whichever duplicate either parser would have picked.
+struct UniqueMap(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueMap {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UniqueMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueMap, A::Error> {
+                let mut map = Map::new();
+                let mut seen = BTreeSet::new();
+                while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(de::Error::custom("duplicate member"));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(UniqueMap(map))
+            }
+        }
+        de.deserialize_map(V)
+    }
+}
+
+/// A NumericDate claim (`exp`, `nbf`, `iat`) in whole seconds, rounded toward "less
+/// valid": `exp` down, `nbf`/`iat` up.
+pub fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, &'static str> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let bad = match name {
+        "exp" => "the exp claim is not a number of seconds",
+        "nbf" => "the nbf claim is not a number of seconds",
+        _ => "the iat claim is not a number of seconds",
+    };
+    let Value::Number(n) = value else {
+        return Err(bad);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    let f = n.as_f64().filter(|f| f.is_finite()).ok_or(bad)?;
+    let rounded = if name == "exp" { f.floor() } else { f.ceil() };
+    // Far outside any real timestamp; clamp instead of overflowing.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok(Some(rounded.clamp(-1e15, 1e15) as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkeys::{self, b64};
+
+    fn pairs(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        list.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect()
+    }
+
+    fn bearer() -> Vec<TokenSource> {
+        vec![TokenSource::Header {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }]
+    }
+
+    fn all_sources() -> Vec<TokenSource> {
+        vec![
+            TokenSource::Header {
+                name: "authorization".into(),
+                prefix: "Bearer ".into(),
+            },
+            TokenSource::Header {
+                name: "x-api-token".into(),
+                prefix: String::new(),
+            },
+            TokenSource::QueryParam("access_token".into()),
+            TokenSource::Cookie("sess".into()),
+        ]
+    }
+
+    #[test]
+    fn finds_bearer_token_ignoring_scheme_case() {
+        let h = pairs(&[("Authorization", b"bearer  abc.def.ghi ")]);
+        assert_eq!(
+            find(&bearer(), &h, b"/"),
+            Found::One {
+                token: b"abc.def.ghi".to_vec(),
+                source: 0
+            }
+        );
+    }
+
+    #[test]
+    fn other_authorization_schemes_are_not_tokens() {
+        let h = pairs(&[("authorization", b"Basic dXNlcjpwYXNz")]);
+        assert_eq!(find(&bearer(), &h, b"/"), Found::Nothing);
+    }
+
+    #[test]
+    fn finds_token_in_each_configured_source() {
+        let sources = all_sources();
+        let h = pairs(&[("x-api-token", b"t1")]);
+        assert_eq!(find(&sources, &h, b"/"), Found::One { token: b"t1".to_vec(), source: 1 });
+        assert_eq!(
+            find(&sources, &[], b"/a?x=1&access_token=t2#frag"),
+            Found::One { token: b"t2".to_vec(), source: 2 }
+        );
+        let h = pairs(&[("cookie", b"theme=dark; sess=t3")]);
+        assert_eq!(find(&sources, &h, b"/"), Found::One { token: b"t3".to_vec(), source: 3 });
+    }
+
+    #[test]
+    fn two_tokens_are_several_even_when_equal() {
+        let sources = all_sources();
+        let h = pairs(&[("authorization", b"Bearer t"), ("authorization", b"Bearer t")]);
+        assert_eq!(find(&sources, &h, b"/"), Found::Several);
+        let h = pairs(&[("authorization", b"Bearer t")]);
+        assert_eq!(find(&sources, &h, b"/?access_token=t"), Found::Several);
+    }
+
+    #[test]
+    fn parses_header_and_claims_of_a_real_token() {
+        let t = testkeys::mint(Algorithm::ES256, Some("k1"), testkeys::good_claims());
+        let u = parse(t.as_bytes(), 8192).unwrap();
+        assert_eq!(u.alg, Algorithm::ES256);
+        assert_eq!(u.kid.as_deref(), Some("k1"));
+        assert_eq!(u.claims["sub"], "cust-42");
+    }
+
+    #[test]
+    fn refuses_structural_problems_before_signature_work() {
+        let header = b64(br#"{"alg":"HS256"}"#);
+        let payload = b64(br#"{"sub":"x"}"#);
+        let cases: Vec<(String, &str)> = vec![
+            ("a.b".into(), "three dot-separated"),
+            ("a.b.c.d".into(), "three dot-separated"),
+            (format!("{header}.{payload}."), "segment is empty"),
+            (format!("{header}.{payload}.a+b"), "not base64url"),
+            (format!("{}.{payload}.sig", b64(b"not json")), "header is not a JSON object"),
+            (format!("{}.{payload}.sig", b64(br#"{"typ":"JWT"}"#)), "no alg"),
+            (format!("{}.{payload}.sig", b64(br#"{"alg":"HS256","alg":"RS256"}"#)), "unique members"),
+            (format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","crit":["b64"]}"#)), "critical"),
+            (format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","kid":7}"#)), "kid is not a string"),
+            (format!("{header}.{}.sig", b64(b"[1]")), "payload is not a JSON object"),
+            (format!("{header}.{}.sig", b64(br#"{"sub":"a","sub":"b"}"#)), "unique members"),
+        ];
+        for (token, why) in cases {
+            match parse(token.as_bytes(), 8192) {
+                Err(Refusal::Malformed(m)) => assert!(m.contains(why), "{token}: {m}"),
+                other => panic!("{token}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_alg_none_and_unknown_algorithms() {
+        let payload = b64(br#"{"sub":"x"}"#);
+        for alg in ["none", "NONE", "HS1", "ES512"] {
+            let token = format!("{}.{payload}.c2ln", b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes()));
+            assert!(
+                matches!(parse(token.as_bytes(), 8192), Err(Refusal::AlgorithmNotAllowed(_))),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_oversized_token_before_decoding() {
+        let big = vec![b'a'; 9000];
+        assert_eq!(parse(&big, 8192).unwrap_err(), Refusal::TooLarge);
+    }
+
+    #[test]
+    fn refuses_non_ascii_bytes() {
+        assert!(matches!(parse(b"\xff.\xfe.\xfd", 8192), Err(Refusal::Malformed(_))));
+    }
+
+    #[test]
+    fn numeric_dates_round_toward_less_valid() {
+        let claims: Map<String, Value> =
+            serde_json::from_str(r#"{"exp":10.9,"nbf":10.1,"iat":"soon"}"#).unwrap();
+        assert_eq!(numeric_date(&claims, "exp"), Ok(Some(10)));
+        assert_eq!(numeric_date(&claims, "nbf"), Ok(Some(11)));
+        assert!(numeric_date(&claims, "iat").is_err());
+        assert_eq!(numeric_date(&Map::new(), "exp"), Ok(None));
+    }
+}

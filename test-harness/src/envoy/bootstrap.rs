@@ -1,0 +1,245 @@
+//! The Envoy bootstrap for local runs: one HTTP listener whose filter chain is the WasmPlugins,
+//! configured field for field as istiod configures them, in front of the demo upstream.
+//!
+//! Per plugin, as istiod writes it: HTTP filter `envoy.filters.http.wasm`, `name`
+//! `<namespace>.<name>`, `root_id` = `pluginName`, no `vm_id`, runtime `envoy.wasm.runtime.v8`,
+//! the `pluginConfig` as compact JSON in a `google.protobuf.StringValue`, and `failure_policy`
+//! from `failStrategy` (`FAIL_CLOSE` -> `FAIL_CLOSED`). What differs is the module's source: a
+//! local file from `make wasm` instead of the resource's `url`, and the absence of Istio's own
+//! filters (`jwt_authn`, `rbac`, stats) between the phases.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::EnvoyError;
+use super::wasmplugin::WasmPlugin;
+
+/// The cluster every request is routed to.
+pub const UPSTREAM_CLUSTER: &str = "demo_upstream";
+
+/// Where the generated Envoy listens and what it talks to.
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    /// The HTTP listener; port 0 lets the kernel choose (see `RunningEnvoy::listener`).
+    pub listener: SocketAddr,
+    /// Envoy's admin interface (`/ready`, `/stats`, `/listeners`); port 0 allowed.
+    pub admin: SocketAddr,
+    /// The demo upstream's address.
+    pub upstream: SocketAddr,
+    /// Where the `.wasm` modules are (`test_harness::envoy::wasm_dir`).
+    pub wasm_dir: PathBuf,
+    /// Write an access log line per request to Envoy's stdout (for `make run`).
+    pub access_log: bool,
+}
+
+impl BootstrapOptions {
+    /// Listener and admin on kernel-chosen loopback ports, no access log: what tests want.
+    pub fn ephemeral(upstream: SocketAddr, wasm_dir: PathBuf) -> Self {
+        let any_loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        BootstrapOptions {
+            listener: any_loopback,
+            admin: any_loopback,
+            upstream,
+            wasm_dir,
+            access_log: false,
+        }
+    }
+}
+
+/// Builds the bootstrap for `plugins`, which are chained in the order given (use
+/// `load_wasmplugins`, which sorts them as istiod does). Fails when a module is not built.
+pub fn bootstrap(plugins: &[WasmPlugin], options: &BootstrapOptions) -> Result<Value, EnvoyError> {
+    let mut http_filters = Vec::with_capacity(plugins.len() + 1);
+    for plugin in plugins {
+        http_filters.push(wasm_filter(plugin, options)?);
+    }
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+
+    let mut connection_manager = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress_http",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "local_route",
+            "virtual_hosts": [{
+                "name": "demo",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": UPSTREAM_CLUSTER, "timeout": "15s"}}]
+            }]
+        },
+        "http_filters": http_filters
+    });
+    if options.access_log {
+        connection_manager["access_log"] = json!([{
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"}
+        }]);
+    }
+
+    Ok(json!({
+        "node": {"id": "local-envoy", "cluster": "banking-wasm-filters"},
+        "admin": {"address": socket_address(options.admin)},
+        "static_resources": {
+            "listeners": [{
+                "name": "banking_ingress",
+                "address": socket_address(options.listener),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": connection_manager
+                }]}]
+            }],
+            "clusters": [{
+                "name": UPSTREAM_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "2s",
+                // Shorter than the demo upstream's own idle timeout, so Envoy never reuses a
+                // connection the upstream is about to close.
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "common_http_protocol_options": {"idle_timeout": "10s"},
+                        "explicit_http_config": {"http_protocol_options": {}}
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": UPSTREAM_CLUSTER,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(options.upstream)}}]}]
+                }
+            }]
+        }
+    }))
+}
+
+fn wasm_filter(plugin: &WasmPlugin, options: &BootstrapOptions) -> Result<Value, EnvoyError> {
+    let module = options.wasm_dir.join(plugin.wasm_file_name());
+    if !module.is_file() {
+        return Err(EnvoyError(format!(
+            "WasmPlugin {} needs {}, which is not built: run `make wasm`",
+            plugin.name,
+            module.display()
+        )));
+    }
+    let module = module.canonicalize()?;
+    let mut config = json!({
+        "name": plugin.filter_name(),
+        "root_id": plugin.plugin_name,
+        "failure_policy": plugin.fail_strategy.envoy_failure_policy(),
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": module.to_string_lossy()}}
+        }
+    });
+    if let Some(configuration) = plugin.configuration_json() {
+        config["configuration"] = json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": configuration
+        });
+    }
+    Ok(json!({
+        "name": plugin.filter_name(),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": config
+        }
+    }))
+}
+
+fn socket_address(addr: SocketAddr) -> Value {
+    json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envoy::wasmplugin::{FailStrategy, Phase};
+
+    fn plugin(name: &str, config: Option<Value>) -> WasmPlugin {
+        WasmPlugin {
+            name: name.to_string(),
+            namespace: "bank".to_string(),
+            plugin_name: format!("{name}-root"),
+            phase: Phase::Authn,
+            priority: 0,
+            fail_strategy: FailStrategy::FailClose,
+            plugin_config: config,
+            url: "oci://example/x:1".to_string(),
+            source: PathBuf::from("wasmplugins/x.yaml"),
+        }
+    }
+
+    fn scratch_wasm_dir(label: &str, files: &[&str]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("bootstrap-test-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in files {
+            std::fs::write(dir.join(file), b"\0asm").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn configures_each_plugin_as_istiod_does_in_the_given_order() {
+        let dir = scratch_wasm_dir("order", &["first.wasm", "second.wasm"]);
+        let plugins = [
+            plugin("first", Some(json!({"limit": 100}))),
+            plugin("second", None),
+        ];
+        let options = BootstrapOptions::ephemeral("127.0.0.1:8081".parse().unwrap(), dir.clone());
+        let bootstrap = bootstrap(&plugins, &options).unwrap();
+        let filters = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"]["http_filters"];
+        let names: Vec<&str> = filters
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["bank.first", "bank.second", "envoy.filters.http.router"]
+        );
+
+        let first = &filters[0]["typed_config"]["config"];
+        assert_eq!(first["root_id"], "first-root");
+        assert_eq!(first["failure_policy"], "FAIL_CLOSED");
+        assert_eq!(first["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+        assert!(
+            first["vm_config"].get("vm_id").is_none(),
+            "istiod sets no vm_id"
+        );
+        assert_eq!(
+            first["configuration"]["@type"],
+            "type.googleapis.com/google.protobuf.StringValue"
+        );
+        assert_eq!(first["configuration"]["value"], r#"{"limit":100.0}"#);
+        assert!(
+            first["vm_config"]["code"]["local"]["filename"]
+                .as_str()
+                .unwrap()
+                .ends_with("first.wasm")
+        );
+        assert!(
+            filters[1]["typed_config"]["config"]
+                .get("configuration")
+                .is_none()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_plugin_whose_module_is_not_built_and_says_how_to_build_it() {
+        let dir = scratch_wasm_dir("missing", &[]);
+        let options = BootstrapOptions::ephemeral("127.0.0.1:8081".parse().unwrap(), dir.clone());
+        let err = bootstrap(&[plugin("absent-filter", None)], &options).unwrap_err();
+        assert!(
+            err.0.contains("absent_filter.wasm") && err.0.contains("make wasm"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

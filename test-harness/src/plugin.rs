@@ -1,0 +1,568 @@
+//! A loaded plugin (one VM with its root context) and the HTTP streams a test drives through it.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::abi::{HeaderList, header_name, property_key};
+use crate::error::HarnessError;
+use crate::host::{Host, HostInner};
+use crate::proxy::{call_response, is_stream_ended};
+use crate::state::{CallResponse, StreamState};
+use crate::types::{Action, HttpCall, LocalResponse, LogEntry, LogLevel};
+use crate::vm::Vm;
+
+fn headers_from<V: AsRef<[u8]>>(headers: &[(&str, V)]) -> HeaderList {
+    headers
+        .iter()
+        .map(|(name, value)| (header_name(name.as_bytes()), value.as_ref().to_vec()))
+        .collect()
+}
+
+fn or_panic<T>(result: Result<T, HarnessError>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One VM of a loaded filter, with its root context configured. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) vm: Rc<Vm>,
+}
+
+impl Plugin {
+    /// The proxy this plugin runs in.
+    pub fn host(&self) -> Host {
+        Host {
+            inner: Rc::clone(&self.vm.host) as Rc<HostInner>,
+        }
+    }
+
+    /// Opens a new HTTP stream (`proxy_on_context_create` for an `HttpContext`).
+    ///
+    /// Panics if the filter traps; see [`Plugin::try_stream`].
+    pub fn stream(&self) -> Stream {
+        or_panic(self.try_stream())
+    }
+
+    /// [`Plugin::stream`] returning the trap as an error.
+    pub fn try_stream(&self) -> Result<Stream, HarnessError> {
+        let (id, root) = self.vm.with_state(|s| {
+            let id = s.next_context;
+            s.next_context += 1;
+            s.streams.insert(id, StreamState::default());
+            (id, s.root_context)
+        });
+        self.vm
+            .call::<(i32, i32), ()>("proxy_on_context_create", id, (id as i32, root as i32))?;
+        Ok(Stream {
+            vm: self.vm.clone(),
+            id,
+        })
+    }
+
+    /// Messages logged at exactly `level`, oldest first.
+    pub fn logs(&self, level: LogLevel) -> Vec<String> {
+        self.vm.with_state(|s| {
+            s.logs
+                .iter()
+                .filter(|l| l.level == level)
+                .map(|l| l.message.clone())
+                .collect()
+        })
+    }
+
+    /// Every log line with its level, oldest first (WASI stdout is info, stderr is error).
+    pub fn all_logs(&self) -> Vec<LogEntry> {
+        self.vm.with_state(|s| s.logs.clone())
+    }
+
+    /// Forgets the logs captured so far.
+    pub fn clear_logs(&self) {
+        self.vm.with_state(|s| s.logs.clear());
+    }
+
+    /// Why the VM failed (a trap), if it did. A failed VM takes no more calls, as in Envoy.
+    pub fn failure(&self) -> Option<String> {
+        self.vm.failed.borrow().clone()
+    }
+
+    /// The tick period the filter set, if any.
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.vm.with_state(|s| {
+            s.tick
+                .as_ref()
+                .map(|t| Duration::from_nanos(t.period_nanos))
+        })
+    }
+
+    /// Calls `on_tick` now, without moving the clock. [`Host::advance`] is the usual way.
+    ///
+    /// Panics if the filter traps; see [`Plugin::try_tick`].
+    pub fn tick(&self) {
+        or_panic(self.try_tick())
+    }
+
+    /// [`Plugin::tick`] returning the trap as an error.
+    pub fn try_tick(&self) -> Result<(), HarnessError> {
+        let root = self.vm.with_state(|s| s.root_context);
+        self.vm
+            .call::<i32, ()>("proxy_on_tick", root, root as i32)
+            .map(|_| ())
+    }
+
+    /// HTTP callouts the filter dispatched that are still waiting, oldest first.
+    pub fn pending_http_calls(&self) -> Vec<HttpCall> {
+        self.vm
+            .with_state(|s| s.http_calls.values().map(|p| p.call.clone()).collect())
+    }
+
+    /// Answers a pending callout: the filter's `on_http_call_response` runs with these
+    /// response headers (`:status` first) and body available through the call-response
+    /// accessors.
+    ///
+    /// Panics on an unknown token or a trap; see [`Plugin::try_respond_http_call`].
+    pub fn respond_http_call<V: AsRef<[u8]>>(
+        &self,
+        token: u32,
+        status: u32,
+        headers: &[(&str, V)],
+        body: &[u8],
+    ) {
+        or_panic(self.try_respond_http_call(token, status, headers, body))
+    }
+
+    /// [`Plugin::respond_http_call`] returning errors.
+    pub fn try_respond_http_call<V: AsRef<[u8]>>(
+        &self,
+        token: u32,
+        status: u32,
+        headers: &[(&str, V)],
+        body: &[u8],
+    ) -> Result<(), HarnessError> {
+        let response = call_response(status, headers_from(headers), body.to_vec());
+        self.deliver_call_response(token, Some(response))
+    }
+
+    /// Fails a pending callout (connection failure, reset): the filter gets a response with
+    /// no headers and no body, as Envoy reports any callout failure.
+    pub fn fail_http_call(&self, token: u32) {
+        or_panic(self.deliver_call_response(token, None))
+    }
+
+    pub(crate) fn deliver_call_response(
+        &self,
+        token: u32,
+        response: Option<CallResponse>,
+    ) -> Result<(), HarnessError> {
+        let response = response.unwrap_or(CallResponse {
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+        });
+        let counts = (
+            response.headers.len() as i32,
+            response.body.len() as i32,
+            response.trailers.len() as i32,
+        );
+        let root = self.vm.with_state(|s| {
+            s.http_calls.remove(&token).map(|_| {
+                s.call_response = Some(response);
+                s.root_context
+            })
+        });
+        let Some(root) = root else {
+            return Err(HarnessError::UnknownHttpCall { token });
+        };
+        // Envoy attributes callouts to the root context; the SDK routes the response to the
+        // stream that dispatched it and switches the effective context itself.
+        let result = self.vm.call::<(i32, i32, i32, i32, i32), ()>(
+            "proxy_on_http_call_response",
+            root,
+            (root as i32, token as i32, counts.0, counts.1, counts.2),
+        );
+        self.vm.with_state(|s| s.call_response = None);
+        result.map(|_| ())
+    }
+
+    /// A shared-data entry (value, CAS) in this plugin's VM id namespace.
+    pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let vm_id = self.vm.with_state(|s| s.vm_id.clone());
+        self.host().shared_data_in(&vm_id, key)
+    }
+
+    /// A property the filter set from its root context.
+    pub fn root_property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.vm
+            .with_state(|s| s.root_properties.get(&property_key(path)).cloned())
+    }
+}
+
+/// One HTTP request/response through the filter (an `HttpContext`). Drive it phase by phase;
+/// inspect what the filter left in headers and bodies, its local response, and whether it
+/// resumed the stream.
+///
+/// Once the filter sent a local response or reset the stream, Envoy stops delivering that
+/// stream's callbacks; so does the harness (the phase methods return [`Action::Pause`]
+/// without calling the filter).
+pub struct Stream {
+    vm: Rc<Vm>,
+    id: u32,
+}
+
+impl Stream {
+    /// The context id of this stream.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn ended(&self) -> bool {
+        self.vm
+            .with_stream(self.id, |s| is_stream_ended(s))
+            .unwrap_or(true)
+    }
+
+    fn phase(
+        &mut self,
+        export: &str,
+        args: (i32, i32, i32),
+        setup: impl FnOnce(&mut StreamState),
+    ) -> Result<Action, HarnessError> {
+        if self.ended() {
+            return Ok(Action::Pause);
+        }
+        self.vm.with_stream(self.id, setup);
+        let action = self.vm.call_action(export, self.id, args)?;
+        // Envoy stops iteration after a local reply whatever the filter returned.
+        let replied = self
+            .vm
+            .with_stream(self.id, |s| s.local_response.is_some())
+            .unwrap_or(false);
+        Ok(if replied { Action::Pause } else { action })
+    }
+
+    fn phase2(
+        &mut self,
+        export: &str,
+        count: i32,
+        setup: impl FnOnce(&mut StreamState),
+    ) -> Result<Action, HarnessError> {
+        if self.ended() {
+            return Ok(Action::Pause);
+        }
+        self.vm.with_stream(self.id, setup);
+        let action = self
+            .vm
+            .call_action(export, self.id, (self.id as i32, count))?;
+        let replied = self
+            .vm
+            .with_stream(self.id, |s| s.local_response.is_some())
+            .unwrap_or(false);
+        Ok(if replied { Action::Pause } else { action })
+    }
+
+    /// Sets a property for this stream only, overriding the host default, e.g.
+    /// `s.set_property(&["source", "address"], b"10.0.0.1:1234")`.
+    pub fn set_property(&mut self, path: &[&str], value: impl AsRef<[u8]>) {
+        self.vm.with_stream(self.id, |s| {
+            s.properties
+                .insert(property_key(path), value.as_ref().to_vec())
+        });
+    }
+
+    /// A property as the filter sees it on this stream (override or value the filter set).
+    pub fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.vm
+            .with_stream(self.id, |s| s.properties.get(&property_key(path)).cloned())
+            .flatten()
+    }
+
+    /// Delivers the request headers (names are lower-cased, as Envoy's codecs do; include
+    /// pseudo-headers like `:method`, `:path`, `:authority`). Panics if the filter traps.
+    pub fn request_headers<V: AsRef<[u8]>>(
+        &mut self,
+        headers: &[(&str, V)],
+        end_of_stream: bool,
+    ) -> Action {
+        or_panic(self.try_request_headers(headers, end_of_stream))
+    }
+
+    /// [`Stream::request_headers`] for raw byte values (e.g. non-UTF-8 client bytes).
+    pub fn request_headers_bytes(
+        &mut self,
+        headers: &[(&str, &[u8])],
+        end_of_stream: bool,
+    ) -> Action {
+        self.request_headers(headers, end_of_stream)
+    }
+
+    /// [`Stream::request_headers`] returning a trap as an error.
+    pub fn try_request_headers<V: AsRef<[u8]>>(
+        &mut self,
+        headers: &[(&str, V)],
+        end_of_stream: bool,
+    ) -> Result<Action, HarnessError> {
+        let headers = headers_from(headers);
+        let args = (
+            self.id as i32,
+            headers.len() as i32,
+            i32::from(end_of_stream),
+        );
+        self.phase("proxy_on_request_headers", args, |s| {
+            s.request_headers = Some(headers)
+        })
+    }
+
+    /// Delivers a request body chunk. While the filter pauses, Envoy buffers: the next chunk
+    /// is appended and the filter sees the whole buffered body. Panics if the filter traps.
+    pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Action {
+        or_panic(self.try_request_body(chunk, end_of_stream))
+    }
+
+    /// [`Stream::request_body`] returning a trap as an error.
+    pub fn try_request_body(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action, HarnessError> {
+        if self.ended() {
+            return Ok(Action::Pause);
+        }
+        let size = self.vm.with_stream(self.id, |s| {
+            let body = s.request_body.get_or_insert_with(Vec::new);
+            if !s.request_body_buffering {
+                body.clear();
+            }
+            body.extend_from_slice(chunk);
+            body.len()
+        });
+        let args = (
+            self.id as i32,
+            size.unwrap_or(0) as i32,
+            i32::from(end_of_stream),
+        );
+        let action = self.phase("proxy_on_request_body", args, |_| {})?;
+        self.vm.with_stream(self.id, |s| {
+            s.request_body_buffering = action == Action::Pause
+        });
+        Ok(action)
+    }
+
+    /// Delivers the request trailers. Panics if the filter traps.
+    pub fn request_trailers<V: AsRef<[u8]>>(&mut self, trailers: &[(&str, V)]) -> Action {
+        or_panic(self.try_request_trailers(trailers))
+    }
+
+    /// [`Stream::request_trailers`] returning a trap as an error.
+    pub fn try_request_trailers<V: AsRef<[u8]>>(
+        &mut self,
+        trailers: &[(&str, V)],
+    ) -> Result<Action, HarnessError> {
+        let trailers = headers_from(trailers);
+        let count = trailers.len() as i32;
+        self.phase2("proxy_on_request_trailers", count, |s| {
+            s.request_trailers = Some(trailers)
+        })
+    }
+
+    /// Delivers the upstream's response headers (include `:status`). Panics if the filter traps.
+    pub fn response_headers<V: AsRef<[u8]>>(
+        &mut self,
+        headers: &[(&str, V)],
+        end_of_stream: bool,
+    ) -> Action {
+        or_panic(self.try_response_headers(headers, end_of_stream))
+    }
+
+    /// [`Stream::response_headers`] returning a trap as an error.
+    pub fn try_response_headers<V: AsRef<[u8]>>(
+        &mut self,
+        headers: &[(&str, V)],
+        end_of_stream: bool,
+    ) -> Result<Action, HarnessError> {
+        let headers = headers_from(headers);
+        let args = (
+            self.id as i32,
+            headers.len() as i32,
+            i32::from(end_of_stream),
+        );
+        self.phase("proxy_on_response_headers", args, |s| {
+            s.response_headers = Some(headers)
+        })
+    }
+
+    /// Delivers a response body chunk (buffered while the filter pauses, like the request
+    /// body). Panics if the filter traps.
+    pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Action {
+        or_panic(self.try_response_body(chunk, end_of_stream))
+    }
+
+    /// [`Stream::response_body`] returning a trap as an error.
+    pub fn try_response_body(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Action, HarnessError> {
+        if self.ended() {
+            return Ok(Action::Pause);
+        }
+        let size = self.vm.with_stream(self.id, |s| {
+            let body = s.response_body.get_or_insert_with(Vec::new);
+            if !s.response_body_buffering {
+                body.clear();
+            }
+            body.extend_from_slice(chunk);
+            body.len()
+        });
+        let args = (
+            self.id as i32,
+            size.unwrap_or(0) as i32,
+            i32::from(end_of_stream),
+        );
+        let action = self.phase("proxy_on_response_body", args, |_| {})?;
+        self.vm.with_stream(self.id, |s| {
+            s.response_body_buffering = action == Action::Pause
+        });
+        Ok(action)
+    }
+
+    /// Delivers the response trailers. Panics if the filter traps.
+    pub fn response_trailers<V: AsRef<[u8]>>(&mut self, trailers: &[(&str, V)]) -> Action {
+        or_panic(self.try_response_trailers(trailers))
+    }
+
+    /// [`Stream::response_trailers`] returning a trap as an error.
+    pub fn try_response_trailers<V: AsRef<[u8]>>(
+        &mut self,
+        trailers: &[(&str, V)],
+    ) -> Result<Action, HarnessError> {
+        let trailers = headers_from(trailers);
+        let count = trailers.len() as i32;
+        self.phase2("proxy_on_response_trailers", count, |s| {
+            s.response_trailers = Some(trailers)
+        })
+    }
+
+    /// Ends the stream as Envoy does: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    /// Panics if the filter traps.
+    pub fn complete(&mut self) {
+        or_panic(self.try_complete())
+    }
+
+    /// [`Stream::complete`] returning a trap as an error.
+    pub fn try_complete(&mut self) -> Result<(), HarnessError> {
+        let already = self
+            .vm
+            .with_stream(self.id, |s| std::mem::replace(&mut s.finished, true))
+            .unwrap_or(true);
+        if already {
+            return Ok(());
+        }
+        let id = self.id as i32;
+        self.vm.call::<i32, i32>("proxy_on_done", self.id, id)?;
+        self.vm.call::<i32, ()>("proxy_on_log", self.id, id)?;
+        self.vm.call::<i32, ()>("proxy_on_delete", self.id, id)?;
+        Ok(())
+    }
+
+    /// The local response the filter sent, as the client receives it: after Envoy ran it
+    /// through this filter's response callbacks, with Envoy's defaults (`content-length`,
+    /// `content-type: text/plain` for a body) unless the filter set its own.
+    pub fn local_response(&self) -> Option<LocalResponse> {
+        self.vm
+            .with_stream(self.id, |s| s.local_response.clone())
+            .flatten()
+    }
+
+    /// A request header as the filter left it (what goes upstream): the first value.
+    pub fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        find(&self.request_headers_now(), name)
+    }
+
+    /// All request headers as the filter left them, in order.
+    pub fn request_headers_now(&self) -> Vec<(String, Vec<u8>)> {
+        self.vm
+            .with_stream(self.id, |s| s.request_headers.clone())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Request trailers as the filter left them.
+    pub fn request_trailers_now(&self) -> Vec<(String, Vec<u8>)> {
+        self.vm
+            .with_stream(self.id, |s| s.request_trailers.clone())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// The buffered request body as the filter left it.
+    pub fn request_body_now(&self) -> Vec<u8> {
+        self.vm
+            .with_stream(self.id, |s| s.request_body.clone())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// A response header as the filter left it (what goes to the client): the first value.
+    pub fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        find(&self.response_headers_now(), name)
+    }
+
+    /// All response headers as the filter left them, in order.
+    pub fn response_headers_now(&self) -> Vec<(String, Vec<u8>)> {
+        self.vm
+            .with_stream(self.id, |s| s.response_headers.clone())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Response trailers as the filter left them.
+    pub fn response_trailers_now(&self) -> Vec<(String, Vec<u8>)> {
+        self.vm
+            .with_stream(self.id, |s| s.response_trailers.clone())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// The buffered response body as the filter left it.
+    pub fn response_body_now(&self) -> Vec<u8> {
+        self.vm
+            .with_stream(self.id, |s| s.response_body.clone())
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Whether the filter resumed the request (`resume_http_request`, i.e. `proxy_continue_stream`).
+    pub fn resumed(&self) -> bool {
+        self.vm
+            .with_stream(self.id, |s| s.request_resumed > 0)
+            .unwrap_or(false)
+    }
+
+    /// Whether the filter resumed the response.
+    pub fn response_resumed(&self) -> bool {
+        self.vm
+            .with_stream(self.id, |s| s.response_resumed > 0)
+            .unwrap_or(false)
+    }
+
+    /// Whether the filter reset the stream (`reset_http_request` / `reset_http_response`).
+    pub fn was_reset(&self) -> bool {
+        self.vm
+            .with_stream(self.id, |s| s.request_closed || s.response_closed)
+            .unwrap_or(false)
+    }
+
+    /// How many times the filter cleared the route cache.
+    pub fn route_cache_clears(&self) -> usize {
+        self.vm
+            .with_stream(self.id, |s| s.route_cache_cleared)
+            .unwrap_or(0)
+    }
+}
+
+fn find(headers: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.clone())
+}

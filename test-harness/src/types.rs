@@ -1,0 +1,139 @@
+//! Plain values the harness hands to tests: log levels, filter actions, captured local
+//! responses, recorded HTTP callouts and metrics.
+
+use std::time::Duration;
+
+/// A proxy-wasm log level, as the filter passed it to `proxy_log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// `trace`
+    Trace,
+    /// `debug`
+    Debug,
+    /// `info` (also WASI stdout)
+    Info,
+    /// `warn`
+    Warn,
+    /// `error` (also WASI stderr)
+    Error,
+    /// `critical`: where the SDK's panic hook writes a panic message
+    Critical,
+}
+
+impl LogLevel {
+    pub(crate) fn from_abi(level: i32) -> Option<LogLevel> {
+        Some(match level {
+            0 => LogLevel::Trace,
+            1 => LogLevel::Debug,
+            2 => LogLevel::Info,
+            3 => LogLevel::Warn,
+            4 => LogLevel::Error,
+            5 => LogLevel::Critical,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn to_abi(self) -> i32 {
+        self as i32
+    }
+}
+
+/// One captured log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its level.
+    pub level: LogLevel,
+    /// The message, lossily decoded as UTF-8.
+    pub message: String,
+}
+
+/// What a filter callback told the host to do with the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Keep going: pass the headers/body on.
+    Continue,
+    /// Stop iteration (and buffer, for bodies) until the filter resumes the stream. After
+    /// `send_local_response` the host stops the stream whatever the filter returns, as Envoy does.
+    Pause,
+}
+
+/// A response the filter produced itself with `send_http_response` / `send_grpc_response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// HTTP status code.
+    pub status: u32,
+    /// Headers the filter added, in order, names lower-cased.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// gRPC status for `send_grpc_response`; `None` for plain HTTP (the SDK passes -1).
+    pub grpc_status: Option<i32>,
+    /// Envoy's "response code details" string, if the filter gave one.
+    pub details: String,
+}
+
+impl LocalResponse {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The body as text (lossy), for readable assertions.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An outgoing HTTP callout (`dispatch_http_call`), waiting for the test to answer it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCall {
+    /// Token the host returned to the filter; pass it to `respond_http_call`.
+    pub token: u32,
+    /// The upstream (Envoy cluster) name.
+    pub upstream: String,
+    /// Request headers, including `:method`, `:path`, `:authority`.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Request body.
+    pub body: Vec<u8>,
+    /// Request trailers.
+    pub trailers: Vec<(String, Vec<u8>)>,
+    /// Timeout the filter asked for; `None` when it passed 0 (no timeout).
+    pub timeout: Option<Duration>,
+}
+
+impl HttpCall {
+    /// The first value of a request header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// The kind of a metric the filter defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down, or is set.
+    Gauge,
+    /// Records a distribution of values.
+    Histogram,
+}
+
+impl MetricKind {
+    pub(crate) fn from_abi(kind: i32) -> Option<MetricKind> {
+        Some(match kind {
+            0 => MetricKind::Counter,
+            1 => MetricKind::Gauge,
+            2 => MetricKind::Histogram,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! `make run` itself: the `local-envoy` program serves through Envoy until interrupted, then
+//! stops Envoy and the demo upstream with it.
+//!
+//! Runs the real binary on kernel-chosen loopback ports (`--port 0` and friends) so it never
+//! collides with a `make run` in another terminal. Bounded: one request, and every wait has a
+//! deadline.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use test_harness::envoy::client;
+
+/// Kills the program if the test fails before it could stop it.
+struct Program(Child);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            interrupt(&self.0);
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn interrupt(child: &Child) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill(2) on our own child, not yet reaped; no memory is involved.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+}
+
+/// The address after `label` on the banner line that starts with it, e.g. `requests   http://`.
+fn address_after(line: &str, label: &str) -> Option<SocketAddr> {
+    let rest = line
+        .trim_start()
+        .strip_prefix(label)?
+        .trim_start()
+        .strip_prefix("http://")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn local_envoy_serves_until_interrupted_then_stops_envoy() {
+    let mut program = Program(
+        Command::new(env!("CARGO_BIN_EXE_local-envoy"))
+            .args([
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--upstream-port",
+                "0",
+                "--plugins",
+                "banking-headers",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start local-envoy"),
+    );
+    let stdout = program.0.stdout.take().expect("stdout");
+    let mut stderr = program.0.stderr.take().expect("stderr");
+    let (lines, banner) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut listener, mut admin) = (None, None);
+    while listener.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = banner.recv_timeout(left) else {
+            let _ = program.0.kill();
+            let mut errors = String::new();
+            let _ = stderr.read_to_string(&mut errors);
+            panic!("local-envoy printed no banner within 60 s; stderr:\n{errors}");
+        };
+        listener = listener.or_else(|| address_after(&line, "requests"));
+        admin = admin.or_else(|| address_after(&line, "admin"));
+    }
+    let (listener, admin) = (listener.unwrap(), admin.unwrap());
+
+    let response = client::get(listener, "/healthz", Duration::from_secs(10))
+        .expect("request through local Envoy");
+    assert_eq!(
+        response.status,
+        200,
+        "GET /healthz through local Envoy: {}",
+        response.body_text()
+    );
+
+    interrupt(&program.0);
+    let stop_deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = program.0.try_wait().expect("wait for local-envoy") {
+            break status;
+        }
+        assert!(
+            Instant::now() < stop_deadline,
+            "local-envoy did not stop within 15 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "local-envoy exited with {status} on Ctrl-C"
+    );
+    for (what, addr) in [("Envoy's listener", listener), ("Envoy's admin", admin)] {
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+            "{what} at {addr} still accepts connections after Ctrl-C: Envoy was left running"
+        );
+    }
+}
