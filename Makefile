@@ -70,4 +70,4 @@ test: lint wasm envoy wasm-bindgen-cli
 	$(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_BINDGEN_TEST_CRATES))
 
 run: wasm envoy
-	$(CARGO) run --quiet -p test-harness --bin local-envoy -- $(RUN_ARGS)
+	$(CARGO) run -p test-harness --bin local-envoy -- $(RUN_ARGS)

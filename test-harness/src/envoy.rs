@@ -66,12 +66,16 @@ pub fn repo_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Where `make wasm` leaves the filters: `$CARGO_TARGET_DIR` (relative to the repo root when
-/// relative) or `target/`, then `wasm32-wasip1/release`.
-pub fn wasm_dir(repo_root: &Path) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the repo root when relative),
+/// else `target/`.
+pub fn target_dir(repo_root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => repo_root.join(dir),
         _ => repo_root.join("target"),
-    };
-    target.join("wasm32-wasip1").join("release")
+    }
+}
+
+/// Where `make wasm` leaves the filters: `<target dir>/wasm32-wasip1/release`.
+pub fn wasm_dir(repo_root: &Path) -> PathBuf {
+    target_dir(repo_root).join("wasm32-wasip1").join("release")
 }

@@ -120,17 +120,28 @@ impl Plugin {
     /// accessors.
     ///
     /// Panics on an unknown token or a trap; see [`Plugin::try_respond_http_call`].
-    pub fn respond_http_call<V: AsRef<[u8]>>(
+    pub fn respond_http_call(
         &self,
         token: u32,
         status: u32,
-        headers: &[(&str, V)],
+        headers: &[(&str, &str)],
         body: &[u8],
     ) {
         or_panic(self.try_respond_http_call(token, status, headers, body))
     }
 
-    /// [`Plugin::respond_http_call`] returning errors.
+    /// [`Plugin::respond_http_call`] with raw byte header values.
+    pub fn respond_http_call_bytes(
+        &self,
+        token: u32,
+        status: u32,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) {
+        or_panic(self.try_respond_http_call(token, status, headers, body))
+    }
+
+    /// [`Plugin::respond_http_call`] returning errors; header values may be `&str` or `&[u8]`.
     pub fn try_respond_http_call<V: AsRef<[u8]>>(
         &self,
         token: u32,
@@ -277,11 +288,7 @@ impl Stream {
 
     /// Delivers the request headers (names are lower-cased, as Envoy's codecs do; include
     /// pseudo-headers like `:method`, `:path`, `:authority`). Panics if the filter traps.
-    pub fn request_headers<V: AsRef<[u8]>>(
-        &mut self,
-        headers: &[(&str, V)],
-        end_of_stream: bool,
-    ) -> Action {
+    pub fn request_headers(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
         or_panic(self.try_request_headers(headers, end_of_stream))
     }
 
@@ -291,10 +298,10 @@ impl Stream {
         headers: &[(&str, &[u8])],
         end_of_stream: bool,
     ) -> Action {
-        self.request_headers(headers, end_of_stream)
+        or_panic(self.try_request_headers(headers, end_of_stream))
     }
 
-    /// [`Stream::request_headers`] returning a trap as an error.
+    /// [`Stream::request_headers`] returning a trap as an error; values may be `&str` or `&[u8]`.
     pub fn try_request_headers<V: AsRef<[u8]>>(
         &mut self,
         headers: &[(&str, V)],
@@ -347,11 +354,16 @@ impl Stream {
     }
 
     /// Delivers the request trailers. Panics if the filter traps.
-    pub fn request_trailers<V: AsRef<[u8]>>(&mut self, trailers: &[(&str, V)]) -> Action {
+    pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> Action {
         or_panic(self.try_request_trailers(trailers))
     }
 
-    /// [`Stream::request_trailers`] returning a trap as an error.
+    /// [`Stream::request_trailers`] for raw byte values.
+    pub fn request_trailers_bytes(&mut self, trailers: &[(&str, &[u8])]) -> Action {
+        or_panic(self.try_request_trailers(trailers))
+    }
+
+    /// [`Stream::request_trailers`] returning a trap as an error; values may be `&str` or `&[u8]`.
     pub fn try_request_trailers<V: AsRef<[u8]>>(
         &mut self,
         trailers: &[(&str, V)],
@@ -364,15 +376,20 @@ impl Stream {
     }
 
     /// Delivers the upstream's response headers (include `:status`). Panics if the filter traps.
-    pub fn response_headers<V: AsRef<[u8]>>(
+    pub fn response_headers(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
+        or_panic(self.try_response_headers(headers, end_of_stream))
+    }
+
+    /// [`Stream::response_headers`] for raw byte values.
+    pub fn response_headers_bytes(
         &mut self,
-        headers: &[(&str, V)],
+        headers: &[(&str, &[u8])],
         end_of_stream: bool,
     ) -> Action {
         or_panic(self.try_response_headers(headers, end_of_stream))
     }
 
-    /// [`Stream::response_headers`] returning a trap as an error.
+    /// [`Stream::response_headers`] returning a trap as an error; values may be `&str` or `&[u8]`.
     pub fn try_response_headers<V: AsRef<[u8]>>(
         &mut self,
         headers: &[(&str, V)],
@@ -425,11 +442,16 @@ impl Stream {
     }
 
     /// Delivers the response trailers. Panics if the filter traps.
-    pub fn response_trailers<V: AsRef<[u8]>>(&mut self, trailers: &[(&str, V)]) -> Action {
+    pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> Action {
         or_panic(self.try_response_trailers(trailers))
     }
 
-    /// [`Stream::response_trailers`] returning a trap as an error.
+    /// [`Stream::response_trailers`] for raw byte values.
+    pub fn response_trailers_bytes(&mut self, trailers: &[(&str, &[u8])]) -> Action {
+        or_panic(self.try_response_trailers(trailers))
+    }
+
+    /// [`Stream::response_trailers`] returning a trap as an error; values may be `&str` or `&[u8]`.
     pub fn try_response_trailers<V: AsRef<[u8]>>(
         &mut self,
         trailers: &[(&str, V)],

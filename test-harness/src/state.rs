@@ -65,7 +65,7 @@ impl HostState {
             metrics: Vec::new(),
             metric_ids: HashMap::new(),
             properties: HashMap::new(),
-            rng_state: 0x5eed_0f_ba11_c0de,
+            rng_state: 0x5eed_0fba_11c0_de00,
             queue_ready: VecDeque::new(),
             log_level: LogLevel::Trace,
             clusters: None,

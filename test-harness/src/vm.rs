@@ -64,10 +64,46 @@ fn compile_file(path: &Path) -> Result<Module, HarnessError> {
     Ok(module)
 }
 
-pub(crate) fn compile_bytes(bytes: &[u8]) -> Result<Module, HarnessError> {
-    Module::new(engine(), bytes).map_err(|e| HarnessError::Compile {
-        message: format!("{e:#}"),
+/// FNV-1a: a stable content hash (std's hasher is not promised stable across releases).
+fn content_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// Compiles, going through an on-disk cache under `<target>/harness-cache`: every test binary
+/// is a new process, and compiling a filter with a debug-built Cranelift takes seconds.
+pub(crate) fn compile_bytes(bytes: &[u8]) -> Result<Module, HarnessError> {
+    let cache_dir = crate::host::target_dir().join("harness-cache");
+    let cached = cache_dir.join(format!(
+        "{:016x}-{}.cwasm",
+        content_hash(bytes),
+        bytes.len()
+    ));
+    // SAFETY: only this harness writes that directory, with `Module::serialize` output of the
+    // same wasm; wasmtime itself refuses an artifact from another version or configuration,
+    // in which case the module is compiled afresh.
+    if let Ok(module) = unsafe { Module::deserialize_file(engine(), &cached) } {
+        return Ok(module);
+    }
+    let module = Module::new(engine(), bytes).map_err(|e| HarnessError::Compile {
+        message: describe(&e),
+    })?;
+    if let Ok(artifact) = module.serialize() {
+        // Write then rename, so concurrent test processes never read half a file.
+        let temp = cache_dir.join(format!(
+            "{}.{}.tmp",
+            content_hash(bytes),
+            std::process::id()
+        ));
+        let written = std::fs::create_dir_all(&cache_dir)
+            .and_then(|()| std::fs::write(&temp, artifact))
+            .and_then(|()| std::fs::rename(&temp, &cached));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+    Ok(module)
 }
 
 pub(crate) fn load_module(path: &Path) -> Result<Module, HarnessError> {

@@ -134,6 +134,16 @@ impl Deployment {
     }
 }
 
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(log) = self.envoy.log_path()
+        {
+            eprintln!("{}: Envoy's log is {}", self.label, log.display());
+        }
+    }
+}
+
 /// `POST /payments` with every header the shipped rules require for it.
 fn payment() -> Request {
     Request::post("/payments")
@@ -467,4 +477,36 @@ fn internal_headers_are_stripped_and_health_checks_bypass_the_checks() {
     );
     assert_eq!(deployment.upstream_saw().len(), 1);
     assert_eq!(deployment.counter("bypassed"), 1);
+}
+
+#[test]
+fn refused_plugin_config_keeps_envoy_from_serving_and_names_the_field() {
+    let repo = envoy::repo_root();
+    let binary = envoy::find_envoy(&repo).unwrap_or_else(|e| {
+        panic!("{e}\nThe Envoy end-to-end tests need Envoy: run `make envoy`.")
+    });
+    let all = envoy::load_wasmplugins(&repo.join("wasmplugins")).unwrap_or_else(|e| panic!("{e}"));
+    let mut plugins = envoy::only(&all, &["banking-headers"]).unwrap_or_else(|e| panic!("{e}"));
+    let config = plugins[0]
+        .plugin_config
+        .as_mut()
+        .expect("the WasmPlugin has a pluginConfig");
+    config["maxHeaderValueLength"] = serde_json::json!(0);
+    let upstream =
+        DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("demo upstream");
+    let options = BootstrapOptions::ephemeral(upstream.addr(), envoy::wasm_dir(&repo));
+    let bootstrap = envoy::bootstrap(&plugins, &options).unwrap_or_else(|e| panic!("{e}"));
+
+    // failStrategy FAIL_CLOSE -> failure_policy FAIL_CLOSED: a plugin that refuses its
+    // configuration is not skipped; Envoy will not serve without it.
+    let label = "refused_plugin_config_keeps_envoy_from_serving_and_names_the_field";
+    let Err(error) = RunningEnvoy::start(&binary, &bootstrap, &StartOptions::for_test(label))
+    else {
+        panic!("Envoy started and served with a plugin that refused its configuration");
+    };
+    assert!(
+        error.0.contains("maxHeaderValueLength"),
+        "the refusal does not name the field: {error}"
+    );
+    assert!(upstream.requests().is_empty());
 }

@@ -387,3 +387,105 @@ fn completing_a_stream_runs_done_log_and_delete() {
     stream.complete();
     assert!(plugin.failure().is_none());
 }
+
+#[test]
+fn filter_reads_and_replaces_the_whole_header_map() {
+    let plugin = probe(&Host::new());
+    let mut count = plugin.stream();
+    count.request_headers(
+        &[
+            (":method", "GET"),
+            (":path", "/"),
+            ("x-probe", "header-count"),
+        ],
+        true,
+    );
+    assert_eq!(count.request_header("x-probe-result"), Some(b"3".to_vec()));
+
+    let mut replace = plugin.stream();
+    replace.request_headers(
+        &[
+            (":path", "/"),
+            ("x-old", "1"),
+            ("x-probe", "replace-all-headers"),
+        ],
+        true,
+    );
+    assert_eq!(
+        replace.request_headers_now(),
+        vec![
+            (":path".to_string(), b"/replaced".to_vec()),
+            ("x-only".to_string(), b"\xffyes".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn request_trailers_reach_the_filter_and_its_additions_stay() {
+    let plugin = probe(&Host::new());
+    let mut stream = plugin.stream();
+    stream.request_headers(&[(":path", "/")], false);
+    stream.request_body(b"data", false);
+    assert_eq!(
+        stream.request_trailers(&[("x-probe-trailer", "1")]),
+        Action::Continue
+    );
+    assert_eq!(
+        stream.request_trailers_now(),
+        vec![
+            ("x-probe-trailer".to_string(), b"1".to_vec()),
+            ("x-probe-trailer-seen".to_string(), b"yes".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn reading_response_headers_during_the_request_path_fails_as_in_envoy() {
+    // Envoy answers BadArgument for a map that does not exist yet, and the SDK panics on it:
+    // the harness shows the bug before a real proxy does.
+    let plugin = probe(&Host::new());
+    let mut stream = plugin.stream();
+    let err = stream
+        .try_request_headers(
+            &[(":path", "/"), ("x-probe", "response-header-in-request")],
+            true,
+        )
+        .unwrap_err();
+    let HarnessError::Trap { critical_logs, .. } = err else {
+        panic!("expected a trap");
+    };
+    assert!(
+        critical_logs
+            .iter()
+            .any(|l| l.contains("unexpected status: 2")),
+        "{critical_logs:?}"
+    );
+}
+
+#[test]
+fn grpc_local_reply_carries_its_grpc_status() {
+    let plugin = probe(&Host::new());
+    let mut stream = plugin.stream();
+    stream.request_headers(
+        &[
+            (":path", "/bank.Payments/Create"),
+            ("x-probe", "grpc-reply not allowed"),
+        ],
+        true,
+    );
+    let reply = stream.local_response().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.grpc_status, Some(7));
+    assert_eq!(reply.body_text(), "not allowed");
+    assert_eq!(reply.header("x-probe"), Some(&b"grpc"[..]));
+}
+
+#[test]
+fn reset_stream_is_reported_and_ends_the_stream() {
+    let plugin = probe(&Host::new());
+    let mut stream = plugin.stream();
+    stream.request_headers(&[(":path", "/"), ("x-probe", "reset")], false);
+    assert!(stream.was_reset());
+    assert_eq!(stream.local_response(), None);
+    assert_eq!(stream.request_body(b"more", true), Action::Pause);
+}

@@ -524,6 +524,22 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn readme_example_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Banking-header filter: configuration reference")
+            .nth(1)
+            .expect("README has the configuration reference");
+        let example = section
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the reference has a JSON example");
+        let c = Config::from_json(example.as_bytes()).unwrap();
+        assert!(!c.rules.is_empty());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn bypass_paths_are_exact_or_prefix() {
         let c =
             Config::from_json(br#"{"bypassPaths":[{"exact":"/healthz"},{"prefix":"/health/"}]}"#)

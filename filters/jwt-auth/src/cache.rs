@@ -188,9 +188,6 @@ mod tests {
     #[test]
     fn key_is_the_sha256_of_the_token() {
         // SHA-256("abc"), FIPS 180-2 test vector.
-        assert_eq!(
-            hash(b"abc")[..4],
-            [0xba, 0x78, 0x16, 0xbf],
-        );
+        assert_eq!(hash(b"abc")[..4], [0xba, 0x78, 0x16, 0xbf],);
     }
 }

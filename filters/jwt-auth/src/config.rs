@@ -273,7 +273,10 @@ pub struct RemoteJwks {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// Lowercase header name and the (possibly empty) prefix before the token.
-    Header { name: String, prefix: String },
+    Header {
+        name: String,
+        prefix: String,
+    },
     QueryParam(String),
     Cookie(String),
 }
@@ -358,7 +361,10 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
             prefix: "Bearer ".to_owned(),
         }],
         Some(list) if list.is_empty() => {
-            return Err(err("tokenSources", "list at least one source, or leave it out"));
+            return Err(err(
+                "tokenSources",
+                "list at least one source, or leave it out",
+            ));
         }
         Some(list) => list
             .into_iter()
@@ -416,7 +422,10 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
             }
             let ttl = c.ttl.unwrap_or(DEFAULT_CACHE_TTL);
             if ttl.is_zero() {
-                return Err(err("cache.ttl", "must be positive; set maxEntries to 0 to disable"));
+                return Err(err(
+                    "cache.ttl",
+                    "must be positive; set maxEntries to 0 to disable",
+                ));
             }
             (entries, ttl)
         }
@@ -429,10 +438,7 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
             .bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     {
-        return Err(err(
-            "realm",
-            "must be printable ASCII without '\"' or '\\'",
-        ));
+        return Err(err("realm", "must be printable ASCII without '\"' or '\\'"));
     }
 
     Ok(Parsed {
@@ -527,7 +533,9 @@ fn validate_provider(
             if let Some(alg) = allowed_algorithms.iter().find(|a| a.is_symmetric()) {
                 return Err(err(
                     format!("{at}.allowedAlgorithms"),
-                    format!("{alg} needs a shared secret, which is accepted only in an inline `jwks`"),
+                    format!(
+                        "{alg} needs a shared secret, which is accepted only in an inline `jwks`"
+                    ),
                 ));
             }
             KeySource::Remote(validate_remote(remote, &format!("{at}.remoteJwks"))?)
@@ -545,7 +553,10 @@ fn validate_provider(
         return Err(err(format!("{at}.maxLifetime"), "must be positive"));
     }
     if let Some(i) = p.required_claims.iter().position(String::is_empty) {
-        return Err(err(format!("{at}.requiredClaims[{i}]"), "must not be empty"));
+        return Err(err(
+            format!("{at}.requiredClaims[{i}]"),
+            "must not be empty",
+        ));
     }
 
     Ok(Provider {
@@ -565,20 +576,34 @@ fn validate_remote(r: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigEr
         return Err(err(format!("{at}.cluster"), "must name an Envoy cluster"));
     }
     if r.authority.is_empty() || r.authority.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(err(format!("{at}.authority"), "must be a host name, e.g. idp.bank.svc.cluster.local"));
+        return Err(err(
+            format!("{at}.authority"),
+            "must be a host name, e.g. idp.bank.svc.cluster.local",
+        ));
     }
     if !r.path.starts_with('/') || r.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(err(format!("{at}.path"), "must start with '/' and hold no spaces"));
+        return Err(err(
+            format!("{at}.path"),
+            "must start with '/' and hold no spaces",
+        ));
     }
     let timeout = r.timeout.unwrap_or(DEFAULT_FETCH_TIMEOUT);
     if timeout.is_zero() || timeout > Duration::from_secs(60) {
-        return Err(err(format!("{at}.timeout"), "must be between \"1ms\" and \"60s\""));
+        return Err(err(
+            format!("{at}.timeout"),
+            "must be between \"1ms\" and \"60s\"",
+        ));
     }
     let cache_duration = r.cache_duration.unwrap_or(DEFAULT_CACHE_DURATION);
     if cache_duration < Duration::from_secs(10) {
-        return Err(err(format!("{at}.cacheDuration"), "must be at least \"10s\""));
+        return Err(err(
+            format!("{at}.cacheDuration"),
+            "must be at least \"10s\"",
+        ));
     }
-    let min_refetch_interval = r.min_refetch_interval.unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
+    let min_refetch_interval = r
+        .min_refetch_interval
+        .unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
     if min_refetch_interval < Duration::from_secs(1) {
         return Err(err(
             format!("{at}.minRefetchInterval"),
@@ -587,7 +612,10 @@ fn validate_remote(r: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigEr
     }
     let retry_interval = r.retry_interval.unwrap_or(DEFAULT_RETRY_INTERVAL);
     if retry_interval < Duration::from_secs(1) {
-        return Err(err(format!("{at}.retryInterval"), "must be at least \"1s\""));
+        return Err(err(
+            format!("{at}.retryInterval"),
+            "must be at least \"1s\"",
+        ));
     }
     Ok(RemoteJwks {
         cluster: r.cluster,
@@ -638,7 +666,10 @@ fn validate_source(s: TokenSourceConfig, at: &str) -> Result<TokenSource, Config
         }
     };
     if s.prefix.is_some() && !matches!(source, TokenSource::Header { .. }) {
-        return Err(err(format!("{at}.prefix"), "only a `header` source has a prefix"));
+        return Err(err(
+            format!("{at}.prefix"),
+            "only a `header` source has a prefix",
+        ));
     }
     Ok(source)
 }
@@ -656,19 +687,24 @@ fn validate_rule(r: RuleConfig, at: &str) -> Result<Rule, ConfigError> {
         .enumerate()
         .map(|(i, m)| {
             if m.is_empty() || !m.bytes().all(is_token_char) {
-                return Err(err(format!("{at}.methods[{i}]"), format!("{m:?} is not a method")));
+                return Err(err(
+                    format!("{at}.methods[{i}]"),
+                    format!("{m:?} is not a method"),
+                ));
             }
             Ok(m.to_ascii_uppercase())
         })
         .collect::<Result<_, _>>()?;
-    if let Some(i) = r
-        .required_scopes
-        .iter()
-        .position(|s| s.is_empty() || s.contains(char::is_whitespace))
-    {
+    // RFC 6749 §3.3 scope-token characters; they also go into a quoted challenge attribute.
+    if let Some(i) = r.required_scopes.iter().position(|s| {
+        s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    }) {
         return Err(err(
             format!("{at}.requiredScopes[{i}]"),
-            "a scope is one non-empty word",
+            "a scope is one non-empty word of printable ASCII without '\"' or '\\'",
         ));
     }
     // A path prefix ending in '/' would never match the bare collection path.
@@ -687,7 +723,10 @@ fn validate_rule(r: RuleConfig, at: &str) -> Result<Rule, ConfigError> {
 fn validate_outputs(o: OutputsConfig, sources: &[TokenSource]) -> Result<Outputs, ConfigError> {
     let reserved = |h: &str| {
         h.starts_with(':')
-            || matches!(h, "host" | "content-length" | "transfer-encoding" | "connection" | "te")
+            || matches!(
+                h,
+                "host" | "content-length" | "transfer-encoding" | "connection" | "te"
+            )
             || sources
                 .iter()
                 .any(|s| matches!(s, TokenSource::Header { name, .. } if name == h))
@@ -712,13 +751,20 @@ fn validate_outputs(o: OutputsConfig, sources: &[TokenSource]) -> Result<Outputs
         .map(|h| {
             let h = header_name(&h, "outputs.payloadHeader")?;
             if reserved(&h) {
-                return Err(err("outputs.payloadHeader", format!("{h:?} cannot carry the payload")));
+                return Err(err(
+                    "outputs.payloadHeader",
+                    format!("{h:?} cannot carry the payload"),
+                ));
             }
             Ok(h)
         })
         .transpose()?;
     for (i, c) in o.filter_state_claims.iter().enumerate() {
-        if c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b)) {
+        if c.is_empty()
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b))
+        {
             return Err(err(
                 format!("outputs.filterStateClaims[{i}]"),
                 "a claim name of letters, digits, '_', '-', ':' or '.'",
@@ -762,7 +808,9 @@ mod tests {
         assert_eq!(p.clock_skew, Duration::from_secs(60));
         assert!(p.require_expiration);
         assert_eq!(p.allowed_algorithms, Algorithm::DEFAULT_ALLOWED.to_vec());
-        let KeySource::Remote(r) = &p.keys else { panic!() };
+        let KeySource::Remote(r) = &p.keys else {
+            panic!()
+        };
         assert_eq!(r.timeout, Duration::from_secs(5));
         assert_eq!(r.cache_duration, Duration::from_secs(600));
         assert_eq!(r.min_refetch_interval, Duration::from_secs(30));
@@ -797,11 +845,12 @@ mod tests {
     fn inline_jwks_as_object_or_string() {
         let jwks = testkeys::jwks(&[testkeys::ec256_jwk("k1", None)]);
         for inline in [jwks.clone(), serde_json::to_string(&jwks).unwrap()] {
-            let text = format!(
-                r#"{{"providers":[{{"issuer":"i","audiences":["a"],"jwks":{inline}}}]}}"#
-            );
+            let text =
+                format!(r#"{{"providers":[{{"issuer":"i","audiences":["a"],"jwks":{inline}}}]}}"#);
             let c = parse(&text).unwrap();
-            let KeySource::Inline(set) = &c.providers[0].keys else { panic!() };
+            let KeySource::Inline(set) = &c.providers[0].keys else {
+                panic!()
+            };
             assert!(set.has_kid("k1"));
         }
     }
@@ -826,25 +875,110 @@ mod tests {
     fn refuses_bad_configs_naming_the_field() {
         let cases: Vec<(String, &str, &str)> = vec![
             (r#"{"providers":[]}"#.into(), "providers", "at least one"),
-            (with_provider(r#","clockSkew":"1h""#, ""), "providers[0].clockSkew", "at most"),
-            (with_provider(r#","clockSkew":"sixty""#, ""), "providers[0].clockSkew", "duration"),
-            (with_provider(r#","allowedAlgorithms":["none"]"#, ""), "providers[0].allowedAlgorithms[0]", "never accepted"),
-            (with_provider(r#","allowedAlgorithms":["RS1"]"#, ""), "providers[0].allowedAlgorithms[0]", "unsupported"),
-            (with_provider(r#","allowedAlgorithms":["HS256"]"#, ""), "providers[0].allowedAlgorithms", "only in an inline"),
-            (with_provider(r#","issuerr":"x""#, ""), "providers[0]", "unknown field"),
-            (with_provider("", r#","maxTokenBytes":10.5"#), "maxTokenBytes", "whole number"),
-            (with_provider("", r#","maxTokenBytes":10"#), "maxTokenBytes", "between"),
-            (with_provider("", r#","tokenSources":[{"header":"x","cookie":"y"}]"#), "tokenSources[0]", "exactly one"),
-            (with_provider("", r#","tokenSources":[{"cookie":"y","prefix":"B "}]"#), "tokenSources[0].prefix", "only a `header`"),
-            (with_provider("", r#","tokenSources":[{"header":"bad header"}]"#), "tokenSources[0].header", "not a header name"),
-            (with_provider("", r#","rules":[{"pathPrefix":"payments"}]"#), "rules[0].pathPrefix", "starting with '/'"),
-            (with_provider("", r#","rules":[{"pathPrefix":"/p","requiredScopes":["a b"]}]"#), "rules[0].requiredScopes[0]", "one non-empty word"),
-            (with_provider("", r#","bypassPaths":["healthz"]"#), "bypassPaths[0]", "starting with '/'"),
-            (with_provider("", r#","customerBinding":{"claim":""}"#), "customerBinding.claim", "must name"),
-            (with_provider("", r#","outputs":{"claimHeaders":[{"claim":"sub","header":"authorization"}]}"#), "outputs.claimHeaders[0].header", "cannot carry"),
-            (with_provider("", r#","outputs":{"claimHeaders":[{"claim":"sub","header":":path"}]}"#), "outputs.claimHeaders[0].header", "not a header name"),
-            (with_provider("", r#","realm":"a\"b""#), "realm", "printable"),
-            (with_provider("", r#","cache":{"ttl":"0s"}"#), "cache.ttl", "positive"),
+            (
+                with_provider(r#","clockSkew":"1h""#, ""),
+                "providers[0].clockSkew",
+                "at most",
+            ),
+            (
+                with_provider(r#","clockSkew":"sixty""#, ""),
+                "providers[0].clockSkew",
+                "duration",
+            ),
+            (
+                with_provider(r#","allowedAlgorithms":["none"]"#, ""),
+                "providers[0].allowedAlgorithms[0]",
+                "never accepted",
+            ),
+            (
+                with_provider(r#","allowedAlgorithms":["RS1"]"#, ""),
+                "providers[0].allowedAlgorithms[0]",
+                "unsupported",
+            ),
+            (
+                with_provider(r#","allowedAlgorithms":["HS256"]"#, ""),
+                "providers[0].allowedAlgorithms",
+                "only in an inline",
+            ),
+            (
+                with_provider(r#","issuerr":"x""#, ""),
+                "providers[0].issuerr",
+                "unknown field",
+            ),
+            (
+                with_provider("", r#","maxTokenBytes":10.5"#),
+                "maxTokenBytes",
+                "whole number",
+            ),
+            (
+                with_provider("", r#","maxTokenBytes":10"#),
+                "maxTokenBytes",
+                "between",
+            ),
+            (
+                with_provider("", r#","tokenSources":[{"header":"x","cookie":"y"}]"#),
+                "tokenSources[0]",
+                "exactly one",
+            ),
+            (
+                with_provider("", r#","tokenSources":[{"cookie":"y","prefix":"B "}]"#),
+                "tokenSources[0].prefix",
+                "only a `header`",
+            ),
+            (
+                with_provider("", r#","tokenSources":[{"header":"bad header"}]"#),
+                "tokenSources[0].header",
+                "not a header name",
+            ),
+            (
+                with_provider("", r#","rules":[{"pathPrefix":"payments"}]"#),
+                "rules[0].pathPrefix",
+                "starting with '/'",
+            ),
+            (
+                with_provider(
+                    "",
+                    r#","rules":[{"pathPrefix":"/p","requiredScopes":["a b"]}]"#,
+                ),
+                "rules[0].requiredScopes[0]",
+                "one non-empty word",
+            ),
+            (
+                with_provider("", r#","bypassPaths":["healthz"]"#),
+                "bypassPaths[0]",
+                "starting with '/'",
+            ),
+            (
+                with_provider("", r#","customerBinding":{"claim":""}"#),
+                "customerBinding.claim",
+                "must name",
+            ),
+            (
+                with_provider(
+                    "",
+                    r#","outputs":{"claimHeaders":[{"claim":"sub","header":"authorization"}]}"#,
+                ),
+                "outputs.claimHeaders[0].header",
+                "cannot carry",
+            ),
+            (
+                with_provider(
+                    "",
+                    r#","outputs":{"claimHeaders":[{"claim":"sub","header":":path"}]}"#,
+                ),
+                "outputs.claimHeaders[0].header",
+                "not a header name",
+            ),
+            (
+                with_provider("", r#","realm":"a\"b""#),
+                "realm",
+                "printable",
+            ),
+            (
+                with_provider("", r#","cache":{"ttl":"0s"}"#),
+                "cache.ttl",
+                "positive",
+            ),
             (
                 r#"{"providers":[{"issuer":"i","audiences":["a"]}]}"#.into(),
                 "providers[0]",
@@ -880,7 +1014,10 @@ mod tests {
     #[test]
     fn remote_timers_have_floors() {
         let bad = r#"{"providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"/j","minRefetchInterval":"10ms"}}]}"#;
-        assert_eq!(refused(bad).path, "providers[0].remoteJwks.minRefetchInterval");
+        assert_eq!(
+            refused(bad).path,
+            "providers[0].remoteJwks.minRefetchInterval"
+        );
         let bad = r#"{"providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"j"}}]}"#;
         assert_eq!(refused(bad).path, "providers[0].remoteJwks.path");
     }
@@ -898,7 +1035,10 @@ mod tests {
         assert_eq!(
             c.token_sources,
             vec![
-                TokenSource::Header { name: "x-api-token".into(), prefix: String::new() },
+                TokenSource::Header {
+                    name: "x-api-token".into(),
+                    prefix: String::new()
+                },
                 TokenSource::QueryParam("access_token".into()),
                 TokenSource::Cookie("sess".into()),
             ]
@@ -906,6 +1046,9 @@ mod tests {
         assert_eq!(c.rules[0].path_prefix, "/payments");
         assert_eq!(c.rules[0].methods, vec!["POST"]);
         assert_eq!(c.customer_binding.unwrap().header, "x-customer-id");
-        assert_eq!(c.outputs.owned_headers(), vec!["x-jwt-payload", "x-jwt-sub"]);
+        assert_eq!(
+            c.outputs.owned_headers(),
+            vec!["x-jwt-payload", "x-jwt-sub"]
+        );
     }
 }

@@ -351,7 +351,10 @@ mod tests {
         assert_eq!(d.www_authenticate("bank"), None);
         assert_eq!(d.extra_headers(), vec![("retry-after", "1")]);
         let p = d.problem();
-        assert_eq!(p.type_uri, "urn:banking-filters:problem:jwt-signing-keys-unavailable");
+        assert_eq!(
+            p.type_uri,
+            "urn:banking-filters:problem:jwt-signing-keys-unavailable"
+        );
     }
 
     #[test]

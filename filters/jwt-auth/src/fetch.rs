@@ -148,7 +148,10 @@ pub fn read_marker<S: SharedStore + ?Sized>(store: &S, remote: &RemoteJwks) -> O
 }
 
 /// Creates the marker as free if it does not exist yet (see the module notes).
-pub fn ensure_marker<S: SharedStore + ?Sized>(store: &S, remote: &RemoteJwks) -> Result<(), StoreError> {
+pub fn ensure_marker<S: SharedStore + ?Sized>(
+    store: &S,
+    remote: &RemoteJwks,
+) -> Result<(), StoreError> {
     let key = marker_key(remote);
     if store.get(&key)?.0.is_none() {
         store.set(&key, &FetchMarker::FREE.encode(), None)?;
@@ -191,8 +194,11 @@ pub fn release<S: SharedStore + ?Sized>(
     owner: u64,
     free_at: Timestamp,
 ) -> Result<(), UpdateError> {
-    update(store, &marker_key(remote), CAS_ATTEMPTS, |current| {
-        match current.and_then(FetchMarker::decode) {
+    update(
+        store,
+        &marker_key(remote),
+        CAS_ATTEMPTS,
+        |current| match current.and_then(FetchMarker::decode) {
             Some(marker) if marker.owner == owner => {
                 let released = FetchMarker {
                     until: free_at,
@@ -201,8 +207,8 @@ pub fn release<S: SharedStore + ?Sized>(
                 Step::Write(released.encode(), ())
             }
             _ => Step::Keep(()),
-        }
-    })
+        },
+    )
 }
 
 /// Publishes a freshly fetched set unless a newer one is already there.
@@ -211,12 +217,15 @@ pub fn publish<S: SharedStore + ?Sized>(
     remote: &RemoteJwks,
     record: &JwksRecord,
 ) -> Result<bool, UpdateError> {
-    update(store, &record_key(remote), CAS_ATTEMPTS, |current| {
-        match current.and_then(JwksRecord::decode) {
+    update(
+        store,
+        &record_key(remote),
+        CAS_ATTEMPTS,
+        |current| match current.and_then(JwksRecord::decode) {
             Some(existing) if existing.fetched_at >= record.fetched_at => Step::Keep(false),
             _ => Step::Write(record.encode(), true),
-        }
-    })
+        },
+    )
 }
 
 /// Why a fetch response was not accepted (logged and counted; the last good set stays).
@@ -339,8 +348,14 @@ mod tests {
     fn publish_never_replaces_a_newer_set() {
         let store = MemoryStore::new();
         let r = remote();
-        let newer = JwksRecord { fetched_at: t(200), body: b"new".to_vec() };
-        let older = JwksRecord { fetched_at: t(100), body: b"old".to_vec() };
+        let newer = JwksRecord {
+            fetched_at: t(200),
+            body: b"new".to_vec(),
+        };
+        let older = JwksRecord {
+            fetched_at: t(100),
+            body: b"old".to_vec(),
+        };
         assert_eq!(publish(&store, &r, &newer), Ok(true));
         assert_eq!(publish(&store, &r, &older), Ok(false));
         assert_eq!(read_record(&store, &r).unwrap().body, b"new");
@@ -351,6 +366,10 @@ mod tests {
         assert_eq!(response_problem(Some(200), 10), None);
         assert_eq!(response_problem(Some(500), 10).unwrap(), "HTTP status 500");
         assert!(response_problem(None, 0).unwrap().contains("timeout"));
-        assert!(response_problem(Some(200), MAX_JWKS_BYTES + 1).unwrap().contains("larger"));
+        assert!(
+            response_problem(Some(200), MAX_JWKS_BYTES + 1)
+                .unwrap()
+                .contains("larger")
+        );
     }
 }

@@ -186,7 +186,11 @@ impl JwtAuthRoot {
         let Some(provider) = state.config.providers.get(index) else {
             return;
         };
-        match KeySet::parse(&record.body, &provider.allowed_algorithms, KeyOrigin::Remote) {
+        match KeySet::parse(
+            &record.body,
+            &provider.allowed_algorithms,
+            KeyOrigin::Remote,
+        ) {
             Ok(set) => {
                 if let Some(slot) = state.keys.borrow_mut().get_mut(index) {
                     *slot = ProviderKeys {
@@ -212,8 +216,7 @@ impl JwtAuthRoot {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let Some((_, remote)) = Self::remotes(&state).into_iter().find(|(i, _)| *i == index)
-        else {
+        let Some((_, remote)) = Self::remotes(&state).into_iter().find(|(i, _)| *i == index) else {
             return;
         };
         let Some(provider) = state.config.providers.get(index) else {
@@ -229,7 +232,10 @@ impl JwtAuthRoot {
         match parsed {
             Ok((set, body)) => {
                 for skipped in set.skipped() {
-                    warn!("jwt-auth: JWKS of issuer {}: skipped {skipped}", provider.issuer);
+                    warn!(
+                        "jwt-auth: JWKS of issuer {}: skipped {skipped}",
+                        provider.issuer
+                    );
                 }
                 let record = JwksRecord {
                     fetched_at: now,
@@ -258,7 +264,8 @@ impl JwtAuthRoot {
                     "jwt-auth: JWKS fetch for issuer {} from cluster {} failed: {problem}; {kept}; retrying in {:?}",
                     provider.issuer, remote.cluster, remote.retry_interval
                 );
-                let _ = fetch::release(&store, &remote, self.owner, now.plus(remote.retry_interval));
+                let _ =
+                    fetch::release(&store, &remote, self.owner, now.plus(remote.retry_interval));
             }
         }
     }
@@ -479,9 +486,8 @@ fn set_filter_state(name: &str, value: &[u8]) -> Result<(), u32> {
         }
         // SAFETY: both pointers and lengths describe live slices for the whole call; the
         // host copies the bytes and keeps no reference.
-        let status = unsafe {
-            proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())
-        };
+        let status =
+            unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
         if status == 0 { Ok(()) } else { Err(status) }
     }
     #[cfg(not(target_arch = "wasm32"))]

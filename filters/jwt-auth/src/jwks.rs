@@ -6,12 +6,12 @@
 
 use std::fmt;
 
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use jwt_simple::prelude::{
-    Base64UrlSafeNoPadding, Decoder, ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike,
-    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike, HS256Key, HS384Key,
-    HS512Key, JWTClaims, MACLike, NoCustomClaims, PS256PublicKey, PS384PublicKey,
-    PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey, RSAPublicKeyLike,
-    VerificationOptions,
+    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
+    Ed25519PublicKey, EdDSAPublicKeyLike, HS256Key, HS384Key, HS512Key, JWTClaims, MACLike,
+    NoCustomClaims, PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey,
+    RS512PublicKey, RSAPublicKeyLike, VerificationOptions,
 };
 use serde::Deserialize;
 
@@ -274,8 +274,9 @@ struct RawJwk {
     key_ops: Option<Vec<String>>,
     #[serde(default)]
     alg: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
+    /// Read separately for skip reasons; declared so a non-string `kid` is refused.
+    #[serde(default, rename = "kid")]
+    _kid: Option<String>,
     #[serde(default)]
     n: Option<String>,
     #[serde(default)]
@@ -514,7 +515,10 @@ fn ec_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, S
     };
     if !algorithms.contains(&alg) {
         return Err(if jwk.alg.is_some() {
-            format!("alg does not fit curve {:?}", jwk.crv.as_deref().unwrap_or(""))
+            format!(
+                "alg does not fit curve {:?}",
+                jwk.crv.as_deref().unwrap_or("")
+            )
         } else {
             format!("alg {alg} is not in allowedAlgorithms")
         });
@@ -533,7 +537,9 @@ fn ec_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, S
     point.extend_from_slice(&y);
     let invalid = |_| "EC point is not on the curve".to_owned();
     let key = match alg {
-        Algorithm::ES384 => VerifyingKey::ES384(ES384PublicKey::from_bytes(&point).map_err(invalid)?),
+        Algorithm::ES384 => {
+            VerifyingKey::ES384(ES384PublicKey::from_bytes(&point).map_err(invalid)?)
+        }
         _ => VerifyingKey::ES256(ES256PublicKey::from_bytes(&point).map_err(invalid)?),
     };
     Ok(vec![key])
@@ -674,15 +680,22 @@ mod tests {
 
     #[test]
     fn refuses_alg_none_on_a_key() {
-        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 32], Some("none"))]))
-            .unwrap_err();
+        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk(
+            "h",
+            &[1; 32],
+            Some("none"),
+        )]))
+        .unwrap_err();
         assert!(err.0.contains("alg \"none\" is never accepted"), "{err}");
     }
 
     #[test]
     fn refuses_alg_that_does_not_fit_the_key_type() {
         let err = parse(&testkeys::jwks(&[testkeys::rsa_jwk("r", Some("ES256"))])).unwrap_err();
-        assert!(err.0.contains("alg ES256 does not fit kty \"RSA\""), "{err}");
+        assert!(
+            err.0.contains("alg ES256 does not fit kty \"RSA\""),
+            "{err}"
+        );
         let err = parse(&testkeys::jwks(&[testkeys::ec384_jwk("e", Some("ES256"))])).unwrap_err();
         assert!(err.0.contains("does not fit curve \"P-384\""), "{err}");
     }
@@ -690,8 +703,12 @@ mod tests {
     #[test]
     fn refuses_hmac_key_shorter_than_the_hash() {
         // 31 bytes: jwt-simple alone would accept it (its floor is 12 bytes).
-        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 31], Some("HS256"))]))
-            .unwrap_err();
+        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk(
+            "h",
+            &[1; 31],
+            Some("HS256"),
+        )]))
+        .unwrap_err();
         assert!(err.0.contains("shorter than the 32 bytes"), "{err}");
         // 32 bytes is enough for HS256 but not for HS384/HS512.
         let set = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 32], None)])).unwrap();
@@ -743,7 +760,12 @@ mod tests {
 
     #[test]
     fn empty_set_and_non_jwks_are_errors() {
-        assert!(parse(r#"{"keys":[]}"#).unwrap_err().0.contains("has no keys"));
+        assert!(
+            parse(r#"{"keys":[]}"#)
+                .unwrap_err()
+                .0
+                .contains("has no keys")
+        );
         assert!(parse("[]").unwrap_err().0.contains("not a JWKS document"));
         assert!(parse("{").unwrap_err().0.contains("not a JWKS document"));
     }

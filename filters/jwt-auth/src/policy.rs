@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::cache::{self, TokenCache, VerifiedToken};
 use crate::config::{Config, Rule, TokenSource};
 use crate::decision::{
-    Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX,
-    FILTER_STATE_ISSUER, FILTER_STATE_SUBJECT,
+    Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX, FILTER_STATE_ISSUER,
+    FILTER_STATE_SUBJECT,
 };
 use crate::jwks::KeySet;
 use crate::token::{self, Found, Refusal};
@@ -41,8 +41,12 @@ impl<'a> Request<'a> {
     /// Reads `:method` and `:path` from the pseudo-headers.
     pub fn from_headers(headers: &'a HeaderPairs) -> Self {
         Request {
-            method: headers::lookup(headers, ":method").single().unwrap_or_default(),
-            path: headers::lookup(headers, ":path").single().unwrap_or_default(),
+            method: headers::lookup(headers, ":method")
+                .single()
+                .unwrap_or_default(),
+            path: headers::lookup(headers, ":path")
+                .single()
+                .unwrap_or_default(),
             headers,
         }
     }
@@ -94,15 +98,14 @@ pub fn authorize(
     };
     let owned = config.outputs.owned_headers();
 
-    if needs_path && config.bypass_paths.iter().any(|b| *b == normalized) {
+    if needs_path && config.bypass_paths.contains(&normalized) {
         return allowed(AllowKind::Bypassed, owned);
     }
     if config.bypass_cors_preflight && is_cors_preflight(request) {
         return allowed(AllowKind::Preflight, owned);
     }
 
-    let (token, source) = match token::find(&config.token_sources, request.headers, request.path)
-    {
+    let (token, source) = match token::find(&config.token_sources, request.headers, request.path) {
         Found::Nothing => return Evaluation::deny(Denial::plain(DenyReason::MissingToken)),
         Found::Several => {
             return Evaluation::deny(Denial::new(
@@ -186,7 +189,10 @@ fn verify_fresh(
             Refusal::Malformed(_) => DenyReason::MalformedToken,
             Refusal::AlgorithmNotAllowed(_) => DenyReason::AlgorithmNotAllowed,
         };
-        (Denial::new(reason, format!("{}.", capitalize(&r.to_string()))), None)
+        (
+            Denial::new(reason, format!("{}.", capitalize(&r.to_string()))),
+            None,
+        )
     })?;
     // The issuer picks the provider; nothing about it is trusted until the signature is.
     let issuer = unverified.claims.get("iss").and_then(Value::as_str);
@@ -197,7 +203,10 @@ fn verify_fresh(
         .find(|(_, p)| Some(p.issuer.as_str()) == issuer)
     else {
         return Err((
-            Denial::new(DenyReason::UnknownIssuer, "The token's iss is not a trusted issuer."),
+            Denial::new(
+                DenyReason::UnknownIssuer,
+                "The token's iss is not a trusted issuer.",
+            ),
             None,
         ));
     };
@@ -358,13 +367,18 @@ fn outputs(
         }
     }
     if let Some(header) = &config.outputs.payload_header
-        && let Some(payload) = std::str::from_utf8(token).ok().and_then(token::payload_segment)
+        && let Some(payload) = std::str::from_utf8(token)
+            .ok()
+            .and_then(token::payload_segment)
     {
         set_headers.push((header.clone(), payload.as_bytes().to_vec()));
     }
     let mut filter_state = Vec::new();
     if let Some(issuer) = config.providers.get(verified.provider) {
-        filter_state.push((FILTER_STATE_ISSUER.to_owned(), issuer.issuer.clone().into_bytes()));
+        filter_state.push((
+            FILTER_STATE_ISSUER.to_owned(),
+            issuer.issuer.clone().into_bytes(),
+        ));
     }
     if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
         filter_state.push((FILTER_STATE_SUBJECT.to_owned(), sub.as_bytes().to_vec()));
@@ -374,7 +388,10 @@ fn outputs(
             None | Some(Value::Null) => continue,
             Some(v) => claim_text(v).unwrap_or_else(|| v.to_string()),
         };
-        filter_state.push((format!("{FILTER_STATE_CLAIM_PREFIX}{claim}"), text.into_bytes()));
+        filter_state.push((
+            format!("{FILTER_STATE_CLAIM_PREFIX}{claim}"),
+            text.into_bytes(),
+        ));
     }
     Allow {
         kind: AllowKind::Verified,
@@ -455,7 +472,10 @@ mod tests {
     fn world(extra: &str) -> World {
         let text = format!(
             r#"{{"providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],"jwks":{}}}]{extra}}}"#,
-            testkeys::jwks(&[testkeys::ec256_jwk("ec256", None), testkeys::rsa_jwk("rsa", Some("RS256"))]),
+            testkeys::jwks(&[
+                testkeys::ec256_jwk("ec256", None),
+                testkeys::rsa_jwk("rsa", Some("RS256"))
+            ]),
         );
         let config = Config::parse(text.as_bytes()).unwrap().config;
         let set = match &config.providers[0].keys {
@@ -517,14 +537,21 @@ mod tests {
     fn valid_token_is_allowed_and_identity_goes_to_filter_state() {
         let mut w = world("");
         let t = good_token();
-        let e = w.run(&[(":method", "GET"), (":path", "/accounts"), ("authorization", &bearer(&t))]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/accounts"),
+            ("authorization", &bearer(&t)),
+        ]);
         let a = allowed(&e);
         assert_eq!(a.kind, AllowKind::Verified);
         assert!(a.filter_state.contains(&(
             "banking.jwt.issuer".into(),
             b"https://idp.bank.example".to_vec()
         )));
-        assert!(a.filter_state.contains(&("banking.jwt.subject".into(), b"cust-42".to_vec())));
+        assert!(
+            a.filter_state
+                .contains(&("banking.jwt.subject".into(), b"cust-42".to_vec()))
+        );
         assert_eq!(e.cache, Some(CacheUse::Miss));
     }
 
@@ -532,7 +559,11 @@ mod tests {
     fn second_use_of_a_token_is_a_cache_hit_until_exp() {
         let mut w = world("");
         let t = good_token();
-        let req = [(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))];
+        let req = [
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ];
         assert_eq!(w.run(&req).cache, Some(CacheUse::Miss));
         let e = w.run(&req);
         assert_eq!(e.cache, Some(CacheUse::Hit));
@@ -540,7 +571,13 @@ mod tests {
         // Past exp the cache no longer answers and the token is refused as expired.
         let h = headers(&req);
         let later = Timestamp::from_unix_seconds(NOW + 301 + 60);
-        let e = authorize(&w.config, &w.keys, &mut w.cache, &Request::from_headers(&h), later);
+        let e = authorize(
+            &w.config,
+            &w.keys,
+            &mut w.cache,
+            &Request::from_headers(&h),
+            later,
+        );
         assert_eq!(denied(&e).reason, DenyReason::Expired);
     }
 
@@ -548,7 +585,11 @@ mod tests {
     fn key_rotation_invalidates_cached_verifications() {
         let mut w = world("");
         let t = good_token();
-        let req = [(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))];
+        let req = [
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ];
         w.run(&req);
         // New set without the old key.
         let set = KeySet::parse(
@@ -557,7 +598,10 @@ mod tests {
             KeyOrigin::Remote,
         )
         .unwrap();
-        w.keys[0] = ProviderKeys { set: Some(Rc::new(set)), version: 2 };
+        w.keys[0] = ProviderKeys {
+            set: Some(Rc::new(set)),
+            version: 2,
+        };
         let e = w.run(&req);
         assert_eq!(denied(&e).reason, DenyReason::UnknownKey);
         assert_eq!(e.refetch_provider, Some(0));
@@ -569,15 +613,24 @@ mod tests {
         let e = w.run(&[(":method", "GET"), (":path", "/a")]);
         let d = denied(&e);
         assert_eq!((d.reason, d.status()), (DenyReason::MissingToken, 401));
-        assert_eq!(d.www_authenticate("banking-api").unwrap(), "Bearer realm=\"banking-api\"");
+        assert_eq!(
+            d.www_authenticate("banking-api").unwrap(),
+            "Bearer realm=\"banking-api\""
+        );
     }
 
     #[test]
     fn two_tokens_are_refused_with_400() {
-        let mut w = world(r#","tokenSources":[{"header":"authorization","prefix":"Bearer "},{"queryParam":"access_token"}]"#);
+        let mut w = world(
+            r#","tokenSources":[{"header":"authorization","prefix":"Bearer "},{"queryParam":"access_token"}]"#,
+        );
         let t = good_token();
         let path = format!("/a?access_token={t}");
-        let e = w.run(&[(":method", "GET"), (":path", &path), ("authorization", &bearer(&t))]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", &path),
+            ("authorization", &bearer(&t)),
+        ]);
         let d = denied(&e);
         assert_eq!((d.reason, d.status()), (DenyReason::MultipleTokens, 400));
     }
@@ -589,21 +642,80 @@ mod tests {
             ("x".repeat(9000), DenyReason::TokenTooLarge),
             ("not-a-jwt".into(), DenyReason::MalformedToken),
             (
-                format!("{}.{}.c2ln", testkeys::b64(br#"{"alg":"none"}"#), testkeys::b64(good_claims().to_string().as_bytes())),
+                format!(
+                    "{}.{}.c2ln",
+                    testkeys::b64(br#"{"alg":"none"}"#),
+                    testkeys::b64(good_claims().to_string().as_bytes())
+                ),
                 DenyReason::AlgorithmNotAllowed,
             ),
-            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"iss": "https://evil.example"}))), DenyReason::UnknownIssuer),
-            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"iss": null}))), DenyReason::UnknownIssuer),
-            (mint(Algorithm::ES256, Some("nope"), good_claims()), DenyReason::UnknownKey),
-            (mint(Algorithm::ES256, Some("rsa"), good_claims()), DenyReason::KeyAlgorithmMismatch),
-            (testkeys::mint_with_other_ec256("ec256", good_claims()), DenyReason::InvalidSignature),
-            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"exp": NOW - 61}))), DenyReason::Expired),
-            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"nbf": NOW + 61}))), DenyReason::NotYetValid),
-            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"exp": null}))), DenyReason::MissingExpiration),
-            (mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"aud": "other"}))), DenyReason::AudienceMismatch),
+            (
+                mint(
+                    Algorithm::ES256,
+                    Some("ec256"),
+                    claims_with(json!({"iss": "https://evil.example"})),
+                ),
+                DenyReason::UnknownIssuer,
+            ),
+            (
+                mint(
+                    Algorithm::ES256,
+                    Some("ec256"),
+                    claims_with(json!({"iss": null})),
+                ),
+                DenyReason::UnknownIssuer,
+            ),
+            (
+                mint(Algorithm::ES256, Some("nope"), good_claims()),
+                DenyReason::UnknownKey,
+            ),
+            (
+                mint(Algorithm::ES256, Some("rsa"), good_claims()),
+                DenyReason::KeyAlgorithmMismatch,
+            ),
+            (
+                testkeys::mint_with_other_ec256("ec256", good_claims()),
+                DenyReason::InvalidSignature,
+            ),
+            (
+                mint(
+                    Algorithm::ES256,
+                    Some("ec256"),
+                    claims_with(json!({"exp": NOW - 61})),
+                ),
+                DenyReason::Expired,
+            ),
+            (
+                mint(
+                    Algorithm::ES256,
+                    Some("ec256"),
+                    claims_with(json!({"nbf": NOW + 61})),
+                ),
+                DenyReason::NotYetValid,
+            ),
+            (
+                mint(
+                    Algorithm::ES256,
+                    Some("ec256"),
+                    claims_with(json!({"exp": null})),
+                ),
+                DenyReason::MissingExpiration,
+            ),
+            (
+                mint(
+                    Algorithm::ES256,
+                    Some("ec256"),
+                    claims_with(json!({"aud": "other"})),
+                ),
+                DenyReason::AudienceMismatch,
+            ),
         ];
         for (token, reason) in cases {
-            let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&token))]);
+            let e = w.run(&[
+                (":method", "GET"),
+                (":path", "/a"),
+                ("authorization", &bearer(&token)),
+            ]);
             let d = denied(&e);
             assert_eq!(d.reason, reason, "{}", d.detail);
             assert!(!d.detail.contains(&token), "detail must not echo the token");
@@ -616,7 +728,11 @@ mod tests {
     fn unknown_kid_asks_for_a_refetch() {
         let mut w = world("");
         let t = mint(Algorithm::ES256, Some("rotated"), good_claims());
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ]);
         assert_eq!(denied(&e).reason, DenyReason::UnknownKey);
         assert_eq!(e.refetch_provider, Some(0));
     }
@@ -626,48 +742,123 @@ mod tests {
         let mut w = world("");
         w.keys[0] = ProviderKeys::default();
         let t = good_token();
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ]);
         let d = denied(&e);
         assert_eq!((d.reason, d.status()), (DenyReason::KeysUnavailable, 503));
     }
 
     #[test]
     fn route_scopes_from_scope_or_scp() {
-        let mut w = world(r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}]"#);
-        let without = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"scope": "accounts:read"})));
-        let e = w.run(&[(":method", "POST"), (":path", "/payments/42"), ("authorization", &bearer(&without))]);
+        let mut w = world(
+            r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}]"#,
+        );
+        let without = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"scope": "accounts:read"})),
+        );
+        let e = w.run(&[
+            (":method", "POST"),
+            (":path", "/payments/42"),
+            ("authorization", &bearer(&without)),
+        ]);
         let d = denied(&e);
         assert_eq!((d.reason, d.status()), (DenyReason::InsufficientScope, 403));
-        assert!(d.www_authenticate("r").unwrap().contains("scope=\"payments:write\""));
+        assert!(
+            d.www_authenticate("r")
+                .unwrap()
+                .contains("scope=\"payments:write\"")
+        );
         // Lower-case method still needs the scope.
-        let e = w.run(&[(":method", "post"), (":path", "/payments"), ("authorization", &bearer(&without))]);
+        let e = w.run(&[
+            (":method", "post"),
+            (":path", "/payments"),
+            ("authorization", &bearer(&without)),
+        ]);
         assert_eq!(denied(&e).reason, DenyReason::InsufficientScope);
         // Another method or a sibling path is not covered by the rule.
-        allowed(&w.run(&[(":method", "GET"), (":path", "/payments"), ("authorization", &bearer(&without))]));
-        allowed(&w.run(&[(":method", "POST"), (":path", "/paymentsX"), ("authorization", &bearer(&without))]));
+        allowed(&w.run(&[
+            (":method", "GET"),
+            (":path", "/payments"),
+            ("authorization", &bearer(&without)),
+        ]));
+        allowed(&w.run(&[
+            (":method", "POST"),
+            (":path", "/paymentsX"),
+            ("authorization", &bearer(&without)),
+        ]));
 
-        let with_scope = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"scope": "accounts:read payments:write"})));
-        allowed(&w.run(&[(":method", "POST"), (":path", "/payments?x=1"), ("authorization", &bearer(&with_scope))]));
-        let with_scp = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"scp": ["payments:write"]})));
-        allowed(&w.run(&[(":method", "POST"), (":path", "/payments"), ("authorization", &bearer(&with_scp))]));
+        let with_scope = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"scope": "accounts:read payments:write"})),
+        );
+        allowed(&w.run(&[
+            (":method", "POST"),
+            (":path", "/payments?x=1"),
+            ("authorization", &bearer(&with_scope)),
+        ]));
+        let with_scp = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"scp": ["payments:write"]})),
+        );
+        allowed(&w.run(&[
+            (":method", "POST"),
+            (":path", "/payments"),
+            ("authorization", &bearer(&with_scp)),
+        ]));
     }
 
     #[test]
     fn customer_binding_refuses_another_customers_id() {
         let mut w = world(r#","customerBinding":{"claim":"customer_id"}"#);
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"customer_id": "C-1"})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"customer_id": "C-1"})),
+        );
         let auth = bearer(&t);
-        allowed(&w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth)]));
-        allowed(&w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth), ("x-customer-id", "C-1")]));
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth), ("x-customer-id", "C-2")]);
+        allowed(&w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &auth),
+        ]));
+        allowed(&w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &auth),
+            ("x-customer-id", "C-1"),
+        ]));
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &auth),
+            ("x-customer-id", "C-2"),
+        ]);
         let d = denied(&e);
         assert_eq!((d.reason, d.status()), (DenyReason::CustomerMismatch, 403));
         // A second copy of the header cannot smuggle another id.
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &auth), ("x-customer-id", "C-1"), ("x-customer-id", "C-2")]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &auth),
+            ("x-customer-id", "C-1"),
+            ("x-customer-id", "C-2"),
+        ]);
         assert_eq!(denied(&e).reason, DenyReason::CustomerMismatch);
         // A token without the claim cannot act for any customer.
         let no_claim = good_token();
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&no_claim)), ("x-customer-id", "C-1")]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&no_claim)),
+            ("x-customer-id", "C-1"),
+        ]);
         assert_eq!(denied(&e).reason, DenyReason::CustomerMismatch);
     }
 
@@ -676,12 +867,19 @@ mod tests {
         let mut w = world(
             r#","bypassPaths":["/healthz"],"bypassCorsPreflight":true,"outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"}]}"#,
         );
-        let e = w.run(&[(":method", "GET"), (":path", "/healthz?verbose=1"), ("x-jwt-sub", "victim")]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/healthz?verbose=1"),
+            ("x-jwt-sub", "victim"),
+        ]);
         let a = allowed(&e);
         assert_eq!(a.kind, AllowKind::Bypassed);
         assert_eq!(a.remove_headers, vec!["x-jwt-sub"]);
         // Only the exact path: a sub-path or a traversal is not bypassed.
-        assert_eq!(denied(&w.run(&[(":method", "GET"), (":path", "/healthz/x")])).reason, DenyReason::MissingToken);
+        assert_eq!(
+            denied(&w.run(&[(":method", "GET"), (":path", "/healthz/x")])).reason,
+            DenyReason::MissingToken
+        );
         assert_eq!(
             denied(&w.run(&[(":method", "GET"), (":path", "/healthz/../payments")])).reason,
             DenyReason::UnnormalizedPath
@@ -694,7 +892,10 @@ mod tests {
         ]);
         assert_eq!(allowed(&e).kind, AllowKind::Preflight);
         // A plain OPTIONS is not a preflight.
-        assert_eq!(denied(&w.run(&[(":method", "OPTIONS"), (":path", "/payments")])).reason, DenyReason::MissingToken);
+        assert_eq!(
+            denied(&w.run(&[(":method", "OPTIONS"), (":path", "/payments")])).reason,
+            DenyReason::MissingToken
+        );
     }
 
     #[test]
@@ -718,18 +919,49 @@ mod tests {
         let t = mint(
             Algorithm::ES256,
             Some("ec256"),
-            claims_with(json!({"scp": ["a", "b"], "customer_id": "C-1", "acct": {"n": 1}, "evil": "x\r\nx-admin: 1"})),
+            claims_with(
+                json!({"scp": ["a", "b"], "customer_id": "C-1", "acct": {"n": 1}, "evil": "x\r\nx-admin: 1"}),
+            ),
         );
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t)), ("x-jwt-sub", "forged")]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+            ("x-jwt-sub", "forged"),
+        ]);
         let a = allowed(&e);
-        assert_eq!(a.remove_headers, vec!["x-jwt-evil", "x-jwt-payload", "x-jwt-scopes", "x-jwt-sub", "authorization"]);
-        assert!(a.set_headers.contains(&("x-jwt-sub".into(), b"cust-42".to_vec())));
-        assert!(a.set_headers.contains(&("x-jwt-scopes".into(), b"a,b".to_vec())));
-        assert!(!a.set_headers.iter().any(|(h, _)| h == "x-jwt-evil"), "CR/LF claim must not become a header");
+        assert_eq!(
+            a.remove_headers,
+            vec![
+                "x-jwt-evil",
+                "x-jwt-payload",
+                "x-jwt-scopes",
+                "x-jwt-sub",
+                "authorization"
+            ]
+        );
+        assert!(
+            a.set_headers
+                .contains(&("x-jwt-sub".into(), b"cust-42".to_vec()))
+        );
+        assert!(
+            a.set_headers
+                .contains(&("x-jwt-scopes".into(), b"a,b".to_vec()))
+        );
+        assert!(
+            !a.set_headers.iter().any(|(h, _)| h == "x-jwt-evil"),
+            "CR/LF claim must not become a header"
+        );
         let payload = t.split('.').nth(1).unwrap().as_bytes().to_vec();
         assert!(a.set_headers.contains(&("x-jwt-payload".into(), payload)));
-        assert!(a.filter_state.contains(&("banking.jwt.claim.customer_id".into(), b"C-1".to_vec())));
-        assert!(a.filter_state.contains(&("banking.jwt.claim.acct".into(), br#"{"n":1}"#.to_vec())));
+        assert!(
+            a.filter_state
+                .contains(&("banking.jwt.claim.customer_id".into(), b"C-1".to_vec()))
+        );
+        assert!(
+            a.filter_state
+                .contains(&("banking.jwt.claim.acct".into(), br#"{"n":1}"#.to_vec()))
+        );
     }
 
     #[test]
@@ -763,14 +995,22 @@ mod tests {
     fn paths_are_not_checked_without_rules_or_bypasses() {
         let mut w = world("");
         let t = good_token();
-        allowed(&w.run(&[(":method", "GET"), (":path", "/a/../b"), ("authorization", &bearer(&t))]));
+        allowed(&w.run(&[
+            (":method", "GET"),
+            (":path", "/a/../b"),
+            ("authorization", &bearer(&t)),
+        ]));
     }
 
     #[test]
     fn disabled_cache_reports_no_cache_use() {
         let mut w = world(r#","cache":{"maxEntries":0}"#);
         let t = good_token();
-        let e = w.run(&[(":method", "GET"), (":path", "/a"), ("authorization", &bearer(&t))]);
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ]);
         assert_eq!(e.cache, None);
         let _ = Duration::ZERO;
     }

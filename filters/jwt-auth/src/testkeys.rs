@@ -11,13 +11,11 @@ use crate::jwks::Algorithm;
 
 /// A fixed "now" for tests: 2030-01-01T00:00:00Z, in seconds.
 pub const NOW: u64 = 1_893_456_000;
-/// [`NOW`] in milliseconds, the unit the filter's clock uses.
-pub const NOW_MS: u64 = NOW * 1000;
 
 pub struct Keys {
     rsa_der: Vec<u8>,
-    ec256: ES256KeyPair,
-    ec384: ES384KeyPair,
+    ec256: Vec<u8>,
+    ec384: Vec<u8>,
     ed25519: Ed25519KeyPair,
 }
 
@@ -27,16 +25,16 @@ pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| Keys {
         rsa_der: RS256KeyPair::generate(2048).unwrap().to_der().unwrap(),
-        ec256: ES256KeyPair::generate(),
-        ec384: ES384KeyPair::generate(),
+        ec256: ES256KeyPair::generate().to_bytes(),
+        ec384: ES384KeyPair::generate().to_bytes(),
         ed25519: Ed25519KeyPair::generate(),
     })
 }
 
 /// A second, independent EC key, for rotation and wrong-key tests.
-pub fn other_ec256() -> &'static ES256KeyPair {
-    static KEY: OnceLock<ES256KeyPair> = OnceLock::new();
-    KEY.get_or_init(ES256KeyPair::generate)
+pub fn other_ec256() -> ES256KeyPair {
+    static KEY: OnceLock<Vec<u8>> = OnceLock::new();
+    ES256KeyPair::from_bytes(KEY.get_or_init(|| ES256KeyPair::generate().to_bytes())).unwrap()
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -48,7 +46,9 @@ fn with_alg(alg: Option<&str>) -> String {
 }
 
 pub fn rsa_jwk(kid: &str, alg: Option<&str>) -> String {
-    let pk = RS256KeyPair::from_der(&keys().rsa_der).unwrap().public_key();
+    let pk = RS256KeyPair::from_der(&keys().rsa_der)
+        .unwrap()
+        .public_key();
     let c = pk.to_components();
     format!(
         r#"{{"kty":"RSA","kid":"{kid}","use":"sig","n":"{}","e":"{}"{}}}"#,
@@ -69,7 +69,7 @@ fn ec_jwk(kid: &str, crv: &str, point: &[u8], alg: Option<&str>) -> String {
 }
 
 pub fn ec256_jwk(kid: &str, alg: Option<&str>) -> String {
-    ec256_jwk_of(&keys().ec256, kid, alg)
+    ec256_jwk_of(&ES256KeyPair::from_bytes(&keys().ec256).unwrap(), kid, alg)
 }
 
 pub fn ec256_jwk_of(key: &ES256KeyPair, kid: &str, alg: Option<&str>) -> String {
@@ -78,7 +78,11 @@ pub fn ec256_jwk_of(key: &ES256KeyPair, kid: &str, alg: Option<&str>) -> String 
 }
 
 pub fn ec384_jwk(kid: &str, alg: Option<&str>) -> String {
-    let point = keys().ec384.public_key().public_key().to_bytes_uncompressed();
+    let point = ES384KeyPair::from_bytes(&keys().ec384)
+        .unwrap()
+        .public_key()
+        .public_key()
+        .to_bytes_uncompressed();
     ec_jwk(kid, "P-384", &point, alg)
 }
 
@@ -184,8 +188,8 @@ pub fn mint(alg: Algorithm, kid: Option<&str>, claims: Value) -> String {
         Algorithm::PS256 => signed!(PS256KeyPair::from_der(&k.rsa_der).unwrap(), sign),
         Algorithm::PS384 => signed!(PS384KeyPair::from_der(&k.rsa_der).unwrap(), sign),
         Algorithm::PS512 => signed!(PS512KeyPair::from_der(&k.rsa_der).unwrap(), sign),
-        Algorithm::ES256 => signed!(k.ec256.clone(), sign),
-        Algorithm::ES384 => signed!(k.ec384.clone(), sign),
+        Algorithm::ES256 => signed!(ES256KeyPair::from_bytes(&k.ec256).unwrap(), sign),
+        Algorithm::ES384 => signed!(ES384KeyPair::from_bytes(&k.ec384).unwrap(), sign),
         Algorithm::EdDSA => signed!(k.ed25519.clone(), sign),
         Algorithm::HS256 => signed!(HS256Key::from_bytes(&HMAC_SECRET), authenticate),
         Algorithm::HS384 => signed!(HS384Key::from_bytes(&HMAC_SECRET), authenticate),
@@ -196,7 +200,6 @@ pub fn mint(alg: Algorithm, kid: Option<&str>, claims: Value) -> String {
 /// Mints an ES256 token with a key other than the published one.
 pub fn mint_with_other_ec256(kid: &str, claims: Value) -> String {
     other_ec256()
-        .clone()
         .with_key_id(kid)
         .sign(to_claims(claims))
         .unwrap()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use banking_filter_common::headers::{self, HeaderPairs};
-use jwt_simple::prelude::{Base64UrlSafeNoPadding, Decoder};
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -18,7 +18,10 @@ use crate::jwks::Algorithm;
 pub enum Found {
     Nothing,
     /// Exactly one token; `source` indexes the configured token sources.
-    One { token: Vec<u8>, source: usize },
+    One {
+        token: Vec<u8>,
+        source: usize,
+    },
     /// RFC 6750 §2: a client must not send a token by more than one method (or twice).
     Several,
 }
@@ -248,7 +251,9 @@ mod tests {
     use crate::testkeys::{self, b64};
 
     fn pairs(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-        list.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect()
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect()
     }
 
     fn bearer() -> Vec<TokenSource> {
@@ -295,19 +300,37 @@ mod tests {
     fn finds_token_in_each_configured_source() {
         let sources = all_sources();
         let h = pairs(&[("x-api-token", b"t1")]);
-        assert_eq!(find(&sources, &h, b"/"), Found::One { token: b"t1".to_vec(), source: 1 });
+        assert_eq!(
+            find(&sources, &h, b"/"),
+            Found::One {
+                token: b"t1".to_vec(),
+                source: 1
+            }
+        );
         assert_eq!(
             find(&sources, &[], b"/a?x=1&access_token=t2#frag"),
-            Found::One { token: b"t2".to_vec(), source: 2 }
+            Found::One {
+                token: b"t2".to_vec(),
+                source: 2
+            }
         );
         let h = pairs(&[("cookie", b"theme=dark; sess=t3")]);
-        assert_eq!(find(&sources, &h, b"/"), Found::One { token: b"t3".to_vec(), source: 3 });
+        assert_eq!(
+            find(&sources, &h, b"/"),
+            Found::One {
+                token: b"t3".to_vec(),
+                source: 3
+            }
+        );
     }
 
     #[test]
     fn two_tokens_are_several_even_when_equal() {
         let sources = all_sources();
-        let h = pairs(&[("authorization", b"Bearer t"), ("authorization", b"Bearer t")]);
+        let h = pairs(&[
+            ("authorization", b"Bearer t"),
+            ("authorization", b"Bearer t"),
+        ]);
         assert_eq!(find(&sources, &h, b"/"), Found::Several);
         let h = pairs(&[("authorization", b"Bearer t")]);
         assert_eq!(find(&sources, &h, b"/?access_token=t"), Found::Several);
@@ -331,13 +354,37 @@ mod tests {
             ("a.b.c.d".into(), "three dot-separated"),
             (format!("{header}.{payload}."), "segment is empty"),
             (format!("{header}.{payload}.a+b"), "not base64url"),
-            (format!("{}.{payload}.sig", b64(b"not json")), "header is not a JSON object"),
-            (format!("{}.{payload}.sig", b64(br#"{"typ":"JWT"}"#)), "no alg"),
-            (format!("{}.{payload}.sig", b64(br#"{"alg":"HS256","alg":"RS256"}"#)), "unique members"),
-            (format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","crit":["b64"]}"#)), "critical"),
-            (format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","kid":7}"#)), "kid is not a string"),
-            (format!("{header}.{}.sig", b64(b"[1]")), "payload is not a JSON object"),
-            (format!("{header}.{}.sig", b64(br#"{"sub":"a","sub":"b"}"#)), "unique members"),
+            (
+                format!("{}.{payload}.sig", b64(b"not json")),
+                "header is not a JSON object",
+            ),
+            (
+                format!("{}.{payload}.sig", b64(br#"{"typ":"JWT"}"#)),
+                "no alg",
+            ),
+            (
+                format!("{}.{payload}.sig", b64(br#"{"alg":"HS256","alg":"RS256"}"#)),
+                "unique members",
+            ),
+            (
+                format!(
+                    "{}.{payload}.sig",
+                    b64(br#"{"alg":"RS256","crit":["b64"]}"#)
+                ),
+                "critical",
+            ),
+            (
+                format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","kid":7}"#)),
+                "kid is not a string",
+            ),
+            (
+                format!("{header}.{}.sig", b64(b"[1]")),
+                "payload is not a JSON object",
+            ),
+            (
+                format!("{header}.{}.sig", b64(br#"{"sub":"a","sub":"b"}"#)),
+                "unique members",
+            ),
         ];
         for (token, why) in cases {
             match parse(token.as_bytes(), 8192) {
@@ -351,9 +398,15 @@ mod tests {
     fn refuses_alg_none_and_unknown_algorithms() {
         let payload = b64(br#"{"sub":"x"}"#);
         for alg in ["none", "NONE", "HS1", "ES512"] {
-            let token = format!("{}.{payload}.c2ln", b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes()));
+            let token = format!(
+                "{}.{payload}.c2ln",
+                b64(format!(r#"{{"alg":"{alg}"}}"#).as_bytes())
+            );
             assert!(
-                matches!(parse(token.as_bytes(), 8192), Err(Refusal::AlgorithmNotAllowed(_))),
+                matches!(
+                    parse(token.as_bytes(), 8192),
+                    Err(Refusal::AlgorithmNotAllowed(_))
+                ),
                 "{alg}"
             );
         }
@@ -367,7 +420,10 @@ mod tests {
 
     #[test]
     fn refuses_non_ascii_bytes() {
-        assert!(matches!(parse(b"\xff.\xfe.\xfd", 8192), Err(Refusal::Malformed(_))));
+        assert!(matches!(
+            parse(b"\xff.\xfe.\xfd", 8192),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]

@@ -175,10 +175,9 @@ fn map_jwt_error(e: &jwt_simple::Error) -> Denial {
             "The token's signature does not verify.",
         ),
         Some(JWTError::TokenHasExpired) => (DenyReason::Expired, "The token's exp has passed."),
-        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => (
-            DenyReason::NotYetValid,
-            "The token is not valid yet.",
-        ),
+        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => {
+            (DenyReason::NotYetValid, "The token is not valid yet.")
+        }
         Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => (
             DenyReason::AudienceMismatch,
             "The token's aud names none of the audiences this API accepts.",
@@ -192,7 +191,10 @@ fn map_jwt_error(e: &jwt_simple::Error) -> Denial {
             DenyReason::KeyAlgorithmMismatch,
             "The issuer's key for this token does not use the token's alg.",
         ),
-        Some(JWTError::NotJWT) => (DenyReason::MalformedToken, "The token's typ is not a JWT type."),
+        Some(JWTError::NotJWT) => (
+            DenyReason::MalformedToken,
+            "The token's typ is not a JWT type.",
+        ),
         _ => (
             DenyReason::MalformedToken,
             "The token's claims do not have the standard JWT types.",
@@ -277,17 +279,29 @@ mod tests {
     #[test]
     fn refuses_tokens_from_the_future() {
         let p = provider();
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"nbf": NOW + 120})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"nbf": NOW + 120})),
+        );
         assert_eq!(reason(&p, &t, NOW), DenyReason::NotYetValid);
         assert!(check(&p, &t, NOW + 60).is_ok());
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"iat": NOW + 120, "nbf": null})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"iat": NOW + 120, "nbf": null})),
+        );
         assert_eq!(reason(&p, &t, NOW), DenyReason::NotYetValid);
     }
 
     #[test]
     fn requires_exp_unless_configured_otherwise() {
         let mut p = provider();
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"exp": null})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"exp": null})),
+        );
         assert_eq!(reason(&p, &t, NOW), DenyReason::MissingExpiration);
         p.require_expiration = false;
         let v = check(&p, &t, NOW).unwrap();
@@ -309,9 +323,17 @@ mod tests {
         p.max_lifetime = Some(Duration::from_secs(600));
         let ok = mint(Algorithm::ES256, Some("ec256"), good_claims());
         assert!(check(&p, &ok, NOW).is_ok());
-        let long = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"exp": NOW + 3600})));
+        let long = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"exp": NOW + 3600})),
+        );
         assert_eq!(reason(&p, &long, NOW), DenyReason::LifetimeTooLong);
-        let unbounded = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"iat": null, "nbf": null})));
+        let unbounded = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"iat": null, "nbf": null})),
+        );
         assert_eq!(reason(&p, &unbounded, NOW), DenyReason::LifetimeTooLong);
     }
 
@@ -340,29 +362,49 @@ mod tests {
         // A tampered payload under a valid signature.
         let good = mint(Algorithm::RS256, Some("rsa"), good_claims());
         let mut parts: Vec<&str> = good.split('.').collect();
-        let evil = testkeys::b64(claims_with(json!({"sub": "cust-99"})).to_string().as_bytes());
+        let evil = testkeys::b64(
+            claims_with(json!({"sub": "cust-99"}))
+                .to_string()
+                .as_bytes(),
+        );
         parts[1] = &evil;
-        assert_eq!(reason(&provider(), &parts.join("."), NOW), DenyReason::InvalidSignature);
+        assert_eq!(
+            reason(&provider(), &parts.join("."), NOW),
+            DenyReason::InvalidSignature
+        );
     }
 
     #[test]
     fn hmac_key_confusion_with_a_public_key_is_refused() {
         // The classic attack: sign HS256 with the RSA public key's bytes. Our HMAC keys come
         // only from `oct` JWKs, so the kid "rsa" has no HS256 key.
-        let t = testkeys::mint_raw_hs256(
-            r#"{"alg":"HS256","kid":"rsa"}"#,
-            &good_claims().to_string(),
+        let t =
+            testkeys::mint_raw_hs256(r#"{"alg":"HS256","kid":"rsa"}"#, &good_claims().to_string());
+        assert_eq!(
+            reason(&provider(), &t, NOW),
+            DenyReason::KeyAlgorithmMismatch
         );
-        assert_eq!(reason(&provider(), &t, NOW), DenyReason::KeyAlgorithmMismatch);
     }
 
     #[test]
     fn audience_mismatch_is_found_after_the_signature() {
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"aud": "other-api"})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"aud": "other-api"})),
+        );
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::AudienceMismatch);
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"aud": null})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"aud": null})),
+        );
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::AudienceMismatch);
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"aud": ["x", "accounts-api"]})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"aud": ["x", "accounts-api"]})),
+        );
         assert!(check(&provider(), &t, NOW).is_ok());
     }
 
@@ -374,7 +416,11 @@ mod tests {
         let d = check(&p, &t, NOW).unwrap_err();
         assert_eq!(d.reason, DenyReason::MissingClaim);
         assert!(d.detail.contains("customer_id"));
-        let t = mint(Algorithm::ES256, Some("ec256"), claims_with(json!({"customer_id": "C-1"})));
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"customer_id": "C-1"})),
+        );
         assert!(check(&p, &t, NOW).is_ok());
     }
 
@@ -382,12 +428,18 @@ mod tests {
     fn odd_claim_types_are_malformed() {
         let t = testkeys::mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
-            &format!(r#"{{"iss":"https://idp.bank.example","aud":"payments-api","exp":"{}"}}"#, NOW + 60),
+            &format!(
+                r#"{{"iss":"https://idp.bank.example","aud":"payments-api","exp":"{}"}}"#,
+                NOW + 60
+            ),
         );
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::MalformedToken);
         let t = testkeys::mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
-            &format!(r#"{{"iss":"https://idp.bank.example","aud":"payments-api","exp":{},"sub":42}}"#, NOW + 60),
+            &format!(
+                r#"{{"iss":"https://idp.bank.example","aud":"payments-api","exp":{},"sub":42}}"#,
+                NOW + 60
+            ),
         );
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::MalformedToken);
     }

@@ -15,12 +15,16 @@
 //! | `metric-inc NAME` / `gauge-set NAME V` / `histogram-record NAME V` / `metric-get NAME` | metrics |
 //! | `set-header NAME VALUE` / `add-header NAME VALUE` / `remove-header NAME` | request header edits |
 //! | `copy-header FROM TO`                | copies raw bytes of one request header to another  |
+//! | `header-count` / `replace-all-headers` | whole-map get (result the count) / set (`:path /replaced`, `x-only \xffyes`) |
+//! | `response-header-in-request`         | reads a response header too early (Envoy: BadArgument, the SDK panics) |
+//! | `grpc-reply MESSAGE...` / `reset`    | `send_grpc_response` (PermissionDenied) / `reset_http_request` |
 //! | `local-reply STATUS [BODY...]`       | `send_http_response` with `x-probe: local`         |
 //! | `property-get A.B.C`                 | result the value, or `none`                        |
 //! | `property-set A.B VALUE`             | sets a stream property                             |
 //! | `time` / `wasi-time` / `random N`    | result the proxy-wasm / WASI clock in nanoseconds, or N random bytes in hex |
 //! | `panic`                              | panics (the hook logs it at critical)              |
 //!
+//! A request trailer `x-probe-trailer` gets `x-probe-trailer-seen: yes` added beside it.
 //! Every response gets `x-probe-saw-status` with the `:status` the filter saw, which shows a
 //! local reply passing through the response path. A request body is rewritten per
 //! `x-probe-body: prepend|append|replace TEXT`.
@@ -33,7 +37,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
@@ -221,6 +225,29 @@ impl Probe {
             ["set-header", name, value] => self.set_http_request_header(name, Some(value)),
             ["add-header", name, value] => self.add_http_request_header(name, value),
             ["remove-header", name] => self.remove_http_request_header(name),
+            ["header-count"] => {
+                let count = self.get_http_request_headers_bytes().len();
+                self.report(&count.to_string());
+            }
+            ["replace-all-headers"] => {
+                self.set_http_request_headers_bytes(vec![
+                    (":path", b"/replaced".as_slice()),
+                    ("x-only", b"\xffyes".as_slice()),
+                ]);
+            }
+            ["response-header-in-request"] => {
+                // Envoy has no response headers yet: the SDK panics on its BadArgument.
+                let _ = self.get_http_response_header_bytes(":status");
+            }
+            ["grpc-reply", message @ ..] => {
+                self.send_grpc_response(
+                    GrpcStatusCode::PermissionDenied,
+                    Some(&message.join(" ")),
+                    vec![("x-probe", b"grpc".as_slice())],
+                );
+                return Action::Pause;
+            }
+            ["reset"] => self.reset_http_request(),
             ["copy-header", from, to] => {
                 let value = self.get_http_request_header_bytes(from);
                 self.set_http_request_header_bytes(to, value.as_deref());
@@ -325,6 +352,16 @@ impl HttpContext for Probe {
             Some(("append", text)) => self.set_http_request_body(body_size, 0, text.as_bytes()),
             Some(("replace", text)) => self.set_http_request_body(0, body_size, text.as_bytes()),
             _ => {}
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self
+            .get_http_request_trailer_bytes("x-probe-trailer")
+            .is_some()
+        {
+            self.add_http_request_trailer("x-probe-trailer-seen", "yes");
         }
         Action::Continue
     }

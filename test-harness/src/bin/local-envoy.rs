@@ -135,7 +135,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     options.upstream = upstream.addr();
     let bootstrap = envoy::bootstrap(&plugins, &options)?;
     let start = StartOptions {
-        workdir: repo.join("target").join("local-envoy"),
+        workdir: envoy::target_dir(&repo).join("local-envoy"),
         concurrency: 2,
         // Envoy's own chatter at warning; the filters' logs (component `wasm`) at info.
         log_level: "warning".to_string(),

@@ -36,8 +36,7 @@ impl StartOptions {
     /// diagnosed after the fact.
     pub fn for_test(label: &str) -> Self {
         StartOptions {
-            workdir: super::repo_root()
-                .join("target")
+            workdir: super::target_dir(&super::repo_root())
                 .join("envoy-e2e")
                 .join(label),
             concurrency: 1,
