@@ -16,6 +16,7 @@ FILTER_CRATES := $(filter-out common,$(patsubst filters/%/Cargo.toml,%,$(wildcar
 WASM_CRATES := $(FILTER_CRATES) harness-probe
 # Crates whose pure cores also run compiled to wasm32 under wasm-bindgen-test.
 WASM_BINDGEN_TEST_CRATES := banking-filter-common banking-headers
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
@@ -31,7 +32,7 @@ help:
 
 wasm:
 	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES))
-	@ls -l $(foreach c,$(WASM_CRATES),target/wasm32-wasip1/release/$(subst -,_,$(c)).wasm)
+	@ls -l $(foreach c,$(WASM_CRATES),$(TARGET_DIR)/wasm32-wasip1/release/$(subst -,_,$(c)).wasm)
 
 # Same order as the Rust side (test_harness::envoy::find_envoy): $ENVOY, envoy on PATH,
 # func-e, then the project's .venv.
@@ -52,7 +53,9 @@ wasm-bindgen-cli:
 	[ -n "$$want" ] || { echo "no wasm-bindgen in Cargo.lock"; exit 1; }; \
 	have=$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{ print $$2 }' || true); \
 	if [ "$$have" = "$$want" ]; then echo "wasm-bindgen-test-runner $$have"; \
-	else $(CARGO) install wasm-bindgen-cli --version "$$want" --locked; fi
+	else $(CARGO) install wasm-bindgen-cli --version "$$want" --locked \
+	  || { echo "locked install failed (a pinned dependency is not in the registry); resolving afresh"; \
+	       $(CARGO) install wasm-bindgen-cli --version "$$want"; }; fi
 
 tools:
 	rustup target add wasm32-wasip1 wasm32-unknown-unknown

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::abi::{HeaderList, header_name, property_key};
 use crate::error::HarnessError;
-use crate::host::{Host, HostInner};
+use crate::host::Host;
 use crate::proxy::{call_response, is_stream_ended};
 use crate::state::{CallResponse, StreamState};
 use crate::types::{Action, HttpCall, LocalResponse, LogEntry, LogLevel};
@@ -32,7 +32,7 @@ impl Plugin {
     /// The proxy this plugin runs in.
     pub fn host(&self) -> Host {
         Host {
-            inner: Rc::clone(&self.vm.host) as Rc<HostInner>,
+            inner: Rc::clone(&self.vm.host),
         }
     }
 

@@ -102,8 +102,29 @@ pub(crate) fn compile_bytes(bytes: &[u8]) -> Result<Module, HarnessError> {
         if written.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
+        prune_cache(&cache_dir);
     }
     Ok(module)
+}
+
+/// Every rebuilt filter leaves a new artifact; keep the most recent few.
+fn prune_cache(dir: &Path) {
+    const KEEP: usize = 32;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut artifacts: Vec<(SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|ext| ext == "cwasm"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if artifacts.len() <= KEEP {
+        return;
+    }
+    artifacts.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, path) in artifacts.into_iter().skip(KEEP) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 pub(crate) fn load_module(path: &Path) -> Result<Module, HarnessError> {

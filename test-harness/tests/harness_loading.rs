@@ -119,3 +119,22 @@ fn vm_configuration_reaches_on_vm_start() {
         vec!["vm_config=shared-vm".to_string()]
     );
 }
+
+#[test]
+fn environment_variables_reach_the_module_through_wasi() {
+    let host = Host::new();
+    host.set_env("BANK_REGION", "eu-west");
+    let plugin = host.load("harness_probe", "").unwrap();
+    let mut stream = plugin.stream();
+    stream.request_headers(&[(":path", "/"), ("x-probe", "env BANK_REGION")], true);
+    assert_eq!(
+        stream.request_header("x-probe-result"),
+        Some(b"eu-west".to_vec())
+    );
+    let mut unset = plugin.stream();
+    unset.request_headers(&[(":path", "/"), ("x-probe", "env NOT_THERE")], true);
+    assert_eq!(
+        unset.request_header("x-probe-result"),
+        Some(b"unset".to_vec())
+    );
+}

@@ -22,6 +22,7 @@
 //! | `property-get A.B.C`                 | result the value, or `none`                        |
 //! | `property-set A.B VALUE`             | sets a stream property                             |
 //! | `time` / `wasi-time` / `random N`    | result the proxy-wasm / WASI clock in nanoseconds, or N random bytes in hex |
+//! | `env NAME`                           | result the WASI environment variable, or `unset`   |
 //! | `panic`                              | panics (the hook logs it at critical)              |
 //!
 //! A request trailer `x-probe-trailer` gets `x-probe-trailer-seen: yes` added beside it.
@@ -285,6 +286,10 @@ impl Probe {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
                 self.report(&nanos.to_string());
+            }
+            ["env", name] => {
+                let value = std::env::var(name).unwrap_or_else(|_| "unset".to_string());
+                self.report(&value);
             }
             ["random", n] => {
                 let mut bytes = vec![0u8; n.parse().unwrap_or(8)];
