@@ -53,6 +53,14 @@ fn compile_file(path: &Path) -> Result<Module, HarnessError> {
     if let Some(module) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Ok(module);
     }
+    // Tests run on parallel threads: let one compile while the others wait for its result.
+    static COMPILING: Mutex<()> = Mutex::new(());
+    let _compiling = COMPILING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(module) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(module);
+    }
     let bytes = std::fs::read(path).map_err(|source| HarnessError::Io {
         path: path.to_path_buf(),
         source,
