@@ -17,7 +17,11 @@ fn readme_harness_example_is_this_files_scenario() {
         .split("// --- the README's example, verbatim ---\n")
         .nth(1)
         .expect("marker present");
-    assert_eq!(block.trim(), scenario.trim(), "README and test drifted apart");
+    assert_eq!(
+        block.trim(),
+        scenario.trim(),
+        "README and test drifted apart"
+    );
 }
 
 // --- the README's example, verbatim ---
@@ -36,7 +40,10 @@ fn payment_without_customer_id_is_refused_with_a_problem() {
     let reply = stream.local_response().unwrap();
     assert_eq!(reply.status, 400);
     assert!(String::from_utf8_lossy(&reply.body).contains("x-customer-id"));
-    assert_eq!(host.metric("banking_headers_rejected_missing_header"), Some(1));
+    assert_eq!(
+        host.metric("banking_headers_rejected_missing_header"),
+        Some(1)
+    );
     assert!(plugin.logs(LogLevel::Critical).is_empty());
     host.advance(Duration::from_secs(30)); // fires on_tick at the plugin's period
 }
