@@ -170,6 +170,12 @@ impl RunningEnvoy {
         self.admin
     }
 
+    /// The process id of what was started: Envoy itself, unless it runs through `func-e`,
+    /// whose Envoy is a child of this process. `make bench` reads its CPU time from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Envoy's log so far (empty when logging to stderr).
     pub fn log(&self) -> String {
         self.log_path
