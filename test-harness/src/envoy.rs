@@ -25,9 +25,15 @@
 //! - [`process`]: starts Envoy, waits until it serves, and kills it when dropped.
 //! - [`upstream`]: the demo upstream that echoes what reached it.
 //! - [`client`]: a raw HTTP/1.1 client, so tests can send bytes no ordinary client would.
+//! - [`jwks_server`]: a stand-in identity provider's JWKS endpoint that can rotate keys, fail
+//!   or vanish, reached through an Istio-named cluster ([`BootstrapOptions::with_cluster`]).
+//! - [`demo_idp`]: the demo identity provider `make run` starts for jwt-auth: a key, its
+//!   JWKS, and a ready-made token.
 
 pub mod bootstrap;
 pub mod client;
+pub mod demo_idp;
+pub mod jwks_server;
 pub mod locate;
 pub mod process;
 pub mod upstream;
@@ -36,7 +42,9 @@ pub mod wasmplugin;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use bootstrap::{BootstrapOptions, bootstrap};
+pub use bootstrap::{BootstrapOptions, NamedCluster, bootstrap};
+pub use demo_idp::DemoIdentityProvider;
+pub use jwks_server::{JwksAvailability, JwksFetch, JwksServer};
 pub use locate::{EnvoyBinary, find_envoy};
 pub use process::{RunningEnvoy, StartOptions};
 pub use upstream::{DemoUpstream, SeenRequest};

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use test_harness::envoy::client;
+use test_harness::envoy::{self, client};
 
 /// Kills the program if the test fails before it could stop it.
 struct Program(Child);
@@ -33,6 +33,14 @@ fn interrupt(child: &Child) {
     unsafe {
         libc::kill(pid, libc::SIGINT);
     }
+}
+
+/// Each run's own bootstrap, admin-address file and demo token: two local-envoy runs sharing
+/// the default `target/local-envoy` would read each other's admin address.
+fn workdir(test: &str) -> std::path::PathBuf {
+    envoy::target_dir(&envoy::repo_root())
+        .join("envoy-e2e")
+        .join(test)
 }
 
 /// The address after `label` on the banner line that starts with it, e.g. `requests   http://`.
@@ -58,7 +66,11 @@ fn local_envoy_serves_until_interrupted_then_stops_envoy() {
                 "0",
                 "--plugins",
                 "banking-headers",
+                "--workdir",
             ])
+            .arg(workdir(
+                "local_envoy_serves_until_interrupted_then_stops_envoy",
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -122,4 +134,121 @@ fn local_envoy_serves_until_interrupted_then_stops_envoy() {
             "{what} at {addr} still accepts connections after Ctrl-C: Envoy was left running"
         );
     }
+}
+
+/// The token in the banner's `-H 'authorization: Bearer <token>'` line.
+fn bearer_token_in(line: &str) -> Option<String> {
+    let rest = line.split("authorization: Bearer ").nth(1)?;
+    let token = rest.split('\'').next()?;
+    (token.split('.').count() == 3).then(|| token.to_string())
+}
+
+#[test]
+fn local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints() {
+    let mut program = Program(
+        Command::new(env!("CARGO_BIN_EXE_local-envoy"))
+            .args([
+                "--port",
+                "0",
+                "--admin-port",
+                "0",
+                "--upstream-port",
+                "0",
+                "--idp-port",
+                "0",
+                "--plugins",
+                "banking-headers,jwt-auth",
+                "--workdir",
+            ])
+            .arg(workdir(
+                "local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints",
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start local-envoy"),
+    );
+    let stdout = program.0.stdout.take().expect("stdout");
+    let mut stderr = program.0.stderr.take().expect("stderr");
+    let (lines, banner) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    // The demo request is printed once the plugin has fetched the demo JWKS.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut listener, mut token) = (None, None);
+    while listener.is_none() || token.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = banner.recv_timeout(left) else {
+            let _ = program.0.kill();
+            let mut errors = String::new();
+            let _ = stderr.read_to_string(&mut errors);
+            panic!("local-envoy printed no demo token within 90 s; stderr:\n{errors}");
+        };
+        listener = listener.or_else(|| address_after(&line, "requests"));
+        token = token.or_else(|| bearer_token_in(&line));
+    }
+    let (listener, token) = (listener.unwrap(), token.unwrap());
+
+    let payment = client::Request::post("/payments")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("x-customer-id", "CUST-00012345")
+        .header("x-transaction-id", "0f8fad5b-d9cb-469f-a165-70867728950e")
+        .header("x-banking-operation", "payment.create");
+    // Each worker installs the fetched keys on its next tick (1 s): a 503 may precede them.
+    let mut response = None;
+    for _ in 0..10 {
+        let answer =
+            client::send(listener, &payment, Duration::from_secs(10)).expect("demo payment");
+        if answer.status != 503 {
+            response = Some(answer);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let response = response.expect("jwt-auth still without keys after 10 tries");
+    assert_eq!(
+        response.status,
+        200,
+        "the printed demo request: {}",
+        response.body_text()
+    );
+    let echoed = response.json().expect("upstream echo");
+    let claim_header = echoed["headers"]
+        .as_array()
+        .expect("echoed headers")
+        .iter()
+        .find(|h| h["name"] == "x-jwt-claim-customer-id")
+        .map(|h| h["value"].clone());
+    assert_eq!(claim_header, Some(serde_json::json!("CUST-00012345")));
+
+    let mut anonymous = payment.clone();
+    anonymous
+        .headers
+        .retain(|(name, _)| name != "authorization");
+    let refused = client::send(listener, &anonymous, Duration::from_secs(10)).expect("anonymous");
+    assert_eq!(refused.status, 401, "{}", refused.body_text());
+
+    interrupt(&program.0);
+    let stop_deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = program.0.try_wait().expect("wait for local-envoy") {
+            break status;
+        }
+        assert!(
+            Instant::now() < stop_deadline,
+            "local-envoy did not stop within 15 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "local-envoy exited with {status} on Ctrl-C"
+    );
 }

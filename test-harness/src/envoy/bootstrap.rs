@@ -7,6 +7,11 @@
 //! from `failStrategy` (`FAIL_CLOSE` -> `FAIL_CLOSED`). What differs is the module's source: a
 //! local file from `make wasm` instead of the resource's `url`, and the absence of Istio's own
 //! filters (`jwt_authn`, `rbac`, stats) between the phases.
+//!
+//! Filters that call out (`dispatch_http_call`, e.g. jwt-auth fetching its JWKS) name an
+//! Envoy cluster the way istiod names it, `outbound|<port>|<subset>|<host>`. Locally those
+//! names are declared with [`BootstrapOptions::with_cluster`] and point at a loopback
+//! address, so the plugin's configuration is used unchanged.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +23,16 @@ use super::wasmplugin::WasmPlugin;
 
 /// The cluster every request is routed to.
 pub const UPSTREAM_CLUSTER: &str = "demo_upstream";
+
+/// An extra upstream cluster that filters reach by name with `dispatch_http_call`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedCluster {
+    /// The cluster name the plugin configuration uses, e.g.
+    /// `outbound|443||idp.bank.svc.cluster.local` (istiod's naming).
+    pub name: String,
+    /// Where it really is locally: plain HTTP/1.1 on this address.
+    pub address: SocketAddr,
+}
 
 /// Where the generated Envoy listens and what it talks to.
 #[derive(Debug, Clone)]
@@ -32,6 +47,8 @@ pub struct BootstrapOptions {
     pub wasm_dir: PathBuf,
     /// Write an access log line per request to Envoy's stdout (for `make run`).
     pub access_log: bool,
+    /// Clusters besides the demo upstream, for filters' own HTTP calls.
+    pub clusters: Vec<NamedCluster>,
 }
 
 impl BootstrapOptions {
@@ -44,13 +61,45 @@ impl BootstrapOptions {
             upstream,
             wasm_dir,
             access_log: false,
+            clusters: Vec::new(),
         }
+    }
+
+    /// Declares the cluster `name` (as the plugin configuration spells it, Istio-style)
+    /// served at `address`.
+    pub fn with_cluster(mut self, name: &str, address: SocketAddr) -> Self {
+        self.clusters.push(NamedCluster {
+            name: name.to_string(),
+            address,
+        });
+        self
     }
 }
 
 /// Builds the bootstrap for `plugins`, which are chained in the order given (use
-/// `load_wasmplugins`, which sorts them as istiod does). Fails when a module is not built.
+/// `load_wasmplugins`, which sorts them as istiod does). Fails when a module is not built,
+/// or when two clusters share a name.
 pub fn bootstrap(plugins: &[WasmPlugin], options: &BootstrapOptions) -> Result<Value, EnvoyError> {
+    let mut clusters = vec![upstream_cluster(UPSTREAM_CLUSTER, options.upstream)];
+    for extra in &options.clusters {
+        if extra.name.is_empty() {
+            return Err(EnvoyError("an extra cluster needs a name".to_string()));
+        }
+        if extra.name == UPSTREAM_CLUSTER
+            || options
+                .clusters
+                .iter()
+                .filter(|c| c.name == extra.name)
+                .count()
+                > 1
+        {
+            return Err(EnvoyError(format!(
+                "cluster {:?} is declared twice",
+                extra.name
+            )));
+        }
+        clusters.push(upstream_cluster(&extra.name, extra.address));
+    }
     let mut http_filters = Vec::with_capacity(plugins.len() + 1);
     for plugin in plugins {
         http_filters.push(wasm_filter(plugin, options)?);
@@ -93,26 +142,31 @@ pub fn bootstrap(plugins: &[WasmPlugin], options: &BootstrapOptions) -> Result<V
                     "typed_config": connection_manager
                 }]}]
             }],
-            "clusters": [{
-                "name": UPSTREAM_CLUSTER,
-                "type": "STATIC",
-                "connect_timeout": "2s",
-                // Shorter than the demo upstream's own idle timeout, so Envoy never reuses a
-                // connection the upstream is about to close.
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "common_http_protocol_options": {"idle_timeout": "10s"},
-                        "explicit_http_config": {"http_protocol_options": {}}
-                    }
-                },
-                "load_assignment": {
-                    "cluster_name": UPSTREAM_CLUSTER,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(options.upstream)}}]}]
-                }
-            }]
+            "clusters": clusters
         }
     }))
+}
+
+/// A plain HTTP/1.1 cluster of one loopback endpoint.
+fn upstream_cluster(name: &str, address: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        // Shorter than the demo upstream's own idle timeout, so Envoy never reuses a
+        // connection the upstream is about to close.
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": {"idle_timeout": "10s"},
+                "explicit_http_config": {"http_protocol_options": {}}
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(address)}}]}]
+        }
+    })
 }
 
 fn wasm_filter(plugin: &WasmPlugin, options: &BootstrapOptions) -> Result<Value, EnvoyError> {
@@ -228,6 +282,34 @@ mod tests {
                 .get("configuration")
                 .is_none()
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn declares_istio_named_clusters_at_local_addresses_beside_the_upstream() {
+        let dir = scratch_wasm_dir("clusters", &[]);
+        let idp = "outbound|443||idp.bank.svc.cluster.local";
+        let options = BootstrapOptions::ephemeral("127.0.0.1:8081".parse().unwrap(), dir.clone())
+            .with_cluster(idp, "127.0.0.1:8082".parse().unwrap());
+        let bootstrap = bootstrap(&[], &options).unwrap();
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = clusters
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, [UPSTREAM_CLUSTER, idp]);
+        assert_eq!(clusters[1]["load_assignment"]["cluster_name"], idp);
+        assert_eq!(
+            clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"],
+            json!({"address": "127.0.0.1", "port_value": 8082})
+        );
+
+        let twice = options.with_cluster(idp, "127.0.0.1:9000".parse().unwrap());
+        let err = super::bootstrap(&[], &twice).unwrap_err();
+        assert!(err.0.contains("declared twice"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

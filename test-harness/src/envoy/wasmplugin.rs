@@ -108,6 +108,30 @@ impl WasmPlugin {
     pub fn configuration_json(&self) -> Option<String> {
         self.plugin_config.as_ref().map(protobuf_struct_json)
     }
+
+    /// This plugin with one `pluginConfig` value replaced, for tests that need, say, shorter
+    /// timers than production. `pointer` is a JSON pointer (RFC 6901) into `pluginConfig`,
+    /// e.g. `/providers/0/remoteJwks/cacheDuration`; it must name a value the file already
+    /// has, so an override can only change what is written, never add to it or misspell it.
+    pub fn with_config_override(
+        mut self,
+        pointer: &str,
+        value: Value,
+    ) -> Result<WasmPlugin, EnvoyError> {
+        let slot = self
+            .plugin_config
+            .as_mut()
+            .and_then(|config| config.pointer_mut(pointer))
+            .ok_or_else(|| {
+                EnvoyError(format!(
+                    "WasmPlugin {} ({}): pluginConfig has no {pointer:?} to override",
+                    self.name,
+                    self.source.display()
+                ))
+            })?;
+        *slot = value;
+        Ok(self)
+    }
 }
 
 /// Renders a JSON value as istiod hands `pluginConfig` to Envoy: compact, keys sorted, and every
@@ -408,6 +432,32 @@ mod tests {
         let rendered = protobuf_struct_json(&config);
         let back: Value = serde_json::from_str(&rendered).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn overrides_only_plugin_config_values_the_file_already_has() {
+        let text = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: x}\n\
+                    spec: {url: u, pluginConfig: {providers: [{remoteJwks: {cacheDuration: 10m}}], realm: r}}\n";
+        let plugin = parse(text).unwrap().remove(0);
+        let shorter = plugin
+            .clone()
+            .with_config_override("/providers/0/remoteJwks/cacheDuration", json!("10s"))
+            .unwrap();
+        assert_eq!(
+            shorter.configuration_json().unwrap(),
+            r#"{"providers":[{"remoteJwks":{"cacheDuration":"10s"}}],"realm":"r"}"#
+        );
+        for absent in [
+            "/providers/0/remoteJwks/cacheDuratoin",
+            "/providers/1",
+            "/limit",
+        ] {
+            let err = plugin
+                .clone()
+                .with_config_override(absent, json!(1))
+                .unwrap_err();
+            assert!(err.0.contains(absent), "{err}");
+        }
     }
 
     #[test]
