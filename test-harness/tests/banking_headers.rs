@@ -37,6 +37,9 @@ fn load_shipped() -> (Host, Plugin) {
     (host, plugin)
 }
 
+/// Request headers as name and raw value bytes.
+type Headers = Vec<(String, Vec<u8>)>;
+
 /// `POST /payments` headers with every banking header the shipped rules require, with
 /// `overrides` replacing (or, with `None`, removing) headers by name.
 fn payment(overrides: &[(&str, Option<&[u8]>)]) -> Vec<(String, Vec<u8>)> {
@@ -150,7 +153,7 @@ fn valid_payment_passes_with_its_banking_headers_upstream() {
 #[test]
 fn each_invalid_banking_header_gets_400_problem_json_naming_it() {
     let (_host, plugin) = load_shipped();
-    let cases: [(&str, Vec<(String, Vec<u8>)>, &str, &str); 7] = [
+    let cases: [(&str, Headers, &str, &str); 7] = [
         (
             "missing customer id",
             payment(&[("x-customer-id", None)]),
