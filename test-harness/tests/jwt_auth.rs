@@ -1031,3 +1031,93 @@ fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
     );
     assert_eq!(action, Action::Pause);
 }
+
+/// `token` with its signature bytes changed by `change` and re-encoded.
+fn resigned(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let mut bytes = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+    change(&mut bytes);
+    format!("{input}.{}", b64(&bytes))
+}
+
+// RSA and ECDSA go through ring, whose wasm32 build uses its portable C bignum code rather
+// than the x86-64 assembly the native unit tests run, so the refusals are checked here too.
+#[test]
+fn tampered_signatures_are_refused_in_every_key_family() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let n = RS256KeyPair::from_der(&keys().rsa_der)
+        .unwrap()
+        .public_key()
+        .to_components()
+        .n;
+    let mut tampered: Vec<(String, String)> = Vec::new();
+    for (alg, kid) in [
+        ("RS256", "rsa"),
+        ("PS256", "rsa"),
+        ("ES256", "ec256"),
+        ("ES384", "ec384"),
+        ("EdDSA", "ed25519"),
+        ("HS256", "hmac"),
+    ] {
+        let good = mint(alg, kid, claims(&host));
+        assert!(passes(&plugin, &good), "{alg}");
+        tampered.push((
+            format!("{alg} bit flipped"),
+            resigned(&good, |s| s[5] ^= 0x10),
+        ));
+        tampered.push((
+            format!("{alg} truncated"),
+            resigned(&good, |s| {
+                s.pop();
+            }),
+        ));
+    }
+    let good = mint("RS256", "rsa", claims(&host));
+    let n_len = n.len();
+    tampered.push(("RS256 s = n".into(), resigned(&good, |s| *s = n)));
+    tampered.push((
+        "RS256 s > n".into(),
+        resigned(&good, |s| *s = vec![0xff; n_len]),
+    ));
+    tampered.push((
+        "RS256 leading zero".into(),
+        resigned(&good, |s| s.insert(0, 0)),
+    ));
+    for (name, token) in &tampered {
+        let reply = refusal(&plugin, token);
+        assert_eq!(reply.status, 401, "{name}");
+        assert_eq!(
+            problem(&reply)["type"],
+            "urn:banking-filters:problem:jwt-invalid-signature",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        metric(&host, "denied_invalid_signature"),
+        tampered.len() as u64
+    );
+    assert!(plugin.logs(LogLevel::Critical).is_empty());
+}
+
+#[test]
+fn rsa_signature_by_another_key_under_the_published_kid_is_refused() {
+    let host = Host::new();
+    let token = mint("RS256", "rsa", claims(&host));
+    // The published key differs from the signer's in one modulus bit: a different key.
+    let c = RS256KeyPair::from_der(&keys().rsa_der)
+        .unwrap()
+        .public_key()
+        .to_components();
+    let mut other_n = c.n.clone();
+    other_n[100] ^= 0x04;
+    let other = format!(
+        r#"{{"kty":"RSA","kid":"rsa","n":"{}","e":"{}"}}"#,
+        b64(&other_n),
+        b64(&c.e)
+    );
+    let plugin = load(&host, &inline_config(&jwks(&[other]), ""));
+    let reply = refusal(&plugin, &token);
+    assert_eq!(reply.status, 401);
+    assert_eq!(metric(&host, "denied_invalid_signature"), 1);
+}

@@ -1023,6 +1023,25 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## JWT filter: configuration reference")
+            .nth(1)
+            .expect("README has the jwt-auth configuration reference");
+        let example = section
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the reference has a JSON example");
+        let c = parse(example).unwrap();
+        assert_eq!(c.providers[0].issuer, "https://idp.bank.example");
+        assert!(matches!(c.providers[0].keys, KeySource::Remote(_)));
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.outputs.filter_state_claims, vec!["customer_id"]);
+    }
+
+    #[test]
     fn normalises_names_and_rule_prefixes() {
         let c = parse(&with_provider(
             "",

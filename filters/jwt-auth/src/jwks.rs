@@ -1,24 +1,20 @@
-//! JSON Web Key Sets (RFC 7517) turned into the verification keys jwt-simple uses.
+//! JSON Web Key Sets (RFC 7517) turned into [`VerifyingKey`]s, once per set.
 //!
-//! jwt-simple has no JWKS support, so this module decides which keys of a set are usable:
-//! it honours each key's `kid`, `alg`, `use` and `key_ops`, refuses weak or mismatched keys
-//! with a reason, and fails only when no key at all is usable.
+//! Neither ring nor jwt-simple reads JWKS, so this module decides which keys of a set are
+//! usable: it honours each key's `kid`, `alg`, `use` and `key_ops`, refuses weak or
+//! mismatched keys with a reason, and fails only when no key at all is usable.
 
 use std::fmt;
 
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
-use jwt_simple::prelude::{
-    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
-    Ed25519PublicKey, EdDSAPublicKeyLike, HS256Key, HS384Key, HS512Key, JWTClaims, MACLike,
-    NoCustomClaims, PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey,
-    RS512PublicKey, RSAPublicKeyLike, VerificationOptions,
-};
 use serde::Deserialize;
+
+pub use crate::signature::VerifyingKey;
 
 /// RFC 7518 §3.3: RSA keys shorter than this must not be used.
 pub const MIN_RSA_MODULUS_BITS: usize = 2048;
-/// The largest modulus the pure-Rust RSA backend accepts.
-pub const MAX_RSA_MODULUS_BITS: usize = 4096;
+/// The largest modulus ring verifies with; verify time grows with the square of the size.
+pub const MAX_RSA_MODULUS_BITS: usize = 8192;
 
 /// A JWS signature algorithm this filter can verify. `none` is deliberately absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,72 +135,6 @@ impl fmt::Display for Algorithm {
 pub enum KeyOrigin {
     Inline,
     Remote,
-}
-
-/// One usable (algorithm, key) pair, ready for jwt-simple.
-#[derive(Clone)]
-pub enum VerifyingKey {
-    RS256(RS256PublicKey),
-    RS384(RS384PublicKey),
-    RS512(RS512PublicKey),
-    PS256(PS256PublicKey),
-    PS384(PS384PublicKey),
-    PS512(PS512PublicKey),
-    ES256(ES256PublicKey),
-    ES384(ES384PublicKey),
-    EdDSA(Ed25519PublicKey),
-    HS256(HS256Key),
-    HS384(HS384Key),
-    HS512(HS512Key),
-}
-
-impl fmt::Debug for VerifyingKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print key material, not even a public key: logs are not the place.
-        write!(f, "VerifyingKey({})", self.algorithm())
-    }
-}
-
-impl VerifyingKey {
-    pub fn algorithm(&self) -> Algorithm {
-        match self {
-            VerifyingKey::RS256(_) => Algorithm::RS256,
-            VerifyingKey::RS384(_) => Algorithm::RS384,
-            VerifyingKey::RS512(_) => Algorithm::RS512,
-            VerifyingKey::PS256(_) => Algorithm::PS256,
-            VerifyingKey::PS384(_) => Algorithm::PS384,
-            VerifyingKey::PS512(_) => Algorithm::PS512,
-            VerifyingKey::ES256(_) => Algorithm::ES256,
-            VerifyingKey::ES384(_) => Algorithm::ES384,
-            VerifyingKey::EdDSA(_) => Algorithm::EdDSA,
-            VerifyingKey::HS256(_) => Algorithm::HS256,
-            VerifyingKey::HS384(_) => Algorithm::HS384,
-            VerifyingKey::HS512(_) => Algorithm::HS512,
-        }
-    }
-
-    /// Verifies signature and standard claims with jwt-simple.
-    pub fn verify(
-        &self,
-        token: &str,
-        options: VerificationOptions,
-    ) -> Result<JWTClaims<NoCustomClaims>, jwt_simple::Error> {
-        let options = Some(options);
-        match self {
-            VerifyingKey::RS256(k) => k.verify_token(token, options),
-            VerifyingKey::RS384(k) => k.verify_token(token, options),
-            VerifyingKey::RS512(k) => k.verify_token(token, options),
-            VerifyingKey::PS256(k) => k.verify_token(token, options),
-            VerifyingKey::PS384(k) => k.verify_token(token, options),
-            VerifyingKey::PS512(k) => k.verify_token(token, options),
-            VerifyingKey::ES256(k) => k.verify_token(token, options),
-            VerifyingKey::ES384(k) => k.verify_token(token, options),
-            VerifyingKey::EdDSA(k) => k.verify_token(token, options),
-            VerifyingKey::HS256(k) => k.verify_token(token, options),
-            VerifyingKey::HS384(k) => k.verify_token(token, options),
-            VerifyingKey::HS512(k) => k.verify_token(token, options),
-        }
-    }
 }
 
 /// A usable key with the `kid` it was published under.
@@ -477,32 +407,9 @@ fn rsa_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>,
             "RSA modulus of {bits} bits is above the {MAX_RSA_MODULUS_BITS} bits supported"
         ));
     }
-    let invalid = |_| "invalid RSA public key".to_owned();
     algorithms
         .iter()
-        .map(|alg| {
-            Ok(match alg {
-                Algorithm::RS256 => {
-                    VerifyingKey::RS256(RS256PublicKey::from_components(&n, &e).map_err(invalid)?)
-                }
-                Algorithm::RS384 => {
-                    VerifyingKey::RS384(RS384PublicKey::from_components(&n, &e).map_err(invalid)?)
-                }
-                Algorithm::RS512 => {
-                    VerifyingKey::RS512(RS512PublicKey::from_components(&n, &e).map_err(invalid)?)
-                }
-                Algorithm::PS256 => {
-                    VerifyingKey::PS256(PS256PublicKey::from_components(&n, &e).map_err(invalid)?)
-                }
-                Algorithm::PS384 => {
-                    VerifyingKey::PS384(PS384PublicKey::from_components(&n, &e).map_err(invalid)?)
-                }
-                Algorithm::PS512 => {
-                    VerifyingKey::PS512(PS512PublicKey::from_components(&n, &e).map_err(invalid)?)
-                }
-                other => return Err(format!("alg {other} does not fit kty \"RSA\"")),
-            })
-        })
+        .map(|alg| VerifyingKey::rsa(*alg, &n, &e))
         .collect()
 }
 
@@ -530,19 +437,12 @@ fn ec_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, S
             "EC coordinates must be {coordinate_bytes} bytes each"
         ));
     }
-    // SEC1 uncompressed point: 0x04 || x || y. The curve libraries check it is on the curve.
+    // SEC1 uncompressed point: 0x04 || x || y.
     let mut point = Vec::with_capacity(1 + 2 * coordinate_bytes);
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    let invalid = |_| "EC point is not on the curve".to_owned();
-    let key = match alg {
-        Algorithm::ES384 => {
-            VerifyingKey::ES384(ES384PublicKey::from_bytes(&point).map_err(invalid)?)
-        }
-        _ => VerifyingKey::ES256(ES256PublicKey::from_bytes(&point).map_err(invalid)?),
-    };
-    Ok(vec![key])
+    Ok(vec![VerifyingKey::ec(alg, &point)?])
 }
 
 fn okp_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, String> {
@@ -558,8 +458,7 @@ fn okp_key(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, 
     if x.len() != 32 {
         return Err("Ed25519 public key must be 32 bytes".to_owned());
     }
-    let key = Ed25519PublicKey::from_bytes(&x).map_err(|_| "invalid Ed25519 public key")?;
-    Ok(vec![VerifyingKey::EdDSA(key)])
+    Ok(vec![VerifyingKey::ed25519(&x)?])
 }
 
 fn oct_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>, String> {
@@ -567,12 +466,7 @@ fn oct_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>,
     let fitting: Vec<VerifyingKey> = algorithms
         .iter()
         .filter(|alg| k.len() >= alg.min_hmac_key_bytes())
-        .filter_map(|alg| match alg {
-            Algorithm::HS256 => Some(VerifyingKey::HS256(HS256Key::from_bytes(&k))),
-            Algorithm::HS384 => Some(VerifyingKey::HS384(HS384Key::from_bytes(&k))),
-            Algorithm::HS512 => Some(VerifyingKey::HS512(HS512Key::from_bytes(&k))),
-            _ => None,
-        })
+        .filter_map(|alg| VerifyingKey::hmac(*alg, &k))
         .collect();
     if fitting.is_empty() {
         let needed = algorithms

@@ -13,7 +13,7 @@ use crate::jwks::Algorithm;
 pub const NOW: u64 = 1_893_456_000;
 
 pub struct Keys {
-    rsa_der: Vec<u8>,
+    pub rsa_der: Vec<u8>,
     ec256: Vec<u8>,
     ec384: Vec<u8>,
     ed25519: Ed25519KeyPair,
@@ -35,6 +35,39 @@ pub fn keys() -> &'static Keys {
 pub fn other_ec256() -> ES256KeyPair {
     static KEY: OnceLock<Vec<u8>> = OnceLock::new();
     ES256KeyPair::from_bytes(KEY.get_or_init(|| ES256KeyPair::generate().to_bytes())).unwrap()
+}
+
+/// A second, independent 2048-bit RSA key, for wrong-key tests.
+pub fn other_rsa_der() -> &'static [u8] {
+    static KEY: OnceLock<Vec<u8>> = OnceLock::new();
+    KEY.get_or_init(|| RS256KeyPair::generate(2048).unwrap().to_der().unwrap())
+}
+
+/// A deliberately weak 1024-bit RSA key, for refusal tests only. jwt-simple refuses to
+/// generate one, so the `rsa` crate it uses underneath makes it.
+pub fn weak_rsa_1024() -> RS256KeyPair {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    static KEY: OnceLock<Vec<u8>> = OnceLock::new();
+    let der = KEY.get_or_init(|| {
+        let mut rng = jwt_simple::reexports::rand::thread_rng();
+        rsa::RsaPrivateKey::new(&mut rng, 1024)
+            .unwrap()
+            .to_pkcs1_der()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    });
+    RS256KeyPair::from_der(der).unwrap()
+}
+
+/// The JWK of an RS256 key pair, published under `kid`.
+pub fn rsa_jwk_of(key: &RS256KeyPair, kid: &str) -> String {
+    let c = key.public_key().to_components();
+    format!(
+        r#"{{"kty":"RSA","kid":"{kid}","n":"{}","e":"{}"}}"#,
+        b64(&c.n),
+        b64(&c.e)
+    )
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -200,6 +233,14 @@ pub fn mint(alg: Algorithm, kid: Option<&str>, claims: Value) -> String {
 /// Mints an ES256 token with a key other than the published one.
 pub fn mint_with_other_ec256(kid: &str, claims: Value) -> String {
     other_ec256()
+        .with_key_id(kid)
+        .sign(to_claims(claims))
+        .unwrap()
+}
+
+/// Mints an RS256 token with the given key pair.
+pub fn mint_rs256_with(key: &RS256KeyPair, kid: &str, claims: Value) -> String {
+    key.clone()
         .with_key_id(kid)
         .sign(to_claims(claims))
         .unwrap()

@@ -119,6 +119,8 @@ pub struct Unverified<'a> {
     pub text: &'a str,
     pub alg: Algorithm,
     pub kid: Option<String>,
+    /// The header's `typ`, when present.
+    pub typ: Option<String>,
     pub claims: Map<String, Value>,
 }
 
@@ -177,6 +179,11 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
         Some(Value::String(kid)) => Some(kid.clone()),
         Some(_) => return Err(malformed("the header's kid is not a string")),
     };
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(typ)) => Some(typ.clone()),
+        Some(_) => return Err(malformed("the header's typ is not a string")),
+    };
     let payload_json = Base64UrlSafeNoPadding::decode_to_vec(payload, None)
         .map_err(|_| malformed("the payload is not base64url"))?;
     let claims: UniqueMap = serde_json::from_slice(&payload_json)
@@ -185,13 +192,14 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
         text,
         alg,
         kid,
+        typ,
         claims: claims.0,
     })
 }
 
 /// A JSON object whose top-level members are unique. RFC 7515 §5.2 lets a parser reject
-/// duplicates; doing so means the claims this filter reads are the ones jwt-simple
-/// verified, whichever duplicate either parser would have picked.
+/// duplicates; doing so means no other parser downstream (the upstream reading the
+/// payload header) can pick a different duplicate than the one this filter checked.
 struct UniqueMap(Map<String, Value>);
 
 impl<'de> Deserialize<'de> for UniqueMap {
@@ -376,6 +384,10 @@ mod tests {
             (
                 format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","kid":7}"#)),
                 "kid is not a string",
+            ),
+            (
+                format!("{}.{payload}.sig", b64(br#"{"alg":"RS256","typ":1}"#)),
+                "typ is not a string",
             ),
             (
                 format!("{header}.{}.sig", b64(b"[1]")),

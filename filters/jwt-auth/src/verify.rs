@@ -1,12 +1,10 @@
-//! Token verification for one provider: the cheap claim checks first (algorithm, times,
-//! lifetime, key lookup), then the signature and standard claims through jwt-simple with
-//! the host's clock and this filter's clock skew, then the required claims.
-
-use std::collections::HashSet;
+//! Token verification for one provider: the cheap checks first (algorithm, times, `typ`,
+//! key lookup), then the signature over the token's first two segments as received, then
+//! the standard claims (`iss`, `aud`, claim types) and the required claims. One claims path
+//! for every algorithm, whichever library checks the signature ([`crate::signature`]).
 
 use banking_filter_common::clock::Timestamp;
-use jwt_simple::JWTError;
-use jwt_simple::prelude::{Duration as JwtDuration, UnixTimeStamp, VerificationOptions};
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use serde_json::{Map, Value};
 
 use crate::config::Provider;
@@ -34,6 +32,9 @@ pub fn verify(
     now: Timestamp,
     max_token_bytes: usize,
 ) -> Result<Verified, Denial> {
+    if token.text.len() > max_token_bytes {
+        return Err(deny(DenyReason::TokenTooLarge, "The token is too large."));
+    }
     if !provider.allowed_algorithms.contains(&token.alg) {
         return Err(deny(
             DenyReason::AlgorithmNotAllowed,
@@ -41,6 +42,18 @@ pub fn verify(
         ));
     }
     let exp = check_times(provider, &token.claims, now)?;
+    // RFC 8725 §3.11: a typ, when present, must say this is a JWT, so that another kind
+    // of signed object from the same issuer (a DPoP proof, a logout token) is not taken
+    // for an access token.
+    if let Some(typ) = &token.typ {
+        let typ = typ.to_ascii_uppercase();
+        if typ != "JWT" && !typ.ends_with("+JWT") {
+            return Err(deny(
+                DenyReason::MalformedToken,
+                "The token's typ is not a JWT type.",
+            ));
+        }
+    }
 
     let candidates = match keys.lookup(token.alg, token.kid.as_deref()) {
         KeyLookup::Candidates(c) => c,
@@ -58,39 +71,29 @@ pub fn verify(
         }
     };
 
-    let options = VerificationOptions {
-        allowed_issuers: Some(HashSet::from([provider.issuer.clone()])),
-        allowed_audiences: Some(provider.audiences.iter().cloned().collect()),
-        // jwt-simple's default tolerance is 15 minutes: always pass ours.
-        time_tolerance: Some(JwtDuration::from_millis(
-            u64::try_from(provider.clock_skew.as_millis()).unwrap_or(u64::MAX),
-        )),
-        max_token_length: Some(max_token_bytes),
-        // The host's clock (Envoy's, or the harness's virtual one), not the system's.
-        artificial_time: Some(UnixTimeStamp::from_millis(now.unix_millis())),
-        ..VerificationOptions::default()
+    // RFC 7515 §5.2: the signature covers `header.payload` exactly as sent, not a
+    // re-encoding of what was decoded.
+    let Some((signing_input, signature)) = token.text.rsplit_once('.') else {
+        return Err(deny(
+            DenyReason::MalformedToken,
+            "A JWS has three dot-separated segments.",
+        ));
     };
-    let mut last_failure = None;
-    for key in candidates {
-        match key.verify(token.text, options.clone()) {
-            Ok(_) => {
-                last_failure = None;
-                break;
-            }
-            Err(e) => {
-                let denial = map_jwt_error(&e);
-                // Without a kid several keys may fit; only a bad signature means "try the next".
-                if denial.reason != DenyReason::InvalidSignature {
-                    return Err(denial);
-                }
-                last_failure = Some(denial);
-            }
-        }
-    }
-    if let Some(denial) = last_failure {
-        return Err(denial);
+    let signature = decode_signature(signature)?;
+    // Without a kid several keys may fit: the token is good if one of them signed it.
+    if !candidates
+        .iter()
+        .any(|key| key.verify(signing_input.as_bytes(), &signature))
+    {
+        return Err(deny(
+            DenyReason::InvalidSignature,
+            "The token's signature does not verify.",
+        ));
     }
 
+    // Only now, with the signature verified, may an audience mismatch say 403 (the token
+    // is genuine, but not for this API).
+    check_standard_claims(provider, &token.claims)?;
     for claim in &provider.required_claims {
         if token.claims.get(claim).is_none_or(Value::is_null) {
             return Err(deny(
@@ -107,6 +110,63 @@ pub fn verify(
         claims: token.claims,
         expires_at,
     })
+}
+
+/// The signature segment as bytes. ct-codecs accepts unpadded base64url in its one
+/// canonical spelling only (no padding, no set bits after the last byte), so no two token
+/// texts carry the same signature: the verified-token cache is keyed by the text.
+fn decode_signature(segment: &str) -> Result<Vec<u8>, Denial> {
+    Base64UrlSafeNoPadding::decode_to_vec(segment, None).map_err(|_| {
+        deny(
+            DenyReason::MalformedToken,
+            "The token's signature is not base64url.",
+        )
+    })
+}
+
+/// RFC 7519 §4.1: `iss` is this provider's issuer, `aud` (a string or an array of strings)
+/// names one of its audiences, and `sub`, `jti` and `nonce` are strings when present.
+fn check_standard_claims(provider: &Provider, claims: &Map<String, Value>) -> Result<(), Denial> {
+    let odd_types = || {
+        deny(
+            DenyReason::MalformedToken,
+            "The token's claims do not have the standard JWT types.",
+        )
+    };
+    for name in ["iss", "sub", "jti", "nonce"] {
+        if !matches!(
+            claims.get(name),
+            None | Some(Value::Null | Value::String(_))
+        ) {
+            return Err(odd_types());
+        }
+    }
+    let audiences: Vec<&str> = match claims.get("aud") {
+        None => Vec::new(),
+        Some(Value::String(aud)) => vec![aud.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<_>>()
+            .ok_or_else(odd_types)?,
+        Some(_) => return Err(odd_types()),
+    };
+    if claims.get("iss").and_then(Value::as_str) != Some(provider.issuer.as_str()) {
+        return Err(deny(
+            DenyReason::UnknownIssuer,
+            "The token's iss is not a trusted issuer.",
+        ));
+    }
+    if !audiences
+        .iter()
+        .any(|aud| provider.audiences.iter().any(|accepted| accepted == aud))
+    {
+        return Err(deny(
+            DenyReason::AudienceMismatch,
+            "The token's aud names none of the audiences this API accepts.",
+        ));
+    }
+    Ok(())
 }
 
 /// `exp`, `nbf`, `iat` and lifetime against `now` with the provider's skew. Done before
@@ -168,48 +228,15 @@ fn check_times(
     Ok(exp)
 }
 
-fn map_jwt_error(e: &jwt_simple::Error) -> Denial {
-    let (reason, detail) = match e.downcast_ref::<JWTError>() {
-        Some(JWTError::InvalidSignature | JWTError::InvalidAuthenticationTag) => (
-            DenyReason::InvalidSignature,
-            "The token's signature does not verify.",
-        ),
-        Some(JWTError::TokenHasExpired) => (DenyReason::Expired, "The token's exp has passed."),
-        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => {
-            (DenyReason::NotYetValid, "The token is not valid yet.")
-        }
-        Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => (
-            DenyReason::AudienceMismatch,
-            "The token's aud names none of the audiences this API accepts.",
-        ),
-        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => (
-            DenyReason::UnknownIssuer,
-            "The token's iss is not a trusted issuer.",
-        ),
-        Some(JWTError::TokenTooLong) => (DenyReason::TokenTooLarge, "The token is too large."),
-        Some(JWTError::AlgorithmMismatch) => (
-            DenyReason::KeyAlgorithmMismatch,
-            "The issuer's key for this token does not use the token's alg.",
-        ),
-        Some(JWTError::NotJWT) => (
-            DenyReason::MalformedToken,
-            "The token's typ is not a JWT type.",
-        ),
-        _ => (
-            DenyReason::MalformedToken,
-            "The token's claims do not have the standard JWT types.",
-        ),
-    };
-    deny(reason, detail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::KeySource;
-    use crate::jwks::{Algorithm, KeyOrigin};
+    use crate::jwks::{Algorithm, KeyOrigin, VerifyingKey};
+    use crate::signature::Backend;
     use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
     use crate::token;
+    use jwt_simple::prelude::RS256KeyPair;
     use serde_json::json;
     use std::time::Duration;
 
@@ -456,5 +483,223 @@ mod tests {
             &good_claims().to_string(),
         );
         assert!(check(&provider(), &t, NOW).is_ok());
+    }
+
+    /// `token` with its signature bytes changed by `change` and re-encoded.
+    fn resigned(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let mut bytes = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+        change(&mut bytes);
+        format!("{input}.{}", testkeys::b64(&bytes))
+    }
+
+    fn rsa_modulus() -> Vec<u8> {
+        RS256KeyPair::from_der(&testkeys::keys().rsa_der)
+            .unwrap()
+            .public_key()
+            .to_components()
+            .n
+    }
+
+    #[test]
+    fn refuses_a_signature_with_one_bit_flipped_in_every_algorithm() {
+        for alg in Algorithm::ALL {
+            let good = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            for byte in [0, 17] {
+                let t = resigned(&good, |s| s[byte] ^= 0x01);
+                assert_eq!(
+                    reason(&provider(), &t, NOW),
+                    DenyReason::InvalidSignature,
+                    "{alg} byte {byte}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_valid_signature_by_another_rsa_key() {
+        let other = RS256KeyPair::from_der(testkeys::other_rsa_der()).unwrap();
+        let t = testkeys::mint_rs256_with(&other, "rsa", good_claims());
+        assert_eq!(reason(&provider(), &t, NOW), DenyReason::InvalidSignature);
+        // The same token verifies once the other key is the one published.
+        let set = KeySet::parse(
+            testkeys::jwks(&[testkeys::rsa_jwk_of(&other, "rsa")]).as_bytes(),
+            &Algorithm::ALL,
+            KeyOrigin::Inline,
+        )
+        .unwrap();
+        let u = token::parse(t.as_bytes(), 8192).unwrap();
+        assert!(verify(&provider(), &set, u, at(NOW), 8192).is_ok());
+    }
+
+    #[test]
+    fn refuses_rsa_signature_values_out_of_range() {
+        let good = mint(Algorithm::RS256, Some("rsa"), good_claims());
+        let n = rsa_modulus();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("s = n", n.clone()),
+            ("s > n", vec![0xff; n.len()]),
+            ("s = 0", vec![0; n.len()]),
+            ("s = 1", {
+                let mut one = vec![0; n.len()];
+                *one.last_mut().unwrap() = 1;
+                one
+            }),
+        ];
+        for (name, value) in cases {
+            let t = resigned(&good, |s| *s = value);
+            assert_eq!(
+                reason(&provider(), &t, NOW),
+                DenyReason::InvalidSignature,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_truncated_or_extended_signatures() {
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+            Algorithm::HS256,
+        ] {
+            let good = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            let truncated = resigned(&good, |s| {
+                s.pop();
+            });
+            let extended = resigned(&good, |s| s.insert(0, 0));
+            for t in [truncated, extended] {
+                assert_eq!(
+                    reason(&provider(), &t, NOW),
+                    DenyReason::InvalidSignature,
+                    "{alg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_signature_segment_that_is_not_canonical_base64url() {
+        // The last character of a signature whose length is not a multiple of 3 carries
+        // unused low bits: setting one keeps the bytes but changes the token text.
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::HS256] {
+            let good = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            let (input, signature) = good.rsplit_once('.').unwrap();
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let last = signature.bytes().last().unwrap();
+            let value = alphabet.iter().position(|c| *c == last).unwrap();
+            let sloppy = char::from(alphabet[value | 1]);
+            assert_ne!(char::from(last), sloppy, "{alg}");
+            let t = format!("{input}.{}{sloppy}", &signature[..signature.len() - 1]);
+            let d = check(&provider(), &t, NOW).unwrap_err();
+            assert_eq!(d.reason, DenyReason::MalformedToken, "{alg}");
+            assert!(d.detail.contains("signature is not base64url"), "{alg}");
+        }
+    }
+
+    #[test]
+    fn a_1024_bit_rsa_key_is_refused_and_its_tokens_never_verify() {
+        let weak = testkeys::weak_rsa_1024();
+        let err = KeySet::parse(
+            testkeys::jwks(&[testkeys::rsa_jwk_of(&weak, "weak")]).as_bytes(),
+            &Algorithm::ALL,
+            KeyOrigin::Remote,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("1024 bits is below the 2048"), "{err}");
+        // Even past the JWKS check, ring's own floor refuses the key's valid signatures.
+        let t = testkeys::mint_rs256_with(&weak, "weak", good_claims());
+        let (input, signature) = t.rsplit_once('.').unwrap();
+        let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+        let c = weak.public_key().to_components();
+        let key = VerifyingKey::rsa(Algorithm::RS256, &c.n, &c.e).unwrap();
+        assert!(!key.verify(input.as_bytes(), &signature));
+    }
+
+    #[test]
+    fn rsa_and_ec_tokens_are_verified_by_ring() {
+        let set = keys();
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+            Algorithm::ES256,
+            Algorithm::ES384,
+        ] {
+            let KeyLookup::Candidates(keys) = set.lookup(alg, Some(testkeys::kid_for(alg))) else {
+                panic!("{alg}")
+            };
+            assert!(keys.iter().all(|k| k.backend() == Backend::Ring), "{alg}");
+            let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            let (input, signature) = t.rsplit_once('.').unwrap();
+            let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+            assert!(keys[0].verify(input.as_bytes(), &signature), "{alg}");
+            assert!(!keys[0].verify(b"x.y", &signature), "{alg}");
+        }
+        // PS256 and ES384 end to end, through the claims path too.
+        for alg in [Algorithm::PS256, Algorithm::ES384] {
+            let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            assert!(check(&provider(), &t, NOW).is_ok(), "{alg}");
+            let t = mint(
+                alg,
+                Some(testkeys::kid_for(alg)),
+                claims_with(json!({"aud": "other-api"})),
+            );
+            assert_eq!(reason(&provider(), &t, NOW), DenyReason::AudienceMismatch);
+        }
+    }
+
+    #[test]
+    fn eddsa_and_hmac_tokens_are_still_verified_by_jwt_simple() {
+        let set = keys();
+        for alg in [
+            Algorithm::EdDSA,
+            Algorithm::HS256,
+            Algorithm::HS384,
+            Algorithm::HS512,
+        ] {
+            let KeyLookup::Candidates(keys) = set.lookup(alg, Some(testkeys::kid_for(alg))) else {
+                panic!("{alg}")
+            };
+            assert!(
+                keys.iter().all(|k| k.backend() == Backend::JwtSimple),
+                "{alg}"
+            );
+            let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            assert!(check(&provider(), &t, NOW).is_ok(), "{alg}");
+            let t = mint(
+                alg,
+                Some(testkeys::kid_for(alg)),
+                claims_with(json!({"exp": NOW - 120})),
+            );
+            assert_eq!(reason(&provider(), &t, NOW), DenyReason::Expired, "{alg}");
+        }
+    }
+
+    #[test]
+    fn issuer_is_checked_after_the_signature_whatever_the_algorithm() {
+        let mut p = provider();
+        p.issuer = "https://other-idp.bank.example".into();
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+            assert_eq!(reason(&p, &t, NOW), DenyReason::UnknownIssuer, "{alg}");
+        }
+        let t = testkeys::mint_raw_hs256(
+            r#"{"alg":"HS256","kid":"hmac"}"#,
+            &claims_with(json!({"aud": ["payments-api", 7]})).to_string(),
+        );
+        assert_eq!(reason(&provider(), &t, NOW), DenyReason::MalformedToken);
+        let t = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"aud": []})),
+        );
+        assert_eq!(reason(&provider(), &t, NOW), DenyReason::AudienceMismatch);
     }
 }
