@@ -347,6 +347,25 @@ fn metric(host: &Host, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Lets the first tick come: it starts the first JWKS fetch. `on_configure` makes no call
+/// (Envoy configures a throwaway VM too) and asks for a first tick much sooner than the
+/// steady 1 s one.
+fn first_tick(host: &Host, plugin: &Plugin) {
+    let first = plugin.tick_period().expect("a remote JWKS sets a tick");
+    assert!(
+        first <= Duration::from_millis(100),
+        "first tick in {first:?}"
+    );
+    host.advance(first);
+}
+
+/// Loads a config with a remote JWKS and lets its first fetch start.
+fn load_and_tick(host: &Host, config: &str) -> Plugin {
+    let plugin = load(host, config);
+    first_tick(host, &plugin);
+    plugin
+}
+
 /// Answers the one pending JWKS fetch.
 fn answer_fetch(plugin: &Plugin, status: u32, body: &str) {
     let calls = plugin.pending_http_calls();
@@ -776,6 +795,11 @@ fn bad_config_is_refused_naming_the_field() {
 fn remote_jwks_is_fetched_at_start_and_tokens_wait_for_it_with_503() {
     let host = Host::new();
     let plugin = load(&host, &remote_config(""));
+    assert!(
+        plugin.pending_http_calls().is_empty(),
+        "no call from on_configure"
+    );
+    first_tick(&host, &plugin);
     let calls = plugin.pending_http_calls();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
@@ -810,7 +834,7 @@ fn remote_jwks_is_fetched_at_start_and_tokens_wait_for_it_with_503() {
 #[test]
 fn failed_fetch_is_retried_after_the_retry_interval() {
     let host = Host::new();
-    let plugin = load(&host, &remote_config(""));
+    let plugin = load_and_tick(&host, &remote_config(""));
     answer_fetch(&plugin, 500, "oops");
     assert_eq!(metric(&host, "jwks_fetch_failed"), 1);
     assert!(
@@ -832,7 +856,7 @@ fn failed_fetch_is_retried_after_the_retry_interval() {
 #[test]
 fn timed_out_fetch_counts_as_a_failure() {
     let host = Host::new();
-    let plugin = load(&host, &remote_config(r#","timeout":"2s""#));
+    let plugin = load_and_tick(&host, &remote_config(r#","timeout":"2s""#));
     assert_eq!(
         plugin.pending_http_calls()[0].timeout,
         Some(Duration::from_secs(2))
@@ -850,7 +874,7 @@ fn timed_out_fetch_counts_as_a_failure() {
 #[test]
 fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
     let host = Host::new();
-    let plugin = load(&host, &remote_config(r#","cacheDuration":"100s""#));
+    let plugin = load_and_tick(&host, &remote_config(r#","cacheDuration":"100s""#));
     answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&plugin, &token));
@@ -892,7 +916,7 @@ fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
 #[test]
 fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
     let host = Host::new();
-    let plugin = load(&host, &remote_config(""));
+    let plugin = load_and_tick(&host, &remote_config(""));
     answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
     // The issuer rotates: new tokens name k2 (a new key).
     let new_secret = ES256KeyPair::generate().to_bytes();
@@ -924,7 +948,7 @@ fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
 #[test]
 fn unknown_kid_flood_refetches_at_most_once_per_interval() {
     let host = Host::new();
-    let plugin = load(&host, &remote_config(""));
+    let plugin = load_and_tick(&host, &remote_config(""));
     answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
     let mut fetches = 0;
     for second in 0..95 {
@@ -945,6 +969,7 @@ fn two_vms_share_one_fetch_and_one_key_set() {
     let host = Host::new();
     let first = load(&host, &remote_config(""));
     let second = load(&host, &remote_config(""));
+    first_tick(&host, &first);
     assert_eq!(
         first.pending_http_calls().len() + second.pending_http_calls().len(),
         1,
@@ -957,11 +982,10 @@ fn two_vms_share_one_fetch_and_one_key_set() {
     };
     answer_fetch(fetcher, 200, &jwks(&[jwk("ec256", "k1")]));
     let token = mint("ES256", "k1", claims(&host));
-    assert!(passes(&first, &token) || passes(&second, &token));
-    // The other VM installs the shared set on its next tick, without fetching.
-    host.advance(Duration::from_secs(1));
+    // The other VM takes the shared set as soon as a request needs it: no fetch of its own.
     assert!(passes(&first, &token));
     assert!(passes(&second, &token));
+    host.advance(Duration::from_secs(1));
     assert!(first.pending_http_calls().is_empty() && second.pending_http_calls().is_empty());
     assert_eq!(metric(&host, "jwks_fetch_ok"), 1);
     assert!(
@@ -971,13 +995,101 @@ fn two_vms_share_one_fetch_and_one_key_set() {
 }
 
 #[test]
+fn envoys_config_validation_vm_does_not_hold_up_the_workers_first_fetch() {
+    let host = Host::new();
+    // Envoy configures a VM on the main thread only to validate the config, then destroys
+    // it: it must not start a fetch (the call would be lost) nor take the fetch marker.
+    let validation = load(&host, &remote_config(""));
+    assert!(validation.pending_http_calls().is_empty());
+    drop(validation);
+    let worker = load(&host, &remote_config(""));
+    first_tick(&host, &worker);
+    answer_fetch(&worker, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(&worker, &mint("ES256", "k1", claims(&host))));
+}
+
+#[test]
+fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
+    let host = Host::new();
+    let first = load(&host, &remote_config(""));
+    let second = load(&host, &remote_config(""));
+    first_tick(&host, &first);
+    let (fetcher, other) = if first.pending_http_calls().is_empty() {
+        (&second, &first)
+    } else {
+        (&first, &second)
+    };
+    let token = mint("ES256", "k1", claims(&host));
+    assert_eq!(refusal(other, &token).status, 503, "no keys anywhere yet");
+    answer_fetch(fetcher, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(other, &token), "first set, before the other's tick");
+
+    // Rotation: both refuse the new kid, both ask for a refetch; one VM makes it.
+    let new_secret = ES256KeyPair::generate().to_bytes();
+    let rotated = ES256KeyPair::from_bytes(&new_secret)
+        .unwrap()
+        .with_key_id("k2")
+        .sign(to_claims(claims(&host)))
+        .unwrap();
+    assert_eq!(refusal(&first, &rotated).status, 401);
+    assert_eq!(refusal(&second, &rotated).status, 401);
+    host.advance(Duration::from_secs(30));
+    let (fetcher, other) = if first.pending_http_calls().is_empty() {
+        (&second, &first)
+    } else {
+        (&first, &second)
+    };
+    assert!(other.pending_http_calls().is_empty(), "one fetch at a time");
+    answer_fetch(
+        fetcher,
+        200,
+        &jwks(&[jwk("ec256", "k1"), ec256_jwk_from(&new_secret, "k2")]),
+    );
+    assert!(
+        passes(other, &rotated),
+        "rotated set, before the other's tick"
+    );
+    assert_eq!(metric(&host, "jwks_fetch_ok"), 2);
+}
+
+#[test]
+fn unsecured_alg_none_token_is_refused_and_counted_as_algorithm_not_allowed() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    // RFC 7519 §6: an unsecured JWT is `header.payload.`, its signature segment empty.
+    let unsecured = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims(&host).to_string().as_bytes())
+    );
+    let reply = refusal(&plugin, &unsecured);
+    assert_eq!(reply.status, 401);
+    assert!(challenge(&reply).contains("error=\"invalid_token\""));
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-algorithm-not-allowed"
+    );
+    assert_eq!(metric(&host, "denied_algorithm_not_allowed"), 1);
+    assert_eq!(metric(&host, "denied_malformed_token"), 0);
+
+    // A real algorithm with its signature stripped is still malformed.
+    let valid = mint("ES256", "ec256", claims(&host));
+    let stripped = format!("{}.", valid.rsplit_once('.').unwrap().0);
+    assert_eq!(
+        problem(&refusal(&plugin, &stripped))["type"],
+        "urn:banking-filters:problem:jwt-malformed-token"
+    );
+    assert_eq!(metric(&host, "denied_malformed_token"), 1);
+}
+
+#[test]
 fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
     let path = test_harness::envoy::repo_root().join("wasmplugins/jwt-auth.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let config = serde_json::to_string(&doc["spec"]["pluginConfig"]).unwrap();
     let host = Host::new();
-    let plugin = load(&host, &config);
+    let plugin = load_and_tick(&host, &config);
     answer_fetch(
         &plugin,
         200,

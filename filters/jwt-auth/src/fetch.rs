@@ -57,13 +57,22 @@ impl JwksRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<JwksRecord> {
+        let (fetched_at, body) = Self::split(bytes)?;
+        Some(JwksRecord {
+            fetched_at,
+            body: body.to_vec(),
+        })
+    }
+
+    /// The `fetched_at` line and the body, without copying the body.
+    fn split(bytes: &[u8]) -> Option<(Timestamp, &[u8])> {
         let newline = bytes.iter().position(|b| *b == b'\n')?;
         let head = std::str::from_utf8(bytes.get(..newline)?).ok()?;
         let millis: u64 = head.strip_prefix("jwks1 ")?.parse().ok()?;
-        Some(JwksRecord {
-            fetched_at: Timestamp(millis.saturating_mul(1_000_000)),
-            body: bytes.get(newline + 1..)?.to_vec(),
-        })
+        Some((
+            Timestamp(millis.saturating_mul(1_000_000)),
+            bytes.get(newline + 1..)?,
+        ))
     }
 }
 
@@ -137,6 +146,27 @@ pub fn read_record<S: SharedStore + ?Sized>(store: &S, remote: &RemoteJwks) -> O
         Ok((Some(bytes), _)) => JwksRecord::decode(&bytes),
         _ => None,
     }
+}
+
+/// Reads the last good set if it was fetched after `installed` (any set when nothing is
+/// installed). Looks at the `fetched_at` line first, so a request that finds the set it
+/// already has costs one shared-data read and no JWKS parse.
+pub fn read_newer_record<S: SharedStore + ?Sized>(
+    store: &S,
+    remote: &RemoteJwks,
+    installed: Option<Timestamp>,
+) -> Option<JwksRecord> {
+    let Ok((Some(bytes), _)) = store.get(&record_key(remote)) else {
+        return None;
+    };
+    let (fetched_at, body) = JwksRecord::split(&bytes)?;
+    if installed.is_some_and(|mine| fetched_at <= mine) {
+        return None;
+    }
+    Some(JwksRecord {
+        fetched_at,
+        body: body.to_vec(),
+    })
 }
 
 /// Reads the fetch marker.
@@ -359,6 +389,22 @@ mod tests {
         assert_eq!(publish(&store, &r, &newer), Ok(true));
         assert_eq!(publish(&store, &r, &older), Ok(false));
         assert_eq!(read_record(&store, &r).unwrap().body, b"new");
+    }
+
+    #[test]
+    fn only_a_newer_shared_set_is_read_back() {
+        let store = MemoryStore::new();
+        let r = remote();
+        assert_eq!(read_newer_record(&store, &r, None), None);
+        let record = JwksRecord {
+            fetched_at: t(200),
+            body: b"{}".to_vec(),
+        };
+        publish(&store, &r, &record).unwrap();
+        assert_eq!(read_newer_record(&store, &r, None), Some(record.clone()));
+        assert_eq!(read_newer_record(&store, &r, Some(t(100))), Some(record));
+        assert_eq!(read_newer_record(&store, &r, Some(t(200))), None);
+        assert_eq!(read_newer_record(&store, &r, Some(t(300))), None);
     }
 
     #[test]

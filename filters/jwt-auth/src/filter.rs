@@ -1,11 +1,21 @@
 //! The proxy-wasm shell: reads from the host, calls the core, applies the decision, and
 //! drives remote JWKS fetches from the root context.
 //!
-//! Remote keys are fetched by the root context only (on configure and on every 1 s tick),
-//! never while a request waits: a token naming an unknown `kid` is refused at once with
-//! 401 and marks its provider for a re-fetch on the next tick, and until a provider's first
-//! set arrives its tokens get 503 with `Retry-After: 1`. That keeps request handling free
-//! of callouts and pauses, and one fetch serves every worker (see [`crate::fetch`]).
+//! Remote keys are fetched by the root context only, from `on_tick`, never while a request
+//! waits: a token naming an unknown `kid` is refused at once with 401 and marks its
+//! provider for a re-fetch on the next tick, and until a provider's first set arrives its
+//! tokens get 503 with `Retry-After: 1`. That keeps request handling free of callouts and
+//! pauses, and one fetch serves every worker (see [`crate::fetch`]).
+//!
+//! `on_configure` starts no fetch: Envoy also configures a short-lived VM on the main
+//! thread just to validate the config and destroys it straight after, so a fetch started
+//! there would be thrown away while its marker kept every worker from fetching until the
+//! marker ran out (timeout + 1 s). The first tick comes [`FIRST_TICK`] after configure
+//! instead, then every [`TICK`].
+//!
+//! A request that finds no keys, or no key with its `kid`, first looks at the shared set
+//! and installs it if another worker fetched a newer one, so a worker never refuses a
+//! token with keys the proxy already has while it waits for its own tick.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,7 +44,12 @@ use crate::policy::{self, CacheUse, ProviderKeys, Request};
 pub const METRIC_FILTER: &str = "jwt_auth";
 
 /// How often the root context looks at shared data and schedules fetches.
-const TICK: Duration = Duration::from_secs(1);
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Delay from `on_configure` to the first tick, which starts the first fetch: short, as
+/// requests get 503 until the keys arrive, but on a timer, so that a VM Envoy destroys
+/// right after configuring it never starts one.
+pub const FIRST_TICK: Duration = Duration::from_millis(100);
 
 struct Metrics {
     allowed: Counter,
@@ -72,6 +87,76 @@ struct VmState {
     cache: RefCell<TokenCache>,
     /// Per provider: a stream saw a `kid` the set lacks since the last fetch.
     unknown_kid_seen: RefCell<Vec<bool>>,
+    /// Per provider: `fetched_at` of the shared record this VM installed.
+    installed: RefCell<Vec<Option<Timestamp>>>,
+    /// Per provider: `fetched_at` of the newest shared record this VM found unusable, so
+    /// that requests do not parse it (and log about it) again.
+    unusable: RefCell<Vec<Option<Timestamp>>>,
+}
+
+impl VmState {
+    fn remote(&self, index: usize) -> Option<&RemoteJwks> {
+        match &self.config.providers.get(index)?.keys {
+            KeySource::Remote(remote) => Some(remote),
+            KeySource::Inline(_) => None,
+        }
+    }
+
+    fn installed(&self, index: usize) -> Option<Timestamp> {
+        self.installed.borrow().get(index).copied().flatten()
+    }
+
+    /// Installs the shared set of a remote provider if another VM fetched a newer one than
+    /// this VM has. True when the keys changed.
+    fn adopt_shared(&self, index: usize) -> bool {
+        let Some(remote) = self.remote(index) else {
+            return false;
+        };
+        let unusable = self.unusable.borrow().get(index).copied().flatten();
+        let seen = self.installed(index).max(unusable);
+        match fetch::read_newer_record(&HostSharedData, remote, seen) {
+            Some(record) => self.install(index, &record),
+            None => false,
+        }
+    }
+
+    /// Makes `record` this VM's key set for provider `index`. True when it was usable.
+    fn install(&self, index: usize, record: &JwksRecord) -> bool {
+        let Some(provider) = self.config.providers.get(index) else {
+            return false;
+        };
+        match KeySet::parse(
+            &record.body,
+            &provider.allowed_algorithms,
+            KeyOrigin::Remote,
+        ) {
+            Ok(set) => {
+                if let Some(slot) = self.keys.borrow_mut().get_mut(index) {
+                    *slot = ProviderKeys {
+                        set: Some(Rc::new(set)),
+                        version: record.fetched_at.unix_millis().max(1),
+                    };
+                }
+                if let Some(slot) = self.installed.borrow_mut().get_mut(index) {
+                    *slot = Some(record.fetched_at);
+                }
+                if let Some(seen) = self.unknown_kid_seen.borrow_mut().get_mut(index) {
+                    *seen = false;
+                }
+                true
+            }
+            Err(e) => {
+                if let Some(slot) = self.unusable.borrow_mut().get_mut(index) {
+                    *slot = Some(record.fetched_at);
+                }
+                warn!(
+                    "jwt-auth: shared JWKS for issuer {} is unusable, keeping the current keys: {e}",
+                    provider.issuer
+                );
+                false
+            }
+        }
+    }
 }
 
 pub struct JwtAuthRoot {
@@ -80,8 +165,8 @@ pub struct JwtAuthRoot {
     owner: u64,
     /// Pending JWKS calls: token -> provider index.
     in_flight: HashMap<u32, usize>,
-    /// Per provider: `fetched_at` of the shared record this VM installed.
-    installed: Vec<Option<Timestamp>>,
+    /// The tick runs at [`TICK`] (after the first one, which comes sooner).
+    steady_tick: bool,
 }
 
 impl JwtAuthRoot {
@@ -94,7 +179,7 @@ impl JwtAuthRoot {
             // 0 marks a marker nobody holds.
             owner: owner.max(1),
             in_flight: HashMap::new(),
-            installed: Vec::new(),
+            steady_tick: false,
         }
     }
 
@@ -118,15 +203,11 @@ impl JwtAuthRoot {
         };
         let store = HostSharedData;
         for (index, remote) in Self::remotes(&state) {
-            if let Some(record) = fetch::read_record(&store, &remote)
-                && self.installed.get(index).copied().flatten() != Some(record.fetched_at)
-            {
-                self.install(&state, index, &record);
-            }
+            state.adopt_shared(index);
             if self.in_flight.values().any(|p| *p == index) {
                 continue;
             }
-            let fetched_at = self.installed.get(index).copied().flatten();
+            let fetched_at = state.installed(index);
             let last_attempt = fetch::read_marker(&store, &remote)
                 .map(|m| m.attempted_at)
                 .filter(|t| t.0 > 0);
@@ -182,36 +263,6 @@ impl JwtAuthRoot {
         }
     }
 
-    fn install(&mut self, state: &VmState, index: usize, record: &JwksRecord) {
-        let Some(provider) = state.config.providers.get(index) else {
-            return;
-        };
-        match KeySet::parse(
-            &record.body,
-            &provider.allowed_algorithms,
-            KeyOrigin::Remote,
-        ) {
-            Ok(set) => {
-                if let Some(slot) = state.keys.borrow_mut().get_mut(index) {
-                    *slot = ProviderKeys {
-                        set: Some(Rc::new(set)),
-                        version: record.fetched_at.unix_millis().max(1),
-                    };
-                }
-                if let Some(slot) = self.installed.get_mut(index) {
-                    *slot = Some(record.fetched_at);
-                }
-                if let Some(seen) = state.unknown_kid_seen.borrow_mut().get_mut(index) {
-                    *seen = false;
-                }
-            }
-            Err(e) => warn!(
-                "jwt-auth: shared JWKS for issuer {} is unusable, keeping the current keys: {e}",
-                provider.issuer
-            ),
-        }
-    }
-
     fn on_jwks_response(&mut self, index: usize, fetched: Result<Vec<u8>, String>) {
         let Some(state) = self.state.clone() else {
             return;
@@ -244,7 +295,7 @@ impl JwtAuthRoot {
                 if let Err(e) = fetch::publish(&store, &remote, &record) {
                     warn!("jwt-auth: could not share the fetched JWKS: {e:?}");
                 }
-                self.install(&state, index, &record);
+                state.install(index, &record);
                 state.metrics.jwks_fetch_ok.increment();
                 info!(
                     "jwt-auth: JWKS of issuer {} fetched: {} usable key entries",
@@ -255,7 +306,7 @@ impl JwtAuthRoot {
             }
             Err(problem) => {
                 state.metrics.jwks_fetch_failed.increment();
-                let kept = if self.installed.get(index).copied().flatten().is_some() {
+                let kept = if state.installed(index).is_some() {
                     "keeping the last good set"
                 } else {
                     "no keys yet: its tokens get 503"
@@ -345,10 +396,11 @@ impl RootContext for JwtAuthRoot {
             keys: RefCell::new(keys),
             cache: RefCell::new(cache),
             unknown_kid_seen: RefCell::new(vec![false; providers]),
+            installed: RefCell::new(vec![None; providers]),
+            unusable: RefCell::new(vec![None; providers]),
         });
         let remotes = Self::remotes(&state);
         self.state = Some(state);
-        self.installed = vec![None; providers];
         self.in_flight.clear();
         if !remotes.is_empty() {
             for (_, remote) in &remotes {
@@ -356,13 +408,28 @@ impl RootContext for JwtAuthRoot {
                     warn!("jwt-auth: could not create the JWKS fetch marker: {e:?}");
                 }
             }
-            self.set_tick_period(TICK);
-            self.sync_and_fetch(clock::now());
+            // No fetch from here (see the module notes): the first tick starts it. The
+            // SDK's `set_tick_period` panics on a host error; without ticks no key would
+            // ever arrive, so refuse the config instead.
+            if let Err(status) = hostcalls::set_tick_period(FIRST_TICK) {
+                error!(
+                    "jwt-auth: the host refused a tick timer ({status:?}); remoteJwks cannot be fetched"
+                );
+                return false;
+            }
+            self.steady_tick = false;
         }
         true
     }
 
     fn on_tick(&mut self) {
+        if !self.steady_tick {
+            // Tried once: a host that refuses leaves the short period, which only costs ticks.
+            self.steady_tick = true;
+            if let Err(status) = hostcalls::set_tick_period(TICK) {
+                warn!("jwt-auth: could not slow the tick to {TICK:?}: {status:?}");
+            }
+        }
         self.sync_and_fetch(clock::now());
     }
 
@@ -401,11 +468,20 @@ impl HttpContext for JwtAuthStream {
         };
         let headers = host::request_headers();
         let request = Request::from_headers(&headers);
-        let evaluation = {
+        let now = clock::now();
+        let decide = || {
             let keys = state.keys.borrow();
             let mut cache = state.cache.borrow_mut();
-            policy::authorize(&state.config, &keys, &mut cache, &request, clock::now())
+            policy::authorize(&state.config, &keys, &mut cache, &request, now)
         };
+        let mut evaluation = decide();
+        // Another worker may have fetched the keys this one lacks since this VM's last
+        // tick: look before refusing.
+        if let Some(index) = evaluation.keys_wanted
+            && state.adopt_shared(index)
+        {
+            evaluation = decide();
+        }
         if let Some(index) = evaluation.refetch_provider
             && let Some(seen) = state.unknown_kid_seen.borrow_mut().get_mut(index)
         {

@@ -65,6 +65,9 @@ pub struct Evaluation {
     pub decision: Decision,
     /// A token named a `kid` this provider's set lacks: its JWKS may need a re-fetch.
     pub refetch_provider: Option<usize>,
+    /// The token's provider had no keys yet, or none with the token's `kid`: a newer set
+    /// (one another worker fetched) may answer it, so the shell looks before refusing.
+    pub keys_wanted: Option<usize>,
     pub cache: Option<CacheUse>,
 }
 
@@ -73,6 +76,7 @@ impl Evaluation {
         Evaluation {
             decision: Decision::Deny(denial),
             refetch_provider: None,
+            keys_wanted: None,
             cache: None,
         }
     }
@@ -140,10 +144,13 @@ pub fn authorize(
                 };
                 (entry, CacheUse::Miss)
             }
-            Err((denial, refetch_provider)) => {
+            Err((denial, keys_wanted)) => {
+                let refetch_provider =
+                    keys_wanted.filter(|_| denial.reason == DenyReason::UnknownKey);
                 return Evaluation {
                     decision: Decision::Deny(denial),
                     refetch_provider,
+                    keys_wanted,
                     cache: (config.cache_entries > 0).then_some(CacheUse::Miss),
                 };
             }
@@ -158,6 +165,7 @@ pub fn authorize(
     Evaluation {
         decision,
         refetch_provider: None,
+        keys_wanted: None,
         cache: cache_use,
     }
 }
@@ -171,10 +179,12 @@ fn allowed(kind: AllowKind, remove_headers: Vec<String>) -> Evaluation {
             filter_state: Vec::new(),
         }),
         refetch_provider: None,
+        keys_wanted: None,
         cache: None,
     }
 }
 
+/// A refusal, and the provider whose keys fell short (none yet, or no key with the `kid`).
 type Failure = (Denial, Option<usize>);
 
 fn verify_fresh(
@@ -216,14 +226,14 @@ fn verify_fresh(
                 DenyReason::KeysUnavailable,
                 "The issuer's signing keys have not been fetched yet; retry shortly.",
             ),
-            None,
+            Some(index),
         ));
     };
     verify::verify(provider, set, unverified, now, config.max_token_bytes)
         .map(|v| (index, v))
         .map_err(|d| {
-            let refetch = (d.reason == DenyReason::UnknownKey).then_some(index);
-            (d, refetch)
+            let short = (d.reason == DenyReason::UnknownKey).then_some(index);
+            (d, short)
         })
 }
 
@@ -735,6 +745,7 @@ mod tests {
         ]);
         assert_eq!(denied(&e).reason, DenyReason::UnknownKey);
         assert_eq!(e.refetch_provider, Some(0));
+        assert_eq!(e.keys_wanted, Some(0));
     }
 
     #[test]
@@ -749,6 +760,8 @@ mod tests {
         ]);
         let d = denied(&e);
         assert_eq!((d.reason, d.status()), (DenyReason::KeysUnavailable, 503));
+        // Another worker may have the set already; a re-fetch is the tick's business.
+        assert_eq!((e.keys_wanted, e.refetch_provider), (Some(0), None));
     }
 
     #[test]

@@ -145,8 +145,7 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
     ) else {
         return Err(malformed("a JWS has three dot-separated segments"));
     };
-    if [header, payload, signature].iter().any(|s| s.is_empty()) {
-        // An empty signature is what `alg: none` tokens carry.
+    if header.is_empty() || payload.is_empty() {
         return Err(malformed("a token segment is empty"));
     }
     if !text
@@ -171,6 +170,11 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
         )?,
         _ => return Err(malformed("the header has no alg")),
     };
+    // Checked only after `alg`: an empty signature is how an unsecured JWT (RFC 7519 §6,
+    // `alg: none`) is written, and that is refused, and counted, as an algorithm.
+    if signature.is_empty() {
+        return Err(malformed("a token segment is empty"));
+    }
     if header.contains_key("crit") {
         return Err(malformed("critical header extensions are not supported"));
     }
@@ -422,6 +426,27 @@ mod tests {
                 "{alg}"
             );
         }
+    }
+
+    #[test]
+    fn unsecured_jwt_with_empty_signature_is_refused_for_its_algorithm() {
+        let payload = b64(br#"{"sub":"x"}"#);
+        let unsecured = format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
+        assert_eq!(
+            parse(unsecured.as_bytes(), 8192).unwrap_err(),
+            Refusal::AlgorithmNotAllowed("unsigned tokens (alg \"none\") are never accepted")
+        );
+        // A supported alg with an empty signature, or an unreadable header, stays malformed.
+        let unsigned_rs256 = format!("{}.{payload}.", b64(br#"{"alg":"RS256"}"#));
+        assert_eq!(
+            parse(unsigned_rs256.as_bytes(), 8192).unwrap_err(),
+            Refusal::Malformed("a token segment is empty")
+        );
+        let no_alg = format!("{}.{payload}.", b64(br#"{"typ":"JWT"}"#));
+        assert!(matches!(
+            parse(no_alg.as_bytes(), 8192),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]
