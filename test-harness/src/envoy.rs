@@ -29,11 +29,14 @@
 //!   or vanish, reached through an Istio-named cluster ([`BootstrapOptions::with_cluster`]).
 //! - [`demo_idp`]: the demo identity provider `make run` starts for jwt-auth: a key, its
 //!   JWKS, and a ready-made token.
+//! - [`jwt_minter`]: keys and tokens from Python's `cryptography`, for the end-to-end tests
+//!   and `make bench`.
 
 pub mod bootstrap;
 pub mod client;
 pub mod demo_idp;
 pub mod jwks_server;
+pub mod jwt_minter;
 pub mod locate;
 pub mod process;
 pub mod upstream;

@@ -3,6 +3,17 @@
 
 use std::time::Duration;
 
+/// The first value of header `name` in `headers`, whose names are stored lower-cased (as
+/// Envoy's codecs leave them): `name` may be given in any case. Every header list the
+/// harness hands out, in-process or from a real Envoy, is read through this.
+pub(crate) fn first_header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
 /// A proxy-wasm log level, as the filter passed it to `proxy_log`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LogLevel {
@@ -75,11 +86,7 @@ pub struct LocalResponse {
 impl LocalResponse {
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
 
     /// The body as text (lossy), for readable assertions.
@@ -108,11 +115,7 @@ pub struct HttpCall {
 impl HttpCall {
     /// The first value of a request header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
 }
 

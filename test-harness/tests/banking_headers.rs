@@ -4,8 +4,10 @@
 //! as istiod hands it to Envoy (compact JSON, every number a float), so the file users deploy
 //! is the file these tests prove.
 
+mod support;
+
 use serde_json::Value;
-use test_harness::envoy;
+use support::is_uuid_v4;
 use test_harness::{Action, HarnessError, Host, LocalResponse, LogLevel, Plugin, Stream};
 
 const FILTER: &str = "banking_headers";
@@ -17,14 +19,7 @@ const CLIENT_CORRELATION_ID: &str = "trace-7d3f-4a1b-9c2e";
 
 /// The pluginConfig of `wasmplugins/banking-headers.yaml`, as the filter receives it.
 fn shipped_config() -> String {
-    let repo = envoy::repo_root();
-    let plugins =
-        envoy::load_wasmplugins(&repo.join("wasmplugins")).unwrap_or_else(|e| panic!("{e}"));
-    let plugin = plugins
-        .iter()
-        .find(|p| p.name == "banking-headers")
-        .expect("wasmplugins/banking-headers.yaml");
-    plugin
+    support::shipped(&["banking-headers"])[0]
         .configuration_json()
         .expect("banking-headers ships a pluginConfig")
 }
@@ -103,17 +98,6 @@ fn assert_problem(response: &LocalResponse, status: u32, header: &str) -> Value 
         "{problem}"
     );
     problem
-}
-
-fn is_uuid_v4(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() == 36
-        && text.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
-        })
-        && b[14] == b'4'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b')
 }
 
 fn text(bytes: Option<Vec<u8>>) -> Option<String> {
@@ -271,15 +255,7 @@ fn rejection_carries_a_correlation_id_in_body_and_header() {
 #[test]
 fn non_utf8_header_bytes_get_400_not_a_trap() {
     let (_host, plugin) = load_shipped();
-    let banking: [(&str, &[u8]); 4] = [
-        ("x-customer-id", b"CUST-\xff\xfe0001"),
-        (
-            "x-transaction-id",
-            b"0f8fad5b-d9cb-469f-a165-7086772895\xc3\x28",
-        ),
-        ("x-banking-operation", b"payment.cr\xe9ate"),
-        ("x-correlation-id", b"trace-\x80\x81\x82-abcdef"),
-    ];
+    let banking = support::NON_UTF8_BANKING_HEADERS;
     for (header, value) in banking {
         let response = refused(&plugin, &payment(&[(header, Some(value))]));
         let problem = assert_problem(&response, 400, header);

@@ -3,24 +3,22 @@
 //! the upstream.
 //!
 //! Each test starts its own Envoy (about 0.2 s) and upstream on kernel-chosen loopback ports,
-//! and is bounded: at most `MAX_REQUESTS` requests, each with a timeout, within `TEST_BUDGET`.
+//! and is bounded: at most `MAX_REQUESTS` requests, each with a timeout, within `support::TEST_BUDGET`.
 //! Envoy's log stays in `target/envoy-e2e/<test name>/envoy.log`. The requests are written for
 //! the pluginConfig shipped in the WasmPlugin file. Envoy is found as `make run` finds it; if
 //! none is found the tests fail and say to run `make envoy`.
 
-use std::cell::Cell;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+mod support;
+
+use std::ops::Deref;
 
 use serde_json::Value;
-use test_harness::envoy::client::{self, HttpResponse, Request};
-use test_harness::envoy::{
-    self, BootstrapOptions, DemoUpstream, RunningEnvoy, SeenRequest, StartOptions,
-};
+use test_harness::envoy::client::{HttpResponse, Request};
+use test_harness::envoy::{RunningEnvoy, SeenRequest, StartOptions};
+
+use support::{EnvoyUnderTest, is_uuid_v4};
 
 const MAX_REQUESTS: u32 = 40;
-const TEST_BUDGET: Duration = Duration::from_secs(90);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Values valid under the shipped pluginConfig.
 const CUSTOMER_ID: &str = "CUST-00012345";
@@ -28,70 +26,20 @@ const TRANSACTION_ID: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 const CLIENT_CORRELATION_ID: &str = "trace-7d3f-4a1b-9c2e";
 
 /// Envoy with only the banking-header filter, the demo upstream behind it, and a request budget.
-struct Deployment {
-    label: &'static str,
-    envoy: RunningEnvoy,
-    upstream: DemoUpstream,
-    deadline: Instant,
-    sent: Cell<u32>,
+struct Deployment(EnvoyUnderTest);
+
+impl Deref for Deployment {
+    type Target = EnvoyUnderTest;
+
+    fn deref(&self) -> &EnvoyUnderTest {
+        &self.0
+    }
 }
 
 impl Deployment {
     fn start(label: &'static str) -> Deployment {
-        let deadline = Instant::now() + TEST_BUDGET;
-        let repo = envoy::repo_root();
-        let binary = envoy::find_envoy(&repo).unwrap_or_else(|e| {
-            panic!("{e}\nThe Envoy end-to-end tests need Envoy: run `make envoy`.")
-        });
-        let all =
-            envoy::load_wasmplugins(&repo.join("wasmplugins")).unwrap_or_else(|e| panic!("{e}"));
-        let plugins = envoy::only(&all, &["banking-headers"]).unwrap_or_else(|e| panic!("{e}"));
-        let upstream =
-            DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("demo upstream");
-        let options = BootstrapOptions::ephemeral(upstream.addr(), envoy::wasm_dir(&repo));
-        let bootstrap = envoy::bootstrap(&plugins, &options).unwrap_or_else(|e| panic!("{e}"));
-        let envoy = RunningEnvoy::start(&binary, &bootstrap, &StartOptions::for_test(label))
-            .unwrap_or_else(|e| panic!("Envoy with the banking-header filter did not start: {e}"));
-        Deployment {
-            label,
-            envoy,
-            upstream,
-            deadline,
-            sent: Cell::new(0),
-        }
-    }
-
-    fn budgeted_timeout(&self) -> Duration {
-        let sent = self.sent.get() + 1;
-        assert!(
-            sent <= MAX_REQUESTS,
-            "{}: more than {MAX_REQUESTS} requests",
-            self.label
-        );
-        self.sent.set(sent);
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "{}: over its {TEST_BUDGET:?} budget",
-            self.label
-        );
-        left.min(REQUEST_TIMEOUT)
-    }
-
-    fn send(&self, request: &Request) -> HttpResponse {
-        let timeout = self.budgeted_timeout();
-        client::send(self.envoy.listener(), request, timeout).unwrap_or_else(|e| {
-            panic!(
-                "{}: request failed: {e}\n{}",
-                self.label,
-                self.envoy.error_excerpt()
-            )
-        })
-    }
-
-    /// The requests that reached the upstream since the last call.
-    fn upstream_saw(&self) -> Vec<SeenRequest> {
-        self.upstream.take_requests()
+        let plugins = support::shipped(&["banking-headers"]);
+        Deployment(EnvoyUnderTest::start(label, &plugins, MAX_REQUESTS, |o| o))
     }
 
     /// The filter's counter `banking_headers_<what>` as Envoy reports it.
@@ -124,23 +72,8 @@ impl Deployment {
             "Envoy stopped serving valid requests: {}",
             response.body_text()
         );
-        let log = self.envoy.log();
-        assert!(
-            !log.contains("panicked") && !log.contains("][critical][wasm]"),
-            "the filter crashed; see {:?}",
-            self.envoy.log_path()
-        );
+        self.assert_no_crash();
         self.upstream_saw();
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(log) = self.envoy.log_path()
-        {
-            eprintln!("{}: Envoy's log is {}", self.label, log.display());
-        }
     }
 }
 
@@ -162,17 +95,6 @@ fn payment_with(name: &str, value: Option<&[u8]>) -> Request {
         request = request.header_bytes(name, value);
     }
     request
-}
-
-fn is_uuid_v4(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    bytes.len() == 36
-        && text.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
-        })
-        && bytes[14] == b'4'
-        && matches!(bytes[19], b'8' | b'9' | b'a' | b'b')
 }
 
 /// Asserts an RFC 9457 problem response naming `header`, and returns its body.
@@ -398,15 +320,7 @@ fn oversized_values_are_refused_and_never_echoed_back() {
 #[test]
 fn non_utf8_header_bytes_get_a_4xx_never_a_5xx() {
     let deployment = Deployment::start("non_utf8_header_bytes_get_a_4xx_never_a_5xx");
-    let banking: [(&str, &[u8]); 4] = [
-        ("x-customer-id", b"CUST-\xff\xfe0001"),
-        (
-            "x-transaction-id",
-            b"0f8fad5b-d9cb-469f-a165-7086772895\xc3\x28",
-        ),
-        ("x-banking-operation", b"payment.cr\xe9ate"),
-        ("x-correlation-id", b"trace-\x80\x81\x82-abcdef"),
-    ];
+    let banking = support::NON_UTF8_BANKING_HEADERS;
     for (header, value) in banking {
         let response = deployment.send(&payment_with(header, Some(value)));
         let problem = assert_problem(&response, 400, header);
@@ -481,27 +395,23 @@ fn internal_headers_are_stripped_and_health_checks_bypass_the_checks() {
 
 #[test]
 fn refused_plugin_config_keeps_envoy_from_serving_and_names_the_field() {
-    let repo = envoy::repo_root();
-    let binary = envoy::find_envoy(&repo).unwrap_or_else(|e| {
-        panic!("{e}\nThe Envoy end-to-end tests need Envoy: run `make envoy`.")
-    });
-    let all = envoy::load_wasmplugins(&repo.join("wasmplugins")).unwrap_or_else(|e| panic!("{e}"));
-    let mut plugins = envoy::only(&all, &["banking-headers"]).unwrap_or_else(|e| panic!("{e}"));
+    let mut plugins = support::shipped(&["banking-headers"]);
     let config = plugins[0]
         .plugin_config
         .as_mut()
         .expect("the WasmPlugin has a pluginConfig");
     config["maxHeaderValueLength"] = serde_json::json!(0);
-    let upstream =
-        DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("demo upstream");
-    let options = BootstrapOptions::ephemeral(upstream.addr(), envoy::wasm_dir(&repo));
-    let bootstrap = envoy::bootstrap(&plugins, &options).unwrap_or_else(|e| panic!("{e}"));
+    let upstream = support::demo_upstream();
+    let bootstrap = support::bootstrap(&plugins, &upstream, |o| o);
 
     // failStrategy FAIL_CLOSE -> failure_policy FAIL_CLOSED: a plugin that refuses its
     // configuration is not skipped; Envoy will not serve without it.
     let label = "refused_plugin_config_keeps_envoy_from_serving_and_names_the_field";
-    let Err(error) = RunningEnvoy::start(&binary, &bootstrap, &StartOptions::for_test(label))
-    else {
+    let Err(error) = RunningEnvoy::start(
+        &support::envoy_binary(),
+        &bootstrap,
+        &StartOptions::for_test(label),
+    ) else {
         panic!("Envoy started and served with a plugin that refused its configuration");
     };
     assert!(

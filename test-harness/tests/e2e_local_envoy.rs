@@ -7,22 +7,97 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use test_harness::envoy::{self, client};
 
-/// Kills the program if the test fails before it could stop it.
-struct Program(Child);
+/// A running `local-envoy` and the lines of its banner as it prints them; killed if the test
+/// fails before it could stop it.
+struct Program {
+    child: Child,
+    banner: mpsc::Receiver<String>,
+    stderr: ChildStderr,
+}
+
+impl Program {
+    /// Starts `local-envoy` with every port kernel-chosen, a workdir of the test's own, and
+    /// `args`.
+    fn start(test: &str, args: &[&str]) -> Program {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_local-envoy"))
+            .args(["--port", "0", "--admin-port", "0", "--upstream-port", "0"])
+            .args(args)
+            .arg("--workdir")
+            .arg(workdir(test))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start local-envoy");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, banner) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Program {
+            child,
+            banner,
+            stderr,
+        }
+    }
+
+    /// Hands banner lines to `read` until it says it has all it needs; fails the test with
+    /// the program's stderr if that takes longer than `within`.
+    fn read_banner(&mut self, what: &str, within: Duration, mut read: impl FnMut(&str) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.banner.recv_timeout(left) else {
+                let _ = self.child.kill();
+                let mut errors = String::new();
+                let _ = self.stderr.read_to_string(&mut errors);
+                panic!("local-envoy printed no {what} within {within:?}; stderr:\n{errors}");
+            };
+            if read(&line) {
+                return;
+            }
+        }
+    }
+
+    /// Ctrl-C: the program must exit cleanly within 15 s.
+    fn stop_with_ctrl_c(&mut self) {
+        interrupt(&self.child);
+        let stop_deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for local-envoy") {
+                break status;
+            }
+            assert!(
+                Instant::now() < stop_deadline,
+                "local-envoy did not stop within 15 s of Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "local-envoy exited with {status} on Ctrl-C"
+        );
+    }
+}
 
 impl Drop for Program {
     fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            interrupt(&self.0);
+        if matches!(self.child.try_wait(), Ok(None)) {
+            interrupt(&self.child);
             std::thread::sleep(Duration::from_secs(1));
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -55,52 +130,16 @@ fn address_after(line: &str, label: &str) -> Option<SocketAddr> {
 
 #[test]
 fn local_envoy_serves_until_interrupted_then_stops_envoy() {
-    let mut program = Program(
-        Command::new(env!("CARGO_BIN_EXE_local-envoy"))
-            .args([
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-                "--upstream-port",
-                "0",
-                "--plugins",
-                "banking-headers",
-                "--workdir",
-            ])
-            .arg(workdir(
-                "local_envoy_serves_until_interrupted_then_stops_envoy",
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start local-envoy"),
+    let mut program = Program::start(
+        "local_envoy_serves_until_interrupted_then_stops_envoy",
+        &["--plugins", "banking-headers"],
     );
-    let stdout = program.0.stdout.take().expect("stdout");
-    let mut stderr = program.0.stderr.take().expect("stderr");
-    let (lines, banner) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-
-    let deadline = Instant::now() + Duration::from_secs(60);
     let (mut listener, mut admin) = (None, None);
-    while listener.is_none() || admin.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = banner.recv_timeout(left) else {
-            let _ = program.0.kill();
-            let mut errors = String::new();
-            let _ = stderr.read_to_string(&mut errors);
-            panic!("local-envoy printed no banner within 60 s; stderr:\n{errors}");
-        };
-        listener = listener.or_else(|| address_after(&line, "requests"));
-        admin = admin.or_else(|| address_after(&line, "admin"));
-    }
+    program.read_banner("banner", Duration::from_secs(60), |line| {
+        listener = listener.or_else(|| address_after(line, "requests"));
+        admin = admin.or_else(|| address_after(line, "admin"));
+        listener.is_some() && admin.is_some()
+    });
     let (listener, admin) = (listener.unwrap(), admin.unwrap());
 
     let response = client::get(listener, "/healthz", Duration::from_secs(10))
@@ -112,22 +151,7 @@ fn local_envoy_serves_until_interrupted_then_stops_envoy() {
         response.body_text()
     );
 
-    interrupt(&program.0);
-    let stop_deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = program.0.try_wait().expect("wait for local-envoy") {
-            break status;
-        }
-        assert!(
-            Instant::now() < stop_deadline,
-            "local-envoy did not stop within 15 s of Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        status.success(),
-        "local-envoy exited with {status} on Ctrl-C"
-    );
+    program.stop_with_ctrl_c();
     for (what, addr) in [("Envoy's listener", listener), ("Envoy's admin", admin)] {
         assert!(
             TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
@@ -145,55 +169,19 @@ fn bearer_token_in(line: &str) -> Option<String> {
 
 #[test]
 fn local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints() {
-    let mut program = Program(
-        Command::new(env!("CARGO_BIN_EXE_local-envoy"))
-            .args([
-                "--port",
-                "0",
-                "--admin-port",
-                "0",
-                "--upstream-port",
-                "0",
-                "--idp-port",
-                "0",
-                "--plugins",
-                "banking-headers,jwt-auth",
-                "--workdir",
-            ])
-            .arg(workdir(
-                "local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints",
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start local-envoy"),
+    let mut program = Program::start(
+        "local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints",
+        &["--idp-port", "0", "--plugins", "banking-headers,jwt-auth"],
     );
-    let stdout = program.0.stdout.take().expect("stdout");
-    let mut stderr = program.0.stderr.take().expect("stderr");
-    let (lines, banner) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-
     // The demo request is printed once the plugin has fetched the demo JWKS.
-    let deadline = Instant::now() + Duration::from_secs(90);
     let (mut listener, mut token) = (None, None);
-    while listener.is_none() || token.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = banner.recv_timeout(left) else {
-            let _ = program.0.kill();
-            let mut errors = String::new();
-            let _ = stderr.read_to_string(&mut errors);
-            panic!("local-envoy printed no demo token within 90 s; stderr:\n{errors}");
-        };
-        listener = listener.or_else(|| address_after(&line, "requests"));
-        token = token.or_else(|| bearer_token_in(&line));
-    }
+    program.read_banner("demo token", Duration::from_secs(90), |line| {
+        listener = listener.or_else(|| address_after(line, "requests"));
+        if token.is_none() {
+            token = bearer_token_in(line);
+        }
+        listener.is_some() && token.is_some()
+    });
     let (listener, token) = (listener.unwrap(), token.unwrap());
 
     let payment = client::Request::post("/payments")
@@ -235,20 +223,5 @@ fn local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints() {
     let refused = client::send(listener, &anonymous, Duration::from_secs(10)).expect("anonymous");
     assert_eq!(refused.status, 401, "{}", refused.body_text());
 
-    interrupt(&program.0);
-    let stop_deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = program.0.try_wait().expect("wait for local-envoy") {
-            break status;
-        }
-        assert!(
-            Instant::now() < stop_deadline,
-            "local-envoy did not stop within 15 s of Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        status.success(),
-        "local-envoy exited with {status} on Ctrl-C"
-    );
+    program.stop_with_ctrl_c();
 }

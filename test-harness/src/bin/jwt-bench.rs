@@ -384,40 +384,7 @@ fn mint_tokens(
         ],
         "tokens": specs,
     });
-    let python = repo.join(".venv").join("bin").join("python");
-    let script = repo
-        .join("test-harness")
-        .join("tests")
-        .join("support")
-        .join("mint_jwt.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot run {}: {e}; run `make jwt-minter` (Python cryptography in .venv)",
-                python.display()
-            )
-        })?;
-    {
-        use std::io::Write as _;
-        let mut stdin = child.stdin.take().ok_or("no stdin for the minter")?;
-        stdin.write_all(request.to_string().as_bytes())?;
-    }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed ({}): {}; `make jwt-minter` installs what it needs",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-        .into());
-    }
-    let answer: Value = serde_json::from_slice(&output.stdout)?;
+    let answer = envoy::jwt_minter::mint(repo, &request)?;
     let minted = |id: &str| -> Result<String, BenchError> {
         Ok(answer["tokens"][id]
             .as_str()

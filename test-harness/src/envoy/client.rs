@@ -7,6 +7,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::types::first_header;
+
 /// Largest response head or body the client accepts; more is an error, not a hang.
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
@@ -21,11 +23,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
 
     /// The first value of header `name` as text, if it is UTF-8.
@@ -276,16 +274,12 @@ impl<S: Read> Wire<S> {
         limit: usize,
         end: BodyEnd,
     ) -> io::Result<Vec<u8>> {
-        let value = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_slice())
-        };
-        if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked")) {
+        if first_header(headers, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"))
+        {
             return self.read_chunked(limit);
         }
-        if let Some(length) = value("content-length") {
+        if let Some(length) = first_header(headers, "content-length") {
             let length: usize = std::str::from_utf8(length)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::client::{BodyEnd, Wire, invalid};
+use crate::types::first_header;
 
 /// Requests kept for inspection; older ones are dropped so a long `make run` stays small.
 const KEEP_REQUESTS: usize = 1000;
@@ -40,11 +41,7 @@ pub struct SeenRequest {
 impl SeenRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
 
     /// The first value of header `name` as text, if it is UTF-8.
