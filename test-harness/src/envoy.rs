@@ -51,7 +51,7 @@ pub use jwks_server::{JwksAvailability, JwksFetch, JwksServer};
 pub use locate::{EnvoyBinary, find_envoy};
 pub use process::{RunningEnvoy, StartOptions};
 pub use upstream::{DemoUpstream, SeenRequest};
-pub use wasmplugin::{FailStrategy, Phase, WasmPlugin, load_wasmplugins, only};
+pub use wasmplugin::{FailStrategy, Phase, WasmPlugin, load_wasmplugins, only, wasmplugin_files};
 
 /// Why Envoy could not be configured or started; the message says what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]

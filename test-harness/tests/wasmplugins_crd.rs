@@ -241,17 +241,7 @@ fn violations(document: &Value) -> Vec<String> {
 
 fn repo_wasmplugins() -> Vec<(PathBuf, Value)> {
     let dir = repo_root().join("wasmplugins");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            )
-        })
-        .collect();
-    files.sort();
+    let files = test_harness::envoy::wasmplugin_files(&dir).unwrap_or_else(|e| panic!("{e}"));
     files
         .into_iter()
         .flat_map(|file| {

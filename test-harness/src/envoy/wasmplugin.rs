@@ -192,7 +192,8 @@ fn write_struct_value(value: &Value, out: &mut String) {
 
 /// Reads every `WasmPlugin` in `dir/*.yaml` (several documents per file allowed; other kinds
 /// are skipped) and returns them in istiod's chain order.
-pub fn load_wasmplugins(dir: &Path) -> Result<Vec<WasmPlugin>, EnvoyError> {
+/// The `*.yaml` / `*.yml` files of a WasmPlugin directory, sorted by name.
+pub fn wasmplugin_files(dir: &Path) -> Result<Vec<PathBuf>, EnvoyError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         EnvoyError(format!(
             "cannot read WasmPlugin directory {}: {e}",
@@ -209,6 +210,11 @@ pub fn load_wasmplugins(dir: &Path) -> Result<Vec<WasmPlugin>, EnvoyError> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+pub fn load_wasmplugins(dir: &Path) -> Result<Vec<WasmPlugin>, EnvoyError> {
+    let files = wasmplugin_files(dir)?;
     let mut plugins = Vec::new();
     for file in &files {
         plugins.extend(parse_file(file)?);
