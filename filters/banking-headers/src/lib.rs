@@ -9,3 +9,6 @@ pub mod policy;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod filter;
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+banking_filter_common::filter_main!(|_| Box::new(filter::Root::default()));

@@ -1,5 +1,6 @@
 //! Time as the cores see it: a plain timestamp passed in, never read from a global clock,
-//! so decisions are testable and the harness's virtual clock drives them.
+//! so decisions are testable and the harness's virtual clock drives them. Wall-clock time
+//! ([`Timestamp`]) is for timestamps; [`Monotonic`] is for intervals and rate arithmetic.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,14 +42,30 @@ impl Timestamp {
     }
 }
 
-/// The host's current time (Envoy's clock, or the harness's virtual clock).
+/// Time on a monotonic clock, in nanoseconds from an arbitrary origin: for intervals and
+/// rates (a wall clock can step backwards; this one cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Monotonic(pub u64);
+
+impl Monotonic {
+    /// Time from `earlier` to `self`; zero if `earlier` is later.
+    pub fn since(self, earlier: Monotonic) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// The host's wall clock (Envoy's, or the harness's virtual clock): for timestamps and
+/// token lifetimes. An error rather than a made-up time: a filter that cannot tell the time
+/// cannot check an expiry, and must fail closed.
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-pub fn now() -> Timestamp {
-    // The host cannot really fail this call; the epoch is an obviously wrong fallback
-    // rather than a panic.
-    proxy_wasm::hostcalls::get_current_time()
-        .map(Timestamp::from_system_time)
-        .unwrap_or_default()
+pub fn now() -> Result<Timestamp, crate::host::HostError> {
+    crate::host::wall_clock_nanos().map(Timestamp)
+}
+
+/// The host's monotonic clock (WASI `clock_time_get`, monotonic id).
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub fn monotonic() -> Result<Monotonic, crate::host::HostError> {
+    crate::host::monotonic_nanos().map(Monotonic)
 }
 
 #[cfg(test)]

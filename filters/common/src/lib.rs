@@ -1,6 +1,7 @@
-//! What every banking filter shares, written once: config loading and error reporting,
-//! problem+json responses, byte-safe header access, the clock, id generation, a CAS retry
-//! loop over shared data, and metrics.
+//! What every banking filter shares, written once: the host boundary ([`host`]: every
+//! proxy-wasm import wrapped to return errors, the exports and their dispatcher, failing
+//! closed), config loading and error reporting, problem+json responses, byte-safe header
+//! access, the clock, id generation, a CAS retry loop over shared data, and metrics.
 //!
 //! Everything except [`host`] (and the few host-backed items marked in each module) is
 //! plain Rust over plain data: it unit-tests natively and also runs compiled to

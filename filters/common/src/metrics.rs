@@ -36,22 +36,43 @@ pub use host::{Counter, OutcomeCounters};
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod host {
     use super::{Outcome, metric_name};
-    use proxy_wasm::hostcalls;
-    use proxy_wasm::types::{MetricType, Status};
+    use crate::host::{self, MetricType};
     use std::marker::PhantomData;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// A counter defined in the host. Incrementing never fails a request: a host error is
-    /// ignored, because losing a count is better than failing the call it counts.
+    /// One warning per VM when the host refuses metrics, not one per counter.
+    static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+    /// A counter defined in the host. Counters are for watching, not for deciding: one the
+    /// host refused to define counts nothing (logged once), and a failed increment is
+    /// ignored, because losing a count is better than failing the request it counts.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Counter(u32);
+    pub struct Counter(Option<u32>);
 
     impl Counter {
-        pub fn define(name: &str) -> Result<Counter, Status> {
-            hostcalls::define_metric(MetricType::Counter, name).map(Counter)
+        pub fn define(name: &str) -> Counter {
+            match host::define_metric(MetricType::Counter, name) {
+                Ok(id) => Counter(Some(id)),
+                Err(e) => {
+                    if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "metric {name} not defined, it and any other refused will count nothing: {e}"
+                        );
+                    }
+                    Counter(None)
+                }
+            }
+        }
+
+        /// Whether the host defined it.
+        pub fn is_defined(self) -> bool {
+            self.0.is_some()
         }
 
         pub fn increment(self) {
-            let _ = hostcalls::increment_metric(self.0, 1);
+            if let Some(id) = self.0 {
+                let _ = host::increment_metric(id, 1);
+            }
         }
     }
 
@@ -63,20 +84,15 @@ mod host {
     }
 
     impl<O: Outcome + PartialEq> OutcomeCounters<O> {
-        /// Defines `banking_<filter>_<suffix>` for every outcome; the error names the first
-        /// counter the host refused.
-        pub fn define(filter: &str) -> Result<Self, String> {
-            let counters = O::ALL
-                .iter()
-                .map(|o| {
-                    let name = metric_name(filter, o.suffix());
-                    Counter::define(&name).map_err(|s| format!("defining metric {name}: {s:?}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(OutcomeCounters {
-                counters,
+        /// Defines `banking_<filter>_<suffix>` for every outcome.
+        pub fn define(filter: &str) -> Self {
+            OutcomeCounters {
+                counters: O::ALL
+                    .iter()
+                    .map(|o| Counter::define(&metric_name(filter, o.suffix())))
+                    .collect(),
                 _outcome: PhantomData,
-            })
+            }
         }
 
         pub fn increment(&self, outcome: O) {

@@ -136,14 +136,18 @@ pub struct HostSharedData;
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 impl SharedStore for HostSharedData {
     fn get(&self, key: &str) -> Result<Versioned, StoreError> {
-        proxy_wasm::hostcalls::get_shared_data(key).map_err(|s| StoreError::Host(format!("{s:?}")))
+        match crate::host::shared_data(key) {
+            Ok((Some(value), cas)) => Ok((Some(value), Some(cas))),
+            Ok((None, _)) => Ok((None, None)),
+            Err(e) => Err(StoreError::Host(e.to_string())),
+        }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas) {
+        match crate::host::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
-            Err(proxy_wasm::types::Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(s) => Err(StoreError::Host(format!("{s:?}"))),
+            Err(e) if e.status == crate::host::Status::CAS_MISMATCH => Err(StoreError::CasMismatch),
+            Err(e) => Err(StoreError::Host(e.to_string())),
         }
     }
 }

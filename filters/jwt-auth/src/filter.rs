@@ -23,15 +23,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use banking_filter_common::clock::{self, Timestamp};
-use banking_filter_common::host;
+use banking_filter_common::host::{
+    self, Action, CallResponse, HostError, RootContext, StreamContext,
+};
 use banking_filter_common::ids;
 use banking_filter_common::metrics::{Counter, OutcomeCounters, metric_name};
-use banking_filter_common::problem::Problem;
 use banking_filter_common::shared::HostSharedData;
 use log::{debug, error, info, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 use crate::cache::TokenCache;
 use crate::config::{Config, KeySource, RemoteJwks};
@@ -42,6 +40,8 @@ use crate::policy::{self, CacheUse, ProviderKeys, Request};
 
 /// Metric names use this filter segment: `banking_jwt_auth_<what>`.
 pub const METRIC_FILTER: &str = "jwt_auth";
+/// How this filter names itself in logs.
+const FILTER: &str = "jwt-auth";
 
 /// How often the root context looks at shared data and schedules fetches.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -62,20 +62,17 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn define() -> Result<Metrics, String> {
-        let counter = |what: &str| {
-            let name = metric_name(METRIC_FILTER, what);
-            Counter::define(&name).map_err(|s| format!("defining metric {name}: {s:?}"))
-        };
-        Ok(Metrics {
-            allowed: counter("allowed")?,
-            bypassed: counter("bypassed")?,
-            cache_hit: counter("cache_hit")?,
-            cache_miss: counter("cache_miss")?,
-            jwks_fetch_ok: counter("jwks_fetch_ok")?,
-            jwks_fetch_failed: counter("jwks_fetch_failed")?,
-            denied: OutcomeCounters::define(METRIC_FILTER)?,
-        })
+    fn define() -> Metrics {
+        let counter = |what: &str| Counter::define(&metric_name(METRIC_FILTER, what));
+        Metrics {
+            allowed: counter("allowed"),
+            bypassed: counter("bypassed"),
+            cache_hit: counter("cache_hit"),
+            cache_miss: counter("cache_miss"),
+            jwks_fetch_ok: counter("jwks_fetch_ok"),
+            jwks_fetch_failed: counter("jwks_fetch_failed"),
+            denied: OutcomeCounters::define(METRIC_FILTER),
+        }
     }
 }
 
@@ -159,7 +156,7 @@ impl VmState {
     }
 }
 
-pub struct JwtAuthRoot {
+pub struct Root {
     state: Option<Rc<VmState>>,
     /// Random id of this VM in fetch markers.
     owner: u64,
@@ -169,12 +166,12 @@ pub struct JwtAuthRoot {
     steady_tick: bool,
 }
 
-impl JwtAuthRoot {
+impl Root {
     pub fn new(context_id: u32) -> Self {
         let owner = ids::random_bytes::<8>()
             .map(u64::from_le_bytes)
-            .unwrap_or_else(|_| clock::now().0 ^ u64::from(context_id));
-        JwtAuthRoot {
+            .unwrap_or_else(|_| clock::now().map_or(0, |t| t.0) ^ u64::from(context_id));
+        Root {
             state: None,
             // 0 marks a marker nobody holds.
             owner: owner.max(1),
@@ -229,14 +226,13 @@ impl JwtAuthRoot {
     }
 
     fn dispatch(&mut self, state: &VmState, index: usize, remote: &RemoteJwks, now: Timestamp) {
-        let headers = vec![
+        let headers = [
             (":method", "GET"),
             (":path", remote.path.as_str()),
             (":authority", remote.authority.as_str()),
             ("accept", "application/json, application/jwk-set+json"),
         ];
-        match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], remote.timeout)
-        {
+        match host::dispatch_http_call(&remote.cluster, &headers, &[], remote.timeout) {
             Ok(token) => {
                 self.in_flight.insert(token, index);
                 if let Some(seen) = state.unknown_kid_seen.borrow_mut().get_mut(index) {
@@ -247,10 +243,10 @@ impl JwtAuthRoot {
                     remote.cluster, remote.path
                 );
             }
-            Err(status) => {
+            Err(e) => {
                 state.metrics.jwks_fetch_failed.increment();
                 warn!(
-                    "jwt-auth: could not call cluster {} for the JWKS ({status:?}); retrying in {:?}",
+                    "jwt-auth: could not call cluster {} for the JWKS ({e}); retrying in {:?}",
                     remote.cluster, remote.retry_interval
                 );
                 let _ = fetch::release(
@@ -267,13 +263,19 @@ impl JwtAuthRoot {
         let Some(state) = self.state.clone() else {
             return;
         };
+        let now = match clock::now() {
+            Ok(now) => now,
+            Err(e) => {
+                error!("{FILTER}: JWKS response dropped, no clock: {e}");
+                return;
+            }
+        };
         let Some((_, remote)) = Self::remotes(&state).into_iter().find(|(i, _)| *i == index) else {
             return;
         };
         let Some(provider) = state.config.providers.get(index) else {
             return;
         };
-        let now = clock::now();
         let store = HostSharedData;
         let parsed = fetched.and_then(|body| {
             KeySet::parse(&body, &provider.allowed_algorithms, KeyOrigin::Remote)
@@ -322,60 +324,33 @@ impl JwtAuthRoot {
     }
 }
 
-impl Context for JwtAuthRoot {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        _num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        let Some(index) = self.in_flight.remove(&token_id) else {
-            return;
-        };
-        let headers =
-            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
-        let status = headers
-            .iter()
-            .find(|(n, _)| n == ":status")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .and_then(|s| s.trim().parse::<u16>().ok());
-        let fetched = match fetch::response_problem(status, body_size) {
-            Some(problem) => Err(problem),
-            None => Ok(
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-            ),
-        };
+impl Root {
+    /// A JWKS fetch came back; a host error reading it counts as a failed fetch.
+    fn on_fetch_response(&mut self, index: usize, response: CallResponse) {
+        let fetched = (|| -> Result<Vec<u8>, String> {
+            let status = response.status().map_err(|e| e.to_string())?;
+            match fetch::response_problem(status, response.body_size) {
+                Some(problem) => Err(problem),
+                None => response.body().map_err(|e| e.to_string()),
+            }
+        })();
         self.on_jwks_response(index, fetched);
     }
 }
 
-impl RootContext for JwtAuthRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let parsed = match Config::parse(&bytes) {
+impl RootContext for Root {
+    fn on_configure(&mut self, configuration: &[u8]) -> bool {
+        let parsed = match Config::parse(configuration) {
             Ok(parsed) => parsed,
             Err(e) => {
-                error!("jwt-auth: {e}");
+                error!("{FILTER}: {e}");
                 return false;
             }
         };
         for warning in &parsed.warnings {
-            warn!("jwt-auth: {warning}");
+            warn!("{FILTER}: {warning}");
         }
-        let metrics = match Metrics::define() {
-            Ok(m) => m,
-            Err(e) => {
-                error!("jwt-auth: {e}");
-                return false;
-            }
-        };
+        let metrics = Metrics::define();
         let config = parsed.config;
         let keys: Vec<ProviderKeys> = config
             .providers
@@ -405,16 +380,13 @@ impl RootContext for JwtAuthRoot {
         if !remotes.is_empty() {
             for (_, remote) in &remotes {
                 if let Err(e) = fetch::ensure_marker(&HostSharedData, remote) {
-                    warn!("jwt-auth: could not create the JWKS fetch marker: {e:?}");
+                    warn!("{FILTER}: could not create the JWKS fetch marker: {e:?}");
                 }
             }
-            // No fetch from here (see the module notes): the first tick starts it. The
-            // SDK's `set_tick_period` panics on a host error; without ticks no key would
-            // ever arrive, so refuse the config instead.
-            if let Err(status) = hostcalls::set_tick_period(FIRST_TICK) {
-                error!(
-                    "jwt-auth: the host refused a tick timer ({status:?}); remoteJwks cannot be fetched"
-                );
+            // No fetch from here (see the module notes): the first tick starts it. Without
+            // ticks no key would ever arrive, so a refused timer refuses the config.
+            if let Err(e) = host::set_tick_period(FIRST_TICK) {
+                error!("{FILTER}: no tick timer ({e}); remoteJwks cannot be fetched");
                 return false;
             }
             self.steady_tick = false;
@@ -426,49 +398,50 @@ impl RootContext for JwtAuthRoot {
         if !self.steady_tick {
             // Tried once: a host that refuses leaves the short period, which only costs ticks.
             self.steady_tick = true;
-            if let Err(status) = hostcalls::set_tick_period(TICK) {
-                warn!("jwt-auth: could not slow the tick to {TICK:?}: {status:?}");
+            if let Err(e) = host::set_tick_period(TICK) {
+                warn!("{FILTER}: could not slow the tick to {TICK:?}: {e}");
             }
         }
-        self.sync_and_fetch(clock::now());
+        match clock::now() {
+            Ok(now) => self.sync_and_fetch(now),
+            Err(e) => warn!("{FILTER}: tick skipped, no clock: {e}"),
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(JwtAuthStream {
+    fn on_http_call_response(&mut self, response: CallResponse) {
+        if let Some(index) = self.in_flight.remove(&response.token) {
+            self.on_fetch_response(index, response);
+        }
+    }
+
+    fn new_stream(&self, _context_id: u32) -> Box<dyn StreamContext> {
+        Box::new(Stream {
             state: self.state.clone(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
-struct JwtAuthStream {
+struct Stream {
     state: Option<Rc<VmState>>,
 }
 
-impl Context for JwtAuthStream {}
-
-impl HttpContext for JwtAuthStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl StreamContext for Stream {
+    fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Some(state) = self.state.clone() else {
             // Envoy does not create streams for a plugin whose configure failed; if one
             // arrives anyway, fail closed.
-            host::send_problem(
-                &Problem::new(
-                    500,
-                    "jwt-not-configured",
-                    "Authentication unavailable",
-                    "The authentication filter is not configured.",
-                ),
-                &[],
-            );
-            return Action::Pause;
+            return host::fail_closed(FILTER, "a stream arrived before a valid configuration");
         };
-        let headers = host::request_headers();
+        let headers = match host::request_headers() {
+            Ok(headers) => headers,
+            Err(e) => return host::fail_closed_on(FILTER, &e),
+        };
+        // Without the time no expiry can be checked.
+        let now = match clock::now() {
+            Ok(now) => now,
+            Err(e) => return host::fail_closed_on(FILTER, &e),
+        };
         let request = Request::from_headers(&headers);
-        let now = clock::now();
         let decide = || {
             let keys = state.keys.borrow();
             let mut cache = state.cache.borrow_mut();
@@ -500,41 +473,38 @@ impl HttpContext for JwtAuthStream {
                         state.metrics.bypassed.increment();
                     }
                 }
-                apply(&allow);
-                Action::Continue
+                match apply(&allow) {
+                    Ok(()) => Action::Continue,
+                    Err(e) => host::fail_closed_on(FILTER, &e),
+                }
             }
             Decision::Deny(denial) => {
                 state.metrics.denied.increment(denial.reason);
-                refuse(&denial, &state.config.realm);
-                Action::Pause
+                refuse(&denial, &state.config.realm)
             }
         }
     }
 }
 
-fn apply(allow: &Allow) {
+/// Applies an allowed request's header and filter-state changes. Each one matters: a
+/// spoofed identity header that stays, or an identity later filters cannot read, is a
+/// hole, so the first refusal is returned for the caller to fail closed on.
+fn apply(allow: &Allow) -> Result<(), HostError> {
     for name in &allow.remove_headers {
-        if let Err(e) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-            warn!("jwt-auth: could not remove header {name}: {e:?}");
-        }
+        host::remove_request_header(name)?;
     }
     for (name, value) in &allow.set_headers {
-        if let Err(e) =
-            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value))
-        {
-            warn!("jwt-auth: could not set header {name}: {e:?}");
-        }
+        host::set_request_header(name, value)?;
     }
     for (name, value) in &allow.filter_state {
-        if let Err(status) = set_filter_state(name, value) {
-            warn!("jwt-auth: could not set filter state {name}: status {status}");
-        }
+        host::set_property(&[name.as_str()], value)?;
     }
+    Ok(())
 }
 
-fn refuse(denial: &Denial, realm: &str) {
+fn refuse(denial: &Denial, realm: &str) -> Action {
     debug!(
-        "jwt-auth: refused with {} ({})",
+        "{FILTER}: refused with {} ({})",
         denial.status(),
         denial.reason.slug()
     );
@@ -543,32 +513,5 @@ fn refuse(denial: &Denial, realm: &str) {
     if let Some(challenge) = &challenge {
         extra.push(("www-authenticate", challenge));
     }
-    host::send_problem(&denial.problem(), &extra);
-}
-
-/// `set_property` without the SDK's wrapper, which panics on any status but Ok; a
-/// filter-state key another filter made read-only must cost a log line, not the VM.
-fn set_filter_state(name: &str, value: &[u8]) -> Result<(), u32> {
-    #[cfg(target_arch = "wasm32")]
-    {
-        #[link(wasm_import_module = "env")]
-        unsafe extern "C" {
-            fn proxy_set_property(
-                path_data: *const u8,
-                path_size: usize,
-                value_data: *const u8,
-                value_size: usize,
-            ) -> u32;
-        }
-        // SAFETY: both pointers and lengths describe live slices for the whole call; the
-        // host copies the bytes and keeps no reference.
-        let status =
-            unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
-        if status == 0 { Ok(()) } else { Err(status) }
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let _ = (name, value);
-        Ok(())
-    }
+    host::refuse(FILTER, &denial.problem(), &extra)
 }

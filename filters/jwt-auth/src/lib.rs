@@ -20,8 +20,4 @@ pub mod verify;
 #[cfg(test)]
 mod testkeys;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    banking_filter_common::host::install_panic_hook();
-    proxy_wasm::set_root_context(|context_id| Box::new(filter::JwtAuthRoot::new(context_id)));
-}}
+banking_filter_common::filter_main!(|context_id| Box::new(filter::Root::new(context_id)));
