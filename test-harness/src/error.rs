@@ -73,6 +73,12 @@ pub enum HarnessError {
         /// The token.
         token: u32,
     },
+    /// The VM was asked to run a callback while it is inside a hostcall (an after-hook
+    /// drove the VM it interrupted); Envoy never re-enters a VM.
+    Busy {
+        /// The export the harness was asked to call.
+        function: String,
+    },
 }
 
 impl fmt::Display for HarnessError {
@@ -125,6 +131,10 @@ impl fmt::Display for HarnessError {
             HarnessError::UnknownHttpCall { token } => {
                 write!(f, "no pending HTTP callout with token {token}")
             }
+            HarnessError::Busy { function } => write!(
+                f,
+                "cannot call {function}: the VM is inside a hostcall (an after-hook may only drive other VMs)"
+            ),
         }
     }
 }

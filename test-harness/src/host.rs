@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::abi::property_key;
 use crate::error::HarnessError;
+use crate::faults::Fault;
 use crate::plugin::Plugin;
 use crate::state::{HostState, SharedHost, VmState};
-use crate::types::{LogLevel, MetricKind};
+use crate::types::{HostStatus, LogLevel, MetricKind};
 use crate::vm::{self, Vm};
 
 pub(crate) struct HostInner {
@@ -41,6 +42,15 @@ impl HostInner {
                 break;
             };
             if let Some(vm) = self.vm(key) {
+                if vm.store.try_borrow_mut().is_err() {
+                    // That VM is inside a hostcall (an after-hook is running): it hears of
+                    // the queue once it returns, as Envoy posts to the worker's event loop.
+                    self.state
+                        .borrow_mut()
+                        .queue_ready
+                        .push_front((key, context, token));
+                    break;
+                }
                 // A trap here fails that VM; the test sees it on its next call.
                 let _ = vm.call::<(i32, i32), ()>(
                     "proxy_on_queue_ready",
@@ -226,6 +236,7 @@ impl Host {
             call_response: None,
             root_properties: HashMap::new(),
             done_requested: false,
+            shutdown_asked: false,
             configuring: false,
             next_context: root_context + 1,
         };
@@ -270,6 +281,11 @@ impl Host {
                 logs: vm.with_state(|s| s.logs.iter().map(|l| l.message.clone()).collect()),
             });
         }
+        self.inner
+            .state
+            .borrow_mut()
+            .load_options
+            .insert(key, options);
         Ok(Plugin { vm })
     }
 
@@ -499,5 +515,54 @@ impl Host {
             .clusters
             .get_or_insert_with(Vec::new)
             .push(name.to_string());
+    }
+
+    /// Makes hostcall `call` (e.g. `"proxy_set_shared_data"`, `"proxy_http_call"`,
+    /// `"clock_time_get"`) answer `status` without doing its work, for the next `times`
+    /// calls from any VM of this host. See [`Plugin::fail_hostcall`] for one VM only.
+    pub fn fail_hostcall(&self, call: &str, status: HostStatus, times: u32) {
+        self.inner.state.borrow_mut().faults.push(Fault {
+            call: call.to_string(),
+            status: status.code(),
+            remaining: times,
+            vm: None,
+        });
+    }
+
+    /// How many times any VM of this host called `call` (faulted calls included).
+    pub fn hostcall_count(&self, call: &str) -> u64 {
+        self.inner
+            .state
+            .borrow()
+            .call_counts
+            .get(call)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Registers a foreign function the filters can call by name through
+    /// `proxy_call_foreign_function` (Envoy registers e.g. `verify_signature`). The function
+    /// gets the call's argument bytes and answers the result bytes or a status code.
+    pub fn register_foreign_function(
+        &self,
+        name: &str,
+        function: impl Fn(&[u8]) -> Result<Vec<u8>, u32> + 'static,
+    ) {
+        self.inner
+            .state
+            .borrow_mut()
+            .foreign_functions
+            .insert(name.to_string(), Rc::new(function));
+    }
+
+    /// How many times the filters called foreign function `name` (registered or not).
+    pub fn foreign_function_calls(&self, name: &str) -> u64 {
+        self.inner
+            .state
+            .borrow()
+            .foreign_calls
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }

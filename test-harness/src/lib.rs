@@ -146,8 +146,10 @@
 //! exactly where the test interleaves them.
 
 mod abi;
+mod chain;
 pub mod envoy;
 mod error;
+mod faults;
 mod host;
 mod memory;
 mod plugin;
@@ -158,7 +160,8 @@ mod types;
 mod vm;
 mod wasi;
 
+pub use chain::{Chain, ChainStream};
 pub use error::HarnessError;
 pub use host::{Host, LoadOptions, target_dir, wasm_path};
 pub use plugin::{Plugin, Stream};
-pub use types::{Action, HttpCall, LocalResponse, LogEntry, LogLevel, MetricKind};
+pub use types::{Action, HostStatus, HttpCall, LocalResponse, LogEntry, LogLevel, MetricKind};

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use crate::abi::{HeaderList, header_name, property_key};
 use crate::error::HarnessError;
+use crate::faults::{AfterHook, Fault};
 use crate::host::Host;
 use crate::proxy::{call_response, is_stream_ended};
 use crate::state::{CallResponse, StreamState};
-use crate::types::{Action, HttpCall, LocalResponse, LogEntry, LogLevel};
+use crate::types::{Action, HostStatus, HttpCall, LocalResponse, LogEntry, LogLevel};
 use crate::vm::Vm;
 
 fn headers_from<V: AsRef<[u8]>>(headers: &[(&str, V)]) -> HeaderList {
@@ -45,6 +46,11 @@ impl Plugin {
 
     /// [`Plugin::stream`] returning the trap as an error.
     pub fn try_stream(&self) -> Result<Stream, HarnessError> {
+        if self.vm.is_busy() {
+            return Err(HarnessError::Busy {
+                function: "proxy_on_context_create".to_string(),
+            });
+        }
         let (id, root) = self.vm.with_state(|s| {
             let id = s.next_context;
             s.next_context += 1;
@@ -107,6 +113,86 @@ impl Plugin {
         self.vm
             .call::<i32, ()>("proxy_on_tick", root, root as i32)
             .map(|_| ())
+    }
+
+    /// [`Host::fail_hostcall`] for this VM's calls only.
+    pub fn fail_hostcall(&self, call: &str, status: HostStatus, times: u32) {
+        let vm = self.vm.key;
+        self.vm.host.state.borrow_mut().faults.push(Fault {
+            call: call.to_string(),
+            status: status.code(),
+            remaining: times,
+            vm: Some(vm),
+        });
+    }
+
+    /// Runs `hook` once, right after this VM's next `call` hostcall returns its result and
+    /// before the filter's code sees it: the interleaving hook for races. Drive another
+    /// VM's request from the hook (`after_hostcall("proxy_get_shared_data", ...)` lets VM B
+    /// write between VM A's read and its CAS write), then A resumes with what it read.
+    /// The hook must not drive this same VM (its calls fail with [`HarnessError::Busy`]).
+    pub fn after_hostcall(&self, call: &str, hook: impl FnOnce() + 'static) {
+        self.after_nth_hostcall(call, 1, hook);
+    }
+
+    /// [`Plugin::after_hostcall`] after the `n`-th call from now (1 = the next), for a race
+    /// window later in a callback: a tick that reads a record, then a marker, then the
+    /// marker again before its CAS write, is interrupted there with `n = 3`.
+    pub fn after_nth_hostcall(&self, call: &str, n: u32, hook: impl FnOnce() + 'static) {
+        let vm = self.vm.key;
+        self.vm.host.state.borrow_mut().after_hooks.push(AfterHook {
+            call: call.to_string(),
+            vm,
+            skip: n.saturating_sub(1),
+            hook: Box::new(hook),
+        });
+    }
+
+    /// Shuts the VM down as Envoy does when the plugin goes away: `proxy_on_done` on the
+    /// root context, then `proxy_on_delete`. A filter that defers (answers false from
+    /// `on_done`) keeps running, ticks and callouts included, until it calls `proxy_done`;
+    /// then this returns true on a later call. Once shut down the VM takes no more calls
+    /// ([`HarnessError::VmFailed`] says "shut down").
+    pub fn shutdown(&self) -> Result<bool, HarnessError> {
+        let root = self.vm.with_state(|s| s.root_context);
+        let (asked, done) = self.vm.with_state(|s| (s.shutdown_asked, s.done_requested));
+        if !asked {
+            self.vm.with_state(|s| s.shutdown_asked = true);
+            let finished = self
+                .vm
+                .call::<i32, i32>("proxy_on_done", root, root as i32)?;
+            let requested = self.vm.with_state(|s| s.done_requested);
+            if finished == Some(0) && !requested {
+                return Ok(false);
+            }
+        } else if !done {
+            return Ok(false);
+        }
+        self.vm
+            .call::<i32, ()>("proxy_on_delete", root, root as i32)?;
+        *self.vm.failed.borrow_mut() = Some("shut down".to_string());
+        Ok(true)
+    }
+
+    /// Replaces this VM with a fresh one of the same module and configuration, as Envoy
+    /// reloads a plugin: the old VM is shut down (if it still runs) and gone; what the
+    /// proxy shares (shared data, queues, metrics, clock) survives.
+    pub fn restart(&self) -> Result<Plugin, HarnessError> {
+        if self.failure().is_none() {
+            // A filter that defers its shutdown is not waited for: a restart does not.
+            let _ = self.shutdown();
+            *self.vm.failed.borrow_mut() = Some("restarted".to_string());
+        }
+        let options = self
+            .vm
+            .host
+            .state
+            .borrow()
+            .load_options
+            .get(&self.vm.key)
+            .cloned()
+            .unwrap_or_default();
+        self.host().load_with(options)
     }
 
     /// HTTP callouts the filter dispatched that are still waiting, oldest first.
@@ -268,6 +354,35 @@ impl Stream {
             .with_stream(self.id, |s| s.local_response.is_some())
             .unwrap_or(false);
         Ok(if replied { Action::Pause } else { action })
+    }
+
+    pub(crate) fn request_resume_count(&self) -> usize {
+        self.vm
+            .with_stream(self.id, |s| s.request_resumed)
+            .unwrap_or(0)
+    }
+
+    /// Properties the filter set on this stream (filter state), for a chain to share.
+    pub(crate) fn filter_state_set(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.vm
+            .with_stream(self.id, |s| {
+                s.filter_state
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), s.properties.get(k)?.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn merge_filter_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.vm.with_stream(self.id, |s| {
+            for (key, value) in entries {
+                s.properties.insert(key.clone(), value);
+                if !s.filter_state.contains(&key) {
+                    s.filter_state.push(key);
+                }
+            }
+        });
     }
 
     /// Sets a property for this stream only, overriding the host default, e.g.

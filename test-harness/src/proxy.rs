@@ -159,6 +159,7 @@ pub(crate) fn link(linker: &mut Linker<VmState>) -> Result<()> {
 // ---- logging, clock, configuration ------------------------------------------------------
 
 fn proxy_log(mut c: Ctx<'_>, level: i32, ptr: i32, len: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_log");
     let message = arg!(read(&mut c, ptr, len));
     let Some(level) = LogLevel::from_abi(level) else {
         return status(Status::BadArgument);
@@ -169,6 +170,7 @@ fn proxy_log(mut c: Ctx<'_>, level: i32, ptr: i32, len: i32) -> Result<i32> {
 }
 
 fn proxy_get_log_level(mut c: Ctx<'_>, ret: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_log_level");
     let level = c.data().host.borrow().log_level.to_abi();
     if !write_u32(&mut c, ret, level as u32)? {
         return status(Status::InvalidMemoryAccess);
@@ -177,6 +179,7 @@ fn proxy_get_log_level(mut c: Ctx<'_>, ret: i32) -> Result<i32> {
 }
 
 fn proxy_get_current_time_nanoseconds(mut c: Ctx<'_>, ret: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_current_time_nanoseconds");
     let now = c.data().host.borrow().now_nanos;
     if !write_u64(&mut c, ret, now)? {
         return status(Status::InvalidMemoryAccess);
@@ -185,6 +188,7 @@ fn proxy_get_current_time_nanoseconds(mut c: Ctx<'_>, ret: i32) -> Result<i32> {
 }
 
 fn proxy_set_tick_period_milliseconds(mut c: Ctx<'_>, period: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_set_tick_period_milliseconds");
     let now = c.data().host.borrow().now_nanos;
     let period_nanos = u64::from(period as u32) * 1_000_000;
     c.data_mut().tick = (period_nanos > 0).then(|| Tick {
@@ -195,11 +199,13 @@ fn proxy_set_tick_period_milliseconds(mut c: Ctx<'_>, period: i32) -> Result<i32
 }
 
 fn proxy_get_configuration(mut c: Ctx<'_>, ptr_ptr: i32, size_ptr: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_configuration");
     let config = c.data().plugin_config.clone();
     Ok(copy_out(&mut c, &config, ptr_ptr, size_ptr)?.code())
 }
 
 fn proxy_get_status(mut c: Ctx<'_>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_status");
     // Only gRPC sets a status, and gRPC is not simulated: report OK with no message.
     if !write_u32(&mut c, code_ptr, 0)? {
         return status(Status::InvalidMemoryAccess);
@@ -228,6 +234,7 @@ fn proxy_get_buffer_bytes(
     ptr_ptr: i32,
     size_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_buffer_bytes");
     let (start, max) = (start as u32 as usize, max as u32 as usize);
     if start.checked_add(max).is_none() {
         return status(Status::BadArgument);
@@ -243,6 +250,7 @@ fn proxy_get_buffer_bytes(
 }
 
 fn proxy_get_buffer_status(mut c: Ctx<'_>, kind: i32, len_ptr: i32, flags_ptr: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_buffer_status");
     let Some(len) = buffer(c.data_mut(), kind).map(|b| b.len()) else {
         return status(Status::NotFound);
     };
@@ -262,6 +270,7 @@ fn proxy_set_buffer_bytes(
     ptr: i32,
     len: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_set_buffer_bytes");
     let data = arg!(read(&mut c, ptr, len));
     let (start, size) = (start as u32 as usize, size as u32 as usize);
     let Some(buf) = buffer(c.data_mut(), kind) else {
@@ -302,6 +311,7 @@ fn proxy_get_header_map_pairs(
     ptr_ptr: i32,
     size_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_header_map_pairs");
     let Some(map) = header_map(c.data_mut(), kind) else {
         return status(Status::BadArgument);
     };
@@ -314,6 +324,7 @@ fn proxy_get_header_map_pairs(
 }
 
 fn proxy_set_header_map_pairs(mut c: Ctx<'_>, kind: i32, ptr: i32, len: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_set_header_map_pairs");
     let bytes = arg!(read(&mut c, ptr, len));
     let Some(pairs) = deserialize_pairs(&bytes) else {
         return status(Status::BadArgument);
@@ -329,6 +340,7 @@ fn proxy_set_header_map_pairs(mut c: Ctx<'_>, kind: i32, ptr: i32, len: i32) -> 
 }
 
 fn proxy_get_header_map_size(mut c: Ctx<'_>, kind: i32, ret: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_header_map_size");
     let Some(map) = header_map(c.data_mut(), kind) else {
         return status(Status::BadArgument);
     };
@@ -348,6 +360,7 @@ fn proxy_get_header_map_value(
     ptr_ptr: i32,
     size_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_header_map_value");
     let key = header_name(&arg!(read(&mut c, key_ptr, key_len)));
     let Some(map) = header_map(c.data_mut(), kind) else {
         return status(Status::BadArgument);
@@ -367,6 +380,7 @@ fn proxy_replace_header_map_value(
     ptr: i32,
     len: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_replace_header_map_value");
     let key = header_name(&arg!(read(&mut c, key_ptr, key_len)));
     let value = arg!(read(&mut c, ptr, len));
     let Some(map) = header_map(c.data_mut(), kind) else {
@@ -398,6 +412,7 @@ fn proxy_remove_header_map_value(
     key_ptr: i32,
     key_len: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_remove_header_map_value");
     let key = header_name(&arg!(read(&mut c, key_ptr, key_len)));
     let Some(map) = header_map(c.data_mut(), kind) else {
         return status(Status::BadArgument);
@@ -414,6 +429,7 @@ fn proxy_add_header_map_value(
     ptr: i32,
     len: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_add_header_map_value");
     let key = header_name(&arg!(read(&mut c, key_ptr, key_len)));
     let value = arg!(read(&mut c, ptr, len));
     let Some(map) = header_map(c.data_mut(), kind) else {
@@ -432,6 +448,7 @@ fn proxy_get_property(
     ptr_ptr: i32,
     size_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_property");
     let path = arg!(read(&mut c, path_ptr, path_len));
     let Some(value) = properties::lookup(c.data_mut(), &path) else {
         return status(Status::NotFound);
@@ -446,11 +463,15 @@ fn proxy_set_property(
     ptr: i32,
     len: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_set_property");
     let path = arg!(read(&mut c, path_ptr, path_len));
     let value = arg!(read(&mut c, ptr, len));
     let vm = c.data_mut();
     match vm.current_stream() {
         Some(stream) => {
+            if !stream.filter_state.contains(&path) {
+                stream.filter_state.push(path.clone());
+            }
             stream.properties.insert(path, value);
         }
         None => {
@@ -470,6 +491,7 @@ fn proxy_get_shared_data(
     size_ptr: i32,
     cas_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_shared_data");
     let key = arg!(read_string(&mut c, key_ptr, key_len));
     let slot = (c.data().vm_id.clone(), key);
     let found = c.data().host.borrow().shared_data.get(&slot).cloned();
@@ -494,6 +516,7 @@ fn proxy_set_shared_data(
     len: i32,
     cas: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_set_shared_data");
     let key = arg!(read_string(&mut c, key_ptr, key_len));
     let value = arg!(read(&mut c, ptr, len));
     let vm_id = c.data().vm_id.clone();
@@ -515,6 +538,7 @@ fn proxy_register_shared_queue(
     name_len: i32,
     ret: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_register_shared_queue");
     let name = arg!(read_string(&mut c, name_ptr, name_len));
     let vm = c.data();
     let (owner_vm, owner_context) = (vm.vm, vm.current_context());
@@ -554,6 +578,7 @@ fn proxy_resolve_shared_queue(
     name_len: i32,
     ret: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_resolve_shared_queue");
     let vm_id = arg!(read_string(&mut c, vm_ptr, vm_len));
     let name = arg!(read_string(&mut c, name_ptr, name_len));
     let token = c
@@ -578,6 +603,7 @@ fn proxy_dequeue_shared_queue(
     ptr_ptr: i32,
     size_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_dequeue_shared_queue");
     let item = {
         let mut host = c.data().host.borrow_mut();
         match host.queues.get_mut(&(token as u32)) {
@@ -592,6 +618,7 @@ fn proxy_dequeue_shared_queue(
 }
 
 fn proxy_enqueue_shared_queue(mut c: Ctx<'_>, token: i32, ptr: i32, len: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_enqueue_shared_queue");
     let item = arg!(read(&mut c, ptr, len));
     let mut host = c.data().host.borrow_mut();
     let token = token as u32;
@@ -624,14 +651,17 @@ fn continue_or_close(mut c: Ctx<'_>, which: i32, close: bool) -> Result<i32> {
 }
 
 fn proxy_continue_stream(c: Ctx<'_>, which: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_continue_stream");
     continue_or_close(c, which, false)
 }
 
 fn proxy_close_stream(c: Ctx<'_>, which: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_close_stream");
     continue_or_close(c, which, true)
 }
 
 fn proxy_clear_route_cache(mut c: Ctx<'_>) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_clear_route_cache");
     if let Some(stream) = c.data_mut().current_stream() {
         stream.route_cache_cleared += 1;
     }
@@ -650,6 +680,7 @@ fn proxy_send_local_response(
     headers_len: i32,
     grpc_status: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_send_local_response");
     let details = arg!(read(&mut c, details_ptr, details_len));
     let body = arg!(read(&mut c, body_ptr, body_len));
     let headers = arg!(read(&mut c, headers_ptr, headers_len));
@@ -694,6 +725,7 @@ fn proxy_http_call(
     timeout_ms: i32,
     token_ptr: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_http_call");
     let upstream = arg!(read_string(&mut c, upstream_ptr, upstream_len));
     let headers = arg!(read(&mut c, headers_ptr, headers_len));
     let body = arg!(read(&mut c, body_ptr, body_len));
@@ -800,6 +832,7 @@ fn proxy_grpc_stream(
 // ---- contexts ---------------------------------------------------------------------------
 
 fn proxy_set_effective_context(mut c: Ctx<'_>, context: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_set_effective_context");
     let context = context as u32;
     let vm = c.data_mut();
     if context != vm.root_context && !vm.streams.contains_key(&context) {
@@ -810,21 +843,37 @@ fn proxy_set_effective_context(mut c: Ctx<'_>, context: i32) -> Result<i32> {
 }
 
 fn proxy_done(mut c: Ctx<'_>) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_done");
     c.data_mut().done_requested = true;
     status(Status::Ok)
 }
 
 fn proxy_call_foreign_function(
-    _: Ctx<'_>,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
-    _: i32,
+    mut c: Ctx<'_>,
+    name_ptr: i32,
+    name_len: i32,
+    args_ptr: i32,
+    args_len: i32,
+    ptr_ptr: i32,
+    size_ptr: i32,
 ) -> Result<i32> {
-    // No foreign functions are registered, as in a stock Envoy build without extensions.
-    status(Status::NotFound)
+    crate::faults::hostcall!(c, "proxy_call_foreign_function");
+    let name = String::from_utf8_lossy(&arg!(read(&mut c, name_ptr, name_len))).into_owned();
+    let args = arg!(read(&mut c, args_ptr, args_len));
+    // Only what the test registered (Host::register_foreign_function), as Envoy has only
+    // what its build registered; unknown names are NotFound there too.
+    let function = {
+        let mut host = c.data().host.borrow_mut();
+        *host.foreign_calls.entry(name.clone()).or_default() += 1;
+        host.foreign_functions.get(&name).cloned()
+    };
+    let Some(function) = function else {
+        return status(Status::NotFound);
+    };
+    match function(&args) {
+        Ok(result) => Ok(copy_out(&mut c, &result, ptr_ptr, size_ptr)?.code()),
+        Err(code) => Ok(code as i32),
+    }
 }
 
 // ---- metrics ----------------------------------------------------------------------------
@@ -836,6 +885,7 @@ fn proxy_define_metric(
     name_len: i32,
     ret: i32,
 ) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_define_metric");
     let name = arg!(read_string(&mut c, name_ptr, name_len));
     let Some(kind) = MetricKind::from_abi(kind) else {
         return status(Status::BadArgument);
@@ -873,6 +923,7 @@ fn proxy_define_metric(
 }
 
 fn proxy_increment_metric(c: Ctx<'_>, id: i32, offset: i64) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_increment_metric");
     let mut host = c.data().host.borrow_mut();
     let Some(metric) = metric_index(id as u32).and_then(|i| host.metrics.get_mut(i)) else {
         return status(Status::NotFound);
@@ -891,6 +942,7 @@ fn proxy_increment_metric(c: Ctx<'_>, id: i32, offset: i64) -> Result<i32> {
 }
 
 fn proxy_record_metric(c: Ctx<'_>, id: i32, value: i64) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_record_metric");
     let mut host = c.data().host.borrow_mut();
     let Some(metric) = metric_index(id as u32).and_then(|i| host.metrics.get_mut(i)) else {
         return status(Status::NotFound);
@@ -905,6 +957,7 @@ fn proxy_record_metric(c: Ctx<'_>, id: i32, value: i64) -> Result<i32> {
 }
 
 fn proxy_get_metric(mut c: Ctx<'_>, id: i32, ret: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "proxy_get_metric");
     let value = {
         let host = c.data().host.borrow();
         match metric_index(id as u32).and_then(|i| host.metrics.get(i)) {

@@ -50,7 +50,19 @@ pub(crate) struct HostState {
     pub(crate) next_http_token: u32,
     pub(crate) next_vm: usize,
     pub(crate) env: Vec<(String, String)>,
+    /// Statuses hostcalls answer instead of working (see `faults`).
+    pub(crate) faults: Vec<crate::faults::Fault>,
+    pub(crate) after_hooks: Vec<crate::faults::AfterHook>,
+    /// Calls per hostcall name, every VM together.
+    pub(crate) call_counts: HashMap<String, u64>,
+    pub(crate) foreign_functions: HashMap<String, ForeignFunction>,
+    pub(crate) foreign_calls: HashMap<String, u64>,
+    /// How each VM was loaded, for a restart.
+    pub(crate) load_options: HashMap<usize, crate::host::LoadOptions>,
 }
+
+/// A foreign function a test registered: arguments in, result or a status code out.
+pub(crate) type ForeignFunction = Rc<dyn Fn(&[u8]) -> Result<Vec<u8>, u32>>;
 
 impl HostState {
     pub(crate) fn new() -> HostState {
@@ -72,6 +84,12 @@ impl HostState {
             next_http_token: 1,
             next_vm: 0,
             env: Vec::new(),
+            faults: Vec::new(),
+            after_hooks: Vec::new(),
+            call_counts: HashMap::new(),
+            foreign_functions: HashMap::new(),
+            foreign_calls: HashMap::new(),
+            load_options: HashMap::new(),
         }
     }
 
@@ -152,6 +170,8 @@ pub(crate) struct StreamState {
     pub(crate) local_response: Option<LocalResponse>,
     pub(crate) local_reply_delivered: bool,
     pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Keys of `properties` a filter set (rather than the test), in the order set.
+    pub(crate) filter_state: Vec<Vec<u8>>,
     pub(crate) request_resumed: usize,
     pub(crate) response_resumed: usize,
     pub(crate) request_closed: bool,
@@ -197,6 +217,8 @@ pub(crate) struct VmState {
     pub(crate) call_response: Option<CallResponse>,
     pub(crate) root_properties: HashMap<Vec<u8>, Vec<u8>>,
     pub(crate) done_requested: bool,
+    /// `proxy_on_done` was called on the root context.
+    pub(crate) shutdown_asked: bool,
     /// The plugin configuration buffer exists only while `proxy_on_configure` runs, as in Envoy.
     pub(crate) configuring: bool,
     pub(crate) next_context: u32,

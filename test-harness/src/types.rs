@@ -140,3 +140,36 @@ impl MetricKind {
         })
     }
 }
+
+/// A status a hostcall can be made to answer ([`crate::Host::fail_hostcall`]), in proxy-wasm
+/// ABI 0.2.1 numbering; `Other` for any code, including ones the ABI does not define.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostStatus {
+    NotFound,
+    BadArgument,
+    SerializationFailure,
+    ParseFailure,
+    InvalidMemoryAccess,
+    Empty,
+    CasMismatch,
+    InternalFailure,
+    Unimplemented,
+    Other(i32),
+}
+
+impl HostStatus {
+    pub fn code(self) -> i32 {
+        match self {
+            HostStatus::NotFound => 1,
+            HostStatus::BadArgument => 2,
+            HostStatus::SerializationFailure => 3,
+            HostStatus::ParseFailure => 4,
+            HostStatus::InvalidMemoryAccess => 6,
+            HostStatus::Empty => 7,
+            HostStatus::CasMismatch => 8,
+            HostStatus::InternalFailure => 10,
+            HostStatus::Unimplemented => 12,
+            HostStatus::Other(code) => code,
+        }
+    }
+}

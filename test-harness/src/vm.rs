@@ -226,7 +226,11 @@ impl Vm {
             return Err(HarnessError::VmFailed { cause });
         }
         let result = {
-            let mut store = self.store.borrow_mut();
+            let Ok(mut store) = self.store.try_borrow_mut() else {
+                return Err(HarnessError::Busy {
+                    function: name.to_string(),
+                });
+            };
             let Some(func) = self.instance.get_func(&mut *store, name) else {
                 return Ok(None);
             };
@@ -284,7 +288,15 @@ impl Vm {
     }
 
     pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut VmState) -> T) -> T {
-        f(self.store.borrow_mut().data_mut())
+        let Ok(mut store) = self.store.try_borrow_mut() else {
+            panic!("this VM is inside a hostcall: an after-hook may only drive other VMs");
+        };
+        f(store.data_mut())
+    }
+
+    /// Inside a hostcall (an after-hook is running on it).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.store.try_borrow_mut().is_err()
     }
 
     pub(crate) fn with_stream<T>(

@@ -283,6 +283,7 @@ fn environ_get(mut c: Ctx<'_>, mut array: i32, mut buf: i32) -> Result<i32> {
 }
 
 fn clock_time_get(mut c: Ctx<'_>, id: i32, _precision: i64, ret: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "clock_time_get");
     let now = {
         let host = c.data().host.borrow();
         match id {
@@ -296,6 +297,7 @@ fn clock_time_get(mut c: Ctx<'_>, id: i32, _precision: i64, ret: i32) -> Result<
 }
 
 fn random_get(mut c: Ctx<'_>, buf: i32, len: i32) -> Result<i32> {
+    crate::faults::hostcall!(c, "random_get");
     let len = len as u32;
     if len > RANDOM_GET_MAX {
         return Ok(EINVAL);

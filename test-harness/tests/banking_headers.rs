@@ -611,3 +611,91 @@ fn two_worker_vms_share_the_counters() {
     }
     assert_eq!(host.metric("banking_headers_allowed"), Some(2));
 }
+
+// ---------------------------------------------------------------------------------------
+// The host refusing what the filter needs: no trap, fail closed, the next request served.
+
+mod fail_closed;
+use fail_closed::assert_failed_closed;
+use test_harness::HostStatus;
+
+#[test]
+fn host_refusing_every_call_the_filter_needs_fails_closed_and_the_vm_serves_on() {
+    for call in [
+        "proxy_get_header_map_pairs",
+        "proxy_replace_header_map_value",
+        "proxy_remove_header_map_value",
+    ] {
+        let (host, plugin) = load_shipped();
+        // A client-sent internal header makes the filter remove one, a valid request makes
+        // it set the correlation id: every call above is on this request's path.
+        let headers = payment(&[("x-jwt-claim-sub", Some(b"spoofed"))]);
+        host.fail_hostcall(call, HostStatus::BadArgument, 1);
+        let mut stream = plugin.stream();
+        let action = send(&mut stream, &headers);
+        assert_failed_closed(&plugin, &stream, action, call);
+        assert_eq!(
+            host.metric("banking_headers_allowed").unwrap_or(0),
+            0,
+            "{call}"
+        );
+
+        let mut next = plugin.stream();
+        assert_eq!(
+            send(&mut next, &payment(&[])),
+            Action::Continue,
+            "after {call}"
+        );
+    }
+}
+
+#[test]
+fn refused_local_reply_resets_the_stream_instead_of_passing_it() {
+    let (host, plugin) = load_shipped();
+    host.fail_hostcall("proxy_send_local_response", HostStatus::InternalFailure, 2);
+    let mut stream = plugin.stream();
+    let action = send(&mut stream, &payment(&[("x-customer-id", None)]));
+    assert_failed_closed(&plugin, &stream, action, "proxy_send_local_response");
+    assert!(stream.was_reset());
+    // The next refusal is answered again.
+    let reply = refused(&plugin, &payment(&[("x-customer-id", None)]));
+    assert_problem(&reply, 400, "x-customer-id");
+}
+
+#[test]
+fn a_refused_correlation_echo_costs_a_warning_not_the_response() {
+    let (host, plugin) = load_shipped();
+    let mut stream = plugin.stream();
+    assert_eq!(send(&mut stream, &payment(&[])), Action::Continue);
+    host.fail_hostcall("proxy_replace_header_map_value", HostStatus::BadArgument, 1);
+    assert_eq!(
+        stream.response_headers(&[(":status", "201")], true),
+        Action::Continue
+    );
+    assert!(stream.response_header("x-correlation-id").is_none());
+    assert!(
+        plugin
+            .logs(LogLevel::Warn)
+            .iter()
+            .any(|l| l.contains("proxy_replace_header_map_value"))
+    );
+    assert_eq!(plugin.failure(), None);
+}
+
+#[test]
+fn refused_metrics_leave_the_filter_working_and_logged_once() {
+    let host = Host::new();
+    host.fail_hostcall("proxy_define_metric", HostStatus::BadArgument, 1000);
+    let plugin = host
+        .load(FILTER, shipped_config())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refusals: Vec<String> = plugin
+        .logs(LogLevel::Warn)
+        .into_iter()
+        .filter(|l| l.contains("proxy_define_metric"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let mut stream = plugin.stream();
+    assert_eq!(send(&mut stream, &payment(&[])), Action::Continue);
+    assert!(refused(&plugin, &payment(&[("x-customer-id", None)])).status == 400);
+}

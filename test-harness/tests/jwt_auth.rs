@@ -1233,3 +1233,110 @@ fn rsa_signature_by_another_key_under_the_published_kid_is_refused() {
     assert_eq!(reply.status, 401);
     assert_eq!(metric(&host, "denied_invalid_signature"), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// The host refusing what the filter needs, and workers racing: no trap, fail closed.
+
+mod fail_closed;
+use fail_closed::assert_failed_closed;
+use std::cell::Cell;
+use std::rc::Rc;
+use test_harness::HostStatus;
+
+#[test]
+fn host_refusing_a_call_on_the_request_path_fails_closed_and_the_vm_serves_on() {
+    for call in [
+        "proxy_get_header_map_pairs",
+        "proxy_get_current_time_nanoseconds",
+        "proxy_remove_header_map_value",
+        "proxy_replace_header_map_value",
+        "proxy_set_property",
+    ] {
+        let host = Host::new();
+        let plugin = load(&host, &inline_config(&all_families(), POLICY));
+        let token = mint("ES256", "ec256", claims(&host));
+        host.fail_hostcall(call, HostStatus::InternalFailure, 1);
+        let mut stream = plugin.stream();
+        // A forged claim header to remove, claims to copy into headers and filter state.
+        let action = get(
+            &mut stream,
+            "/accounts/1",
+            Some(&token),
+            &[("x-jwt-claim-sub", "forged")],
+        );
+        assert_failed_closed(&plugin, &stream, action, call);
+        assert_eq!(metric(&host, "allowed"), 0, "{call}");
+        assert!(
+            passes(&plugin, &token),
+            "the next request after a refused {call}"
+        );
+    }
+}
+
+#[test]
+fn refused_local_reply_for_a_bad_token_resets_the_stream() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    host.fail_hostcall("proxy_send_local_response", HostStatus::BadArgument, 2);
+    let mut stream = plugin.stream();
+    let action = get(&mut stream, "/accounts/1", Some("not-a-jwt"), &[]);
+    assert_failed_closed(&plugin, &stream, action, "proxy_send_local_response");
+    assert!(stream.was_reset());
+    assert_eq!(refusal(&plugin, "not-a-jwt").status, 401);
+}
+
+#[test]
+fn refused_callout_is_a_failed_fetch_retried_later_and_tokens_wait_with_503() {
+    let host = Host::new();
+    host.fail_hostcall("proxy_http_call", HostStatus::BadArgument, 1);
+    let plugin = load_and_tick(&host, &remote_config(r#","retryInterval":"2s""#));
+    assert!(plugin.pending_http_calls().is_empty());
+    assert_eq!(metric(&host, "jwks_fetch_failed"), 1);
+    let token = mint("ES256", "k1", claims(&host));
+    assert_eq!(refusal(&plugin, &token).status, 503);
+    host.advance(Duration::from_secs(3));
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(&plugin, &token));
+    assert_eq!(plugin.failure(), None);
+}
+
+#[test]
+fn refused_shared_data_writes_leave_the_worker_with_its_own_keys() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    // Publishing the fetched set and releasing the marker are both refused.
+    host.fail_hostcall("proxy_set_shared_data", HostStatus::InternalFailure, 10);
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert_eq!(plugin.failure(), None);
+    assert!(passes(&plugin, &mint("ES256", "k1", claims(&host))));
+}
+
+#[test]
+fn two_workers_racing_for_the_fetch_marker_start_one_fetch() {
+    let host = Host::new();
+    let a = load(&host, &remote_config(""));
+    let b = load(&host, &remote_config(""));
+    // A's first tick reads the shared key set, the fetch marker, then the marker again to
+    // take it with a CAS write. B's whole first tick runs in that last window: B takes the
+    // marker and starts the fetch; A's CAS write must then lose.
+    let b_fetches_in_window = Rc::new(Cell::new(None));
+    let (seen, b_inside) = (b_fetches_in_window.clone(), b.clone());
+    a.after_nth_hostcall("proxy_get_shared_data", 3, move || {
+        b_inside.tick();
+        seen.set(Some(b_inside.pending_http_calls().len()));
+    });
+    a.tick();
+    assert_eq!(
+        b_fetches_in_window.get(),
+        Some(1),
+        "B fetched inside A's window"
+    );
+    assert_eq!(
+        a.pending_http_calls().len(),
+        0,
+        "A wrote the marker over B's: two fetches for one proxy"
+    );
+    answer_fetch(&b, 200, &jwks(&[jwk("ec256", "k1")]));
+    let token = mint("ES256", "k1", claims(&host));
+    assert!(passes(&a, &token) && passes(&b, &token));
+}

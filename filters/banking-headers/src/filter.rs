@@ -67,9 +67,13 @@ impl StreamContext for Stream {
                 .map_err(|e| log::error!("{FILTER}: no randomness: {}", e.0))
                 .ok()
         });
-        for outcome in policy::outcomes(&decision) {
-            plugin.counters.increment(outcome);
-        }
+        // Counted once applied: a request failed closed was not allowed.
+        let outcomes = policy::outcomes(&decision);
+        let count = || {
+            for outcome in &outcomes {
+                plugin.counters.increment(*outcome);
+            }
+        };
         match decision {
             Decision::Allow {
                 set_headers,
@@ -80,16 +84,21 @@ impl StreamContext for Stream {
                 if let Err(e) = apply(&remove_headers, &set_headers) {
                     return host::fail_closed_on(FILTER, &e);
                 }
+                count();
                 self.correlation_id = Some(correlation_id);
                 Action::Continue
             }
             Decision::Bypass { remove_headers } => match apply(&remove_headers, &[]) {
-                Ok(()) => Action::Continue,
+                Ok(()) => {
+                    count();
+                    Action::Continue
+                }
                 Err(e) => host::fail_closed_on(FILTER, &e),
             },
             Decision::Deny {
                 reason, problem, ..
             } => {
+                count();
                 log::debug!("{FILTER}: refused: {}", reason.slug());
                 let echo = problem
                     .correlation_id

@@ -467,16 +467,17 @@ impl StreamContext for Stream {
         }
         match evaluation.decision {
             Decision::Allow(allow) => {
+                if let Err(e) = apply(&allow) {
+                    return host::fail_closed_on(FILTER, &e);
+                }
+                // Counted once applied: a request failed closed was not allowed.
                 match allow.kind {
                     AllowKind::Verified => state.metrics.allowed.increment(),
                     AllowKind::Bypassed | AllowKind::Preflight => {
                         state.metrics.bypassed.increment();
                     }
                 }
-                match apply(&allow) {
-                    Ok(()) => Action::Continue,
-                    Err(e) => host::fail_closed_on(FILTER, &e),
-                }
+                Action::Continue
             }
             Decision::Deny(denial) => {
                 state.metrics.denied.increment(denial.reason);

@@ -23,6 +23,7 @@
 //! | `property-set A.B VALUE`             | sets a stream property                             |
 //! | `time` / `wasi-time` / `random N`    | result the proxy-wasm / WASI clock in nanoseconds, or N random bytes in hex |
 //! | `env NAME`                           | result the WASI environment variable, or `unset`   |
+//! | `foreign NAME ARG`                   | calls foreign function NAME with ARG; result its answer, or `error STATUS` |
 //! | `panic`                              | panics (the hook logs it at critical)              |
 //!
 //! A request trailer `x-probe-trailer` gets `x-probe-trailer-seen: yes` added beside it.
@@ -32,7 +33,9 @@
 //!
 //! Plugin configuration: whitespace-separated `tick_ms=N` (tick period; each tick counts
 //! `probe_ticks` and stores it in shared data `probe_ticks`), `queue=NAME` (registers a queue
-//! and logs what arrives), `refuse=REASON` (refuses the configuration).
+//! and logs what arrives), `refuse=REASON` (refuses the configuration), `flush_on_done=KEY`
+//! (at VM shutdown, writes `flushed` to shared data KEY and defers: `proxy_done` follows on
+//! the next tick).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -53,9 +56,21 @@ fn log(level: LogLevel, message: &str) {
 struct ProbeRoot {
     ticks: u64,
     queue: Option<(String, u32)>,
+    flush_on_done: Option<String>,
+    shutting_down: bool,
 }
 
-impl Context for ProbeRoot {}
+impl Context for ProbeRoot {
+    fn on_done(&mut self) -> bool {
+        let Some(key) = &self.flush_on_done else {
+            return true;
+        };
+        let _ = self.set_shared_data(key, Some(b"flushed"), None);
+        self.shutting_down = true;
+        self.set_tick_period(Duration::from_millis(10));
+        false
+    }
+}
 
 impl RootContext for ProbeRoot {
     fn on_vm_start(&mut self, _size: usize) -> bool {
@@ -83,6 +98,7 @@ impl RootContext for ProbeRoot {
                     let id = self.register_shared_queue(name);
                     self.queue = Some((name.to_string(), id));
                 }
+                Some(("flush_on_done", key)) => self.flush_on_done = Some(key.to_string()),
                 Some(("refuse", reason)) => {
                     log(LogLevel::Error, &format!("refused: {reason}"));
                     return false;
@@ -97,6 +113,10 @@ impl RootContext for ProbeRoot {
     }
 
     fn on_tick(&mut self) {
+        if self.shutting_down {
+            let _ = hostcalls::done();
+            return;
+        }
         self.ticks += 1;
         if let Ok(id) = hostcalls::define_metric(MetricType::Counter, "probe_ticks") {
             let _ = hostcalls::increment_metric(id, 1);
@@ -298,6 +318,15 @@ impl Probe {
                     Err(_) => "no-randomness".to_string(),
                 };
                 self.report(&result);
+            }
+            ["foreign", name, arg] => {
+                match hostcalls::call_foreign_function(name, Some(arg.as_bytes())) {
+                    Ok(answer) => {
+                        let answer = answer.unwrap_or_default();
+                        self.report(&String::from_utf8_lossy(&answer));
+                    }
+                    Err(status) => self.report(&format!("error {status:?}")),
+                }
             }
             ["panic"] => {
                 // The probe exists to prove the harness reports a trap and the panic hook's log.
