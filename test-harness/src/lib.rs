@@ -135,15 +135,30 @@
 //! Compiled modules are cached in `<target>/harness-cache`, so each test binary pays
 //! Cranelift's compile time only once per distinct `.wasm`.
 //!
+//! * **Host faults** ([`Host::fail_hostcall`], [`Plugin::fail_hostcall`]): any hostcall, by
+//!   name, answers a chosen [`HostStatus`] for its next N calls instead of working; every
+//!   call is counted ([`Host::hostcall_count`]).
+//! * **Races** ([`Plugin::after_hostcall`], [`Plugin::after_nth_hostcall`]): a closure runs
+//!   right after a VM's named hostcall returns, before the filter sees the result; drive
+//!   another VM from it to land its request between, say, a read and a CAS write.
+//! * **Filter chains** ([`Host::chain`], [`Chain`], [`ChainStream`]): several plugins on one
+//!   stream with Envoy's semantics (pauses hold the chain, a local reply skips the later
+//!   filters and passes back through the earlier ones, filter state flows down the chain,
+//!   `on_log` for every filter).
+//! * **Lifecycle**: [`Plugin::shutdown`] (`proxy_on_done`, waiting for `proxy_done` when the
+//!   filter defers, then `proxy_on_delete`) and [`Plugin::restart`] (a fresh VM, the proxy's
+//!   shared state kept).
+//! * **Foreign functions** ([`Host::register_foreign_function`]): what
+//!   `proxy_call_foreign_function` answers by name, with calls counted.
+//!
 //! # Not simulated
 //!
 //! gRPC callouts and streams (dispatching one returns InternalFailure) and the gRPC encoding
-//! of local replies; TCP (network) filters; foreign functions; plugin/VM shutdown
-//! (`on_done` of the root context); request trailers added from the last body callback;
-//! buffer limits and flow control (Envoy's 413 when a paused body outgrows its buffer);
-//! Envoy's stat name prefixes; attributes beyond those listed above unless the test sets
-//! them; and worker threads: the harness is single-threaded, so "concurrent" VMs interleave
-//! exactly where the test interleaves them.
+//! of local replies; TCP (network) filters; request trailers added from the last body
+//! callback; buffer limits and flow control (Envoy's 413 when a paused body outgrows its
+//! buffer); Envoy's stat name prefixes; attributes beyond those listed above unless the test
+//! sets them; and worker threads: the harness is single-threaded, so "concurrent" VMs
+//! interleave exactly where the test interleaves them (the after-hooks above).
 
 mod abi;
 mod chain;

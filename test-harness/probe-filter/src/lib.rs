@@ -21,6 +21,7 @@
 //! | `local-reply STATUS [BODY...]`       | `send_http_response` with `x-probe: local`         |
 //! | `property-get A.B.C`                 | result the value, or `none`                        |
 //! | `property-set A.B VALUE`             | sets a stream property                             |
+//! | `filter-state NAME`                  | result the one-segment property NAME (what another filter set), or `none` |
 //! | `time` / `wasi-time` / `random N`    | result the proxy-wasm / WASI clock in nanoseconds, or N random bytes in hex |
 //! | `env NAME`                           | result the WASI environment variable, or `unset`   |
 //! | `foreign NAME ARG`                   | calls foreign function NAME with ARG; result its answer, or `error STATUS` |
@@ -30,6 +31,8 @@
 //! Every response gets `x-probe-saw-status` with the `:status` the filter saw, which shows a
 //! local reply passing through the response path. A request body is rewritten per
 //! `x-probe-body: prepend|append|replace TEXT`.
+//!
+//! Every completed stream counts `probe_logs` in `on_log`.
 //!
 //! Plugin configuration: whitespace-separated `tick_ms=N` (tick period; each tick counts
 //! `probe_ticks` and stores it in shared data `probe_ticks`), `queue=NAME` (registers a queue
@@ -290,6 +293,14 @@ impl Probe {
                 );
                 self.report(&result);
             }
+            ["filter-state", name] => {
+                let value = self.get_property(vec![name]);
+                let result = value.map_or_else(
+                    || "none".to_string(),
+                    |v| String::from_utf8_lossy(&v).into_owned(),
+                );
+                self.report(&result);
+            }
             ["property-set", path, value] => {
                 self.set_property(path.split('.').collect(), Some(value.as_bytes()));
             }
@@ -363,6 +374,12 @@ impl Context for Probe {
 }
 
 impl HttpContext for Probe {
+    fn on_log(&mut self) {
+        if let Ok(id) = hostcalls::define_metric(MetricType::Counter, "probe_logs") {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(command) = self.get_http_request_header_bytes("x-probe") else {
             return Action::Continue;
