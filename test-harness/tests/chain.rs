@@ -1,54 +1,18 @@
 //! The shipped filters as one Envoy filter chain: banking-headers → jwt-auth (their
 //! WasmPlugin pluginConfigs) → the probe filter, which reads what jwt-auth published.
 
+mod idp;
 mod support;
 
-use jwt_simple::prelude::*;
-use std::time::UNIX_EPOCH;
-use test_harness::{Action, Chain, Host};
+use idp::Idp;
 
-const KID: &str = "bank-ec";
+use test_harness::{Action, Chain, Host};
 
 /// The shipped pluginConfig of `name`, as istiod passes it.
 fn shipped_config(name: &str) -> String {
     support::shipped(&[name])[0]
         .configuration_json()
         .expect("a pluginConfig")
-}
-
-struct Idp {
-    key: ES256KeyPair,
-}
-
-impl Idp {
-    fn new() -> Idp {
-        Idp {
-            key: ES256KeyPair::generate().with_key_id(KID),
-        }
-    }
-
-    fn jwks(&self) -> String {
-        let point = self.key.public_key().public_key().to_bytes_uncompressed();
-        let b64 = |b: &[u8]| Base64UrlSafeNoPadding::encode_to_string(b).unwrap();
-        format!(
-            r#"{{"keys":[{{"kty":"EC","kid":"{KID}","crv":"P-256","x":"{}","y":"{}"}}]}}"#,
-            b64(&point[1..33]),
-            b64(&point[33..])
-        )
-    }
-
-    /// A token the shipped jwt-auth config accepts for reads, at the host's time.
-    fn token(&self, host: &Host) -> String {
-        let now = host.now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims: JWTClaims<serde_json::Map<String, serde_json::Value>> =
-            serde_json::from_value(serde_json::json!({
-                "iss": "https://idp.bank.example", "aud": "payments-api", "sub": "user-7",
-                "customer_id": "CUST-00000042", "scope": "payments:read",
-                "iat": now - 5, "nbf": now - 5, "exp": now + 300,
-            }))
-            .unwrap();
-        self.key.sign(claims).unwrap()
-    }
 }
 
 /// The chain with jwt-auth's first JWKS fetch answered.
@@ -62,10 +26,7 @@ fn shipped_chain(host: &Host, idp: &Idp) -> Chain {
             ("harness_probe", ""),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-    host.advance(std::time::Duration::from_millis(100));
-    let jwt_auth = chain.plugin(1);
-    let call = jwt_auth.pending_http_calls().remove(0);
-    jwt_auth.respond_http_call(call.token, 200, &[], idp.jwks().as_bytes());
+    idp.serve_first_fetch(host, chain.plugin(1));
     chain
 }
 
