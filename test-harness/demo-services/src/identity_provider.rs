@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(provider.cluster, "outbound|443||idp.bank.svc.cluster.local");
         assert_eq!(
             IdentityProvider.clusters(&config).unwrap(),
-            [provider.cluster.clone()]
+            [provider.cluster.as_str()]
         );
 
         let idp = DemoIdentityProvider::start(

@@ -447,23 +447,19 @@ fn encoded_path_is_decoded_before_the_filter_by_default_and_left_as_sent_without
     assert_eq!(valid.status, 200, "{}", valid.body_text());
     assert_eq!(echoed_path(&valid), "/payments");
     // Decoded first, the request meets the POST /payments rule and its required header.
-    let without_operation =
-        istio_default.send(&encoded(payment_with("x-banking-operation", None)));
+    let without_operation = istio_default.send(&encoded(payment_with("x-banking-operation", None)));
     assert_problem(&without_operation, 400, "x-banking-operation");
     drop(istio_default);
 
-    let unnormalized = EnvoyUnderTest::start(
-        "encoded_path_without_normalization",
-        &plugins,
-        4,
-        |o| o.with_path_normalization(PathNormalization::None),
-    );
+    let unnormalized =
+        EnvoyUnderTest::start("encoded_path_without_normalization", &plugins, 4, |o| {
+            o.with_path_normalization(PathNormalization::None)
+        });
     let valid = unnormalized.send(&encoded(payment()));
     assert_eq!(valid.status, 200, "{}", valid.body_text());
     assert_eq!(echoed_path(&valid), "/p%61yments");
     // Unnormalised, the same bytes match no /payments rule: only the default rule applies.
-    let without_operation =
-        unnormalized.send(&encoded(payment_with("x-banking-operation", None)));
+    let without_operation = unnormalized.send(&encoded(payment_with("x-banking-operation", None)));
     assert_eq!(
         without_operation.status,
         200,

@@ -39,7 +39,10 @@ const NPM_VERSION: &str = "3.0.1";
 #[derive(Debug)]
 enum SchemaSource {
     /// A YAML file with CustomResourceDefinitions.
-    CrdFile { path: PathBuf, chosen_by: &'static str },
+    CrdFile {
+        path: PathBuf,
+        chosen_by: &'static str,
+    },
     /// The npm package's directory.
     NpmPackage { dir: PathBuf },
 }
@@ -90,9 +93,7 @@ fn find_schema_source() -> SchemaSource {
             chosen_by: "../shared beside the repository",
         };
     }
-    let dir = repo_root()
-        .join(".tools/node_modules")
-        .join(NPM_PACKAGE);
+    let dir = repo_root().join(".tools/node_modules").join(NPM_PACKAGE);
     let manifest = dir.join("package.json");
     let installed = std::fs::read_to_string(&manifest)
         .ok()
@@ -167,8 +168,9 @@ fn normalized(rule: &str) -> String {
 
 /// The node at `path` (property names) of a structural schema.
 fn schema_at<'a>(schema: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
-    path.iter()
-        .try_fold(schema, |node, name| node.get_mut("properties")?.get_mut(*name))
+    path.iter().try_fold(schema, |node, name| {
+        node.get_mut("properties")?.get_mut(*name)
+    })
 }
 
 /// The structural (`openAPIV3Schema`) schema of `kind` at `api_version`, from the source.
@@ -185,30 +187,31 @@ fn structural_schema(api_version: &str, kind: &str) -> Value {
                         && doc["spec"]["group"] == group
                         && doc["spec"]["names"]["kind"] == kind
                 })
-                .unwrap_or_else(|| {
-                    panic!("{} holds no CRD for {group} {kind}", path.display())
-                });
+                .unwrap_or_else(|| panic!("{} holds no CRD for {group} {kind}", path.display()));
             let served = crd["spec"]["versions"]
                 .as_array()
                 .expect("CRD spec.versions")
                 .iter()
                 .find(|v| v["name"] == version && v["served"] == true)
                 .unwrap_or_else(|| {
-                    panic!("the CRD in {} serves no version {version:?}", path.display())
+                    panic!(
+                        "the CRD in {} serves no version {version:?}",
+                        path.display()
+                    )
                 });
             let mut schema = served["schema"]["openAPIV3Schema"].clone();
             for (at, what) in CRD_ONLY {
                 let node = schema_at(&mut schema, at)
                     .unwrap_or_else(|| panic!("the CRD has no {}", at.join(".")));
                 let present = match what {
-                    CrdOnly::NullableInt32 => {
-                        node["format"] == "int32" && node["nullable"] == true
-                    }
+                    CrdOnly::NullableInt32 => node["format"] == "int32" && node["nullable"] == true,
                     CrdOnly::Rule(rule) => node["x-kubernetes-validations"]
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .any(|r| normalized(r["rule"].as_str().unwrap_or_default()) == normalized(rule)),
+                        .any(|r| {
+                            normalized(r["rule"].as_str().unwrap_or_default()) == normalized(rule)
+                        }),
                 };
                 assert!(
                     present,
@@ -226,9 +229,8 @@ fn structural_schema(api_version: &str, kind: &str) -> Value {
             let mut schema = typescript::interface_schema(&text, &format!("I{kind}"))
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             for (at, what) in CRD_ONLY {
-                let node = schema_at(&mut schema, at).unwrap_or_else(|| {
-                    panic!("{} declares no {}", file.display(), at.join("."))
-                });
+                let node = schema_at(&mut schema, at)
+                    .unwrap_or_else(|| panic!("{} declares no {}", file.display(), at.join(".")));
                 match what {
                     CrdOnly::NullableInt32 => {
                         node["type"] = json!("integer");
@@ -358,7 +360,10 @@ mod typescript {
         }
 
         fn next(&mut self) -> Result<Token, String> {
-            let token = self.peek().cloned().ok_or("unexpected end of declarations")?;
+            let token = self
+                .peek()
+                .cloned()
+                .ok_or("unexpected end of declarations")?;
             self.at += 1;
             Ok(token)
         }
@@ -376,7 +381,11 @@ mod typescript {
             if self.eat(punct) {
                 Ok(())
             } else {
-                Err(format!("expected {punct:?} at token {}, found {:?}", self.at, self.peek()))
+                Err(format!(
+                    "expected {punct:?} at token {}, found {:?}",
+                    self.at,
+                    self.peek()
+                ))
             }
         }
 
@@ -515,12 +524,18 @@ mod typescript {
         let spec = &schema["properties"]["spec"];
         assert_eq!(schema["required"], json!(["spec"]));
         assert_eq!(spec["required"], json!(["url"]));
-        assert_eq!(spec["properties"]["mode"], json!({"type": "string", "enum": ["A", "B"]}));
+        assert_eq!(
+            spec["properties"]["mode"],
+            json!({"type": "string", "enum": ["A", "B"]})
+        );
         assert_eq!(
             spec["properties"]["ports"]["items"]["properties"]["number"],
             json!({"type": "number"})
         );
-        assert_eq!(spec["properties"]["ports"]["items"]["required"], json!(["number"]));
+        assert_eq!(
+            spec["properties"]["ports"]["items"]["required"],
+            json!(["number"])
+        );
         assert_eq!(
             spec["properties"]["labels"]["additionalProperties"],
             json!({"type": "string"})
