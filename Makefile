@@ -19,6 +19,7 @@ ISTIO_MODELS_NPM ?= @kubernetes-models/istio@3.0.1
 RUST_TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 RUST_TARGETS := wasm32-wasip1 wasm32-unknown-unknown
 RUST_COMPONENTS := rustfmt clippy
+RUSTUP_MISSING := rustup not found: install it with curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none
 
 # Every filter crate (a folder under filters/ named like its crate) except the shared library,
 # plus the harness's probe filter. A new filter needs no change here.
@@ -46,7 +47,7 @@ help:
 # does not add a missing target by itself, and RUSTUP_AUTO_INSTALL=0 stops it installing the
 # toolchain). Without rustup: one line saying how to get it.
 toolchain:
-	@command -v rustup >/dev/null || { echo "rustup not found: install it with curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none"; exit 1; }
+	$(if $(shell command -v rustup),,$(error $(RUSTUP_MISSING)))
 	@toolchain='$(RUST_TOOLCHAIN)'; \
 	[ -n "$$toolchain" ] || { echo "rust-toolchain.toml names no channel"; exit 1; }; \
 	if ! rustup run "$$toolchain" rustc --version >/dev/null 2>&1; then \
