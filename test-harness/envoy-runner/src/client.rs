@@ -206,4 +206,15 @@ mod tests {
             b"POST /payments HTTP/1.1\r\nhost: bank.local\r\nx-customer-id: \xff\xfe\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
         );
     }
+
+    #[test]
+    fn reads_the_status_of_an_http1_status_line_and_refuses_anything_else() {
+        assert_eq!(
+            parse_status(b"HTTP/1.1 503 Service Unavailable").unwrap(),
+            503
+        );
+        assert_eq!(parse_status(b"HTTP/1.0 200").unwrap(), 200);
+        assert!(parse_status(b"HTTP/2 200").is_err());
+        assert!(parse_status(b"HTTP/1.1 OK").is_err());
+    }
 }

@@ -384,3 +384,50 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 fn counted(proxy: &RunningEnvoy, name: &str) -> bool {
     proxy.stat(name).is_some_and(|value| value > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> WasmPlugin {
+        envoy_runner::fixture::shipped(&[name]).remove(0)
+    }
+
+    #[test]
+    fn only_filters_that_declare_a_demo_service_get_one_on_consecutive_ports() {
+        let plugins = [shipped("banking-headers"), shipped("jwt-auth")];
+        let planned = plan_services(&plugins, 8082).unwrap();
+        let summary: Vec<(&str, &str, &[String], u16)> = planned
+            .iter()
+            .map(|p| {
+                (
+                    p.filter.as_str(),
+                    p.declaration.service.name(),
+                    p.clusters.as_slice(),
+                    p.addr.port(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [(
+                "jwt-auth",
+                "idp",
+                &["outbound|443||idp.bank.svc.cluster.local".to_string()][..],
+                8082
+            )]
+        );
+
+        let twice = [shipped("jwt-auth"), shipped("jwt-auth")];
+        let ports = |first| -> Vec<u16> {
+            plan_services(&twice, first)
+                .unwrap()
+                .iter()
+                .map(|p| p.addr.port())
+                .collect()
+        };
+        assert_eq!(ports(9000), [9000, 9001]);
+        assert_eq!(ports(0), [0, 0]);
+        assert!(plan_services(&twice, u16::MAX).is_err());
+    }
+}
