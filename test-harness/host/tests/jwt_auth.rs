@@ -1,0 +1,1342 @@
+//! Scenarios for the jwt-auth filter, driving the real `jwt_auth.wasm` through the harness:
+//! every rejection reason, each key family, remote JWKS fetches answered by the test,
+//! rotation, the verified-token cache, two worker VMs sharing one fetch, and expiry on the
+//! virtual clock.
+//!
+//! Keys are generated and tokens minted at test time (jwt-simple, natively), with times
+//! taken from the harness's virtual clock, so nothing here depends on today's date.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::{Duration, UNIX_EPOCH};
+
+use jwt_simple::prelude::*;
+use serde_json::{Map, Value, json};
+use test_harness::{Action, HarnessError, Host, LocalResponse, LogLevel, Plugin, Stream};
+
+const FILTER: &str = "jwt_auth";
+const ISSUER: &str = "https://idp.bank.example";
+const AUDIENCE: &str = "payments-api";
+const CLUSTER: &str = "outbound|443||idp.bank.svc.cluster.local";
+
+// ---------------------------------------------------------------------------------------
+// Keys and tokens.
+
+struct Keys {
+    rsa_der: Vec<u8>,
+    ec256: Vec<u8>,
+    ec384: Vec<u8>,
+    ed25519: Vec<u8>,
+    other_ec256: Vec<u8>,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        rsa_der: RS256KeyPair::generate(2048).unwrap().to_der().unwrap(),
+        ec256: ES256KeyPair::generate().to_bytes(),
+        ec384: ES384KeyPair::generate().to_bytes(),
+        ed25519: Ed25519KeyPair::generate().to_bytes(),
+        other_ec256: ES256KeyPair::generate().to_bytes(),
+    })
+}
+
+const HMAC_SECRET: [u8; 32] = [0x42; 32];
+
+fn b64(bytes: &[u8]) -> String {
+    Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap()
+}
+
+fn ec_jwk(kid: &str, crv: &str, point: &[u8]) -> String {
+    let half = (point.len() - 1) / 2;
+    format!(
+        r#"{{"kty":"EC","kid":"{kid}","crv":"{crv}","x":"{}","y":"{}"}}"#,
+        b64(&point[1..=half]),
+        b64(&point[half + 1..])
+    )
+}
+
+fn ec256_jwk_from(secret: &[u8], kid: &str) -> String {
+    let point = ES256KeyPair::from_bytes(secret)
+        .unwrap()
+        .public_key()
+        .public_key()
+        .to_bytes_uncompressed();
+    ec_jwk(kid, "P-256", &point)
+}
+
+fn jwk(family: &str, kid: &str) -> String {
+    let k = keys();
+    match family {
+        "rsa" => {
+            let c = RS256KeyPair::from_der(&k.rsa_der)
+                .unwrap()
+                .public_key()
+                .to_components();
+            format!(
+                r#"{{"kty":"RSA","kid":"{kid}","use":"sig","n":"{}","e":"{}"}}"#,
+                b64(&c.n),
+                b64(&c.e)
+            )
+        }
+        "ec256" => ec256_jwk_from(&k.ec256, kid),
+        "ec384" => {
+            let point = ES384KeyPair::from_bytes(&k.ec384)
+                .unwrap()
+                .public_key()
+                .public_key()
+                .to_bytes_uncompressed();
+            ec_jwk(kid, "P-384", &point)
+        }
+        "ed25519" => {
+            let x = Ed25519KeyPair::from_bytes(&k.ed25519)
+                .unwrap()
+                .public_key()
+                .to_bytes();
+            format!(
+                r#"{{"kty":"OKP","kid":"{kid}","crv":"Ed25519","x":"{}"}}"#,
+                b64(&x)
+            )
+        }
+        "hmac" => format!(
+            r#"{{"kty":"oct","kid":"{kid}","k":"{}"}}"#,
+            b64(&HMAC_SECRET)
+        ),
+        other => panic!("no family {other}"),
+    }
+}
+
+fn jwks(entries: &[String]) -> String {
+    format!(r#"{{"keys":[{}]}}"#, entries.join(","))
+}
+
+fn to_claims(claims: Value) -> JWTClaims<Map<String, Value>> {
+    let Value::Object(mut map) = claims else {
+        panic!("claims must be an object")
+    };
+    let ts = |v: Option<Value>| v.and_then(|v| v.as_u64()).map(UnixTimeStamp::from_secs);
+    let text = |map: &mut Map<String, Value>, k: &str| {
+        map.remove(k).and_then(|v| v.as_str().map(str::to_owned))
+    };
+    let audiences = map.remove("aud").map(|aud| match aud {
+        Value::String(s) => Audiences::AsString(s),
+        Value::Array(items) => Audiences::AsSet(
+            items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect::<HashSet<_>>(),
+        ),
+        other => panic!("aud {other}"),
+    });
+    JWTClaims {
+        issued_at: ts(map.remove("iat")),
+        expires_at: ts(map.remove("exp")),
+        invalid_before: ts(map.remove("nbf")),
+        issuer: text(&mut map, "iss"),
+        subject: text(&mut map, "sub"),
+        audiences,
+        jwt_id: text(&mut map, "jti"),
+        nonce: text(&mut map, "nonce"),
+        custom: map,
+    }
+}
+
+/// Signs `claims` with the test key of `alg`, naming `kid` in the header.
+fn mint(alg: &str, kid: &str, claims: Value) -> String {
+    let k = keys();
+    let c = to_claims(claims);
+    match alg {
+        "RS256" => RS256KeyPair::from_der(&k.rsa_der)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "RS384" => RS384KeyPair::from_der(&k.rsa_der)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "RS512" => RS512KeyPair::from_der(&k.rsa_der)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "PS256" => PS256KeyPair::from_der(&k.rsa_der)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "PS384" => PS384KeyPair::from_der(&k.rsa_der)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "PS512" => PS512KeyPair::from_der(&k.rsa_der)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "ES256" => ES256KeyPair::from_bytes(&k.ec256)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "ES384" => ES384KeyPair::from_bytes(&k.ec384)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "EdDSA" => Ed25519KeyPair::from_bytes(&k.ed25519)
+            .unwrap()
+            .with_key_id(kid)
+            .sign(c),
+        "HS256" => HS256Key::from_bytes(&HMAC_SECRET)
+            .with_key_id(kid)
+            .authenticate(c),
+        other => panic!("no algorithm {other}"),
+    }
+    .unwrap()
+}
+
+/// An ES256 token signed by a key nobody published, under a published kid.
+fn forged(kid: &str, claims: Value) -> String {
+    ES256KeyPair::from_bytes(&keys().other_ec256)
+        .unwrap()
+        .with_key_id(kid)
+        .sign(to_claims(claims))
+        .unwrap()
+}
+
+fn now_secs(host: &Host) -> u64 {
+    host.now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Valid claims at the host's current time: 5 minutes left.
+fn claims(host: &Host) -> Value {
+    let now = now_secs(host);
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-7",
+        "customer_id": "CUST-00000042",
+        "scope": "payments:read accounts:read",
+        "iat": now - 10,
+        "nbf": now - 10,
+        "exp": now + 300,
+    })
+}
+
+/// [`claims`] with members replaced (a `null` removes the member).
+fn claims_with(host: &Host, changes: Value) -> Value {
+    let mut c = claims(host);
+    let (Value::Object(base), Value::Object(changes)) = (&mut c, changes) else {
+        unreachable!()
+    };
+    for (k, v) in changes {
+        if v.is_null() {
+            base.remove(&k);
+        } else {
+            base.insert(k, v);
+        }
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------------------
+// Configurations.
+
+fn inline_config(jwks_json: &str, extra: &str) -> String {
+    format!(
+        r#"{{"providers":[{{"issuer":"{ISSUER}","audiences":["{AUDIENCE}"],
+            "allowedAlgorithms":["RS256","RS384","RS512","PS256","PS384","PS512","ES256","ES384","EdDSA","HS256"],
+            "maxLifetime":"1h","requiredClaims":["sub"],"jwks":{jwks_json}}}]{extra}}}"#
+    )
+}
+
+/// Every family, each under its own kid.
+fn all_families() -> String {
+    jwks(&[
+        jwk("rsa", "rsa"),
+        jwk("ec256", "ec256"),
+        jwk("ec384", "ec384"),
+        jwk("ed25519", "ed25519"),
+        jwk("hmac", "hmac"),
+    ])
+}
+
+const POLICY: &str = r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}],
+    "bypassPaths":["/healthz"],"bypassCorsPreflight":true,
+    "customerBinding":{"claim":"customer_id"},
+    "outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-claim-sub"}],"filterStateClaims":["customer_id"]}"#;
+
+fn remote_config(extra_provider: &str) -> String {
+    format!(
+        r#"{{"providers":[{{"issuer":"{ISSUER}","audiences":["{AUDIENCE}"],
+            "remoteJwks":{{"cluster":"{CLUSTER}","authority":"idp.bank.svc.cluster.local","path":"/.well-known/jwks.json"{extra_provider}}}}}]}}"#
+    )
+}
+
+fn load(host: &Host, config: &str) -> Plugin {
+    match host.load(FILTER, config) {
+        Ok(p) => p,
+        Err(e @ HarnessError::WasmNotBuilt { .. }) => panic!("{e} (run `make wasm`)"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests.
+
+fn get(stream: &mut Stream, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Action {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "api.bank.example"),
+    ];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    headers.extend_from_slice(extra);
+    stream.request_headers(&headers, true)
+}
+
+fn request(
+    plugin: &Plugin,
+    method: &str,
+    path: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> (Action, Stream) {
+    let mut s = plugin.stream();
+    let auth = format!("Bearer {token}");
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", method),
+        (":path", path),
+        ("authorization", &auth),
+    ];
+    headers.extend_from_slice(extra);
+    let action = s.request_headers(&headers, true);
+    (action, s)
+}
+
+fn passes(plugin: &Plugin, token: &str) -> bool {
+    let (action, s) = request(plugin, "GET", "/accounts", token, &[]);
+    action == Action::Continue && s.local_response().is_none()
+}
+
+fn refusal(plugin: &Plugin, token: &str) -> LocalResponse {
+    let (action, s) = request(plugin, "GET", "/accounts", token, &[]);
+    assert_eq!(action, Action::Pause);
+    s.local_response()
+        .expect("a refused request is answered locally")
+}
+
+fn problem(reply: &LocalResponse) -> Value {
+    assert_eq!(
+        reply.header("content-type"),
+        Some(&b"application/problem+json"[..])
+    );
+    serde_json::from_slice(&reply.body).expect("problem body is JSON")
+}
+
+fn challenge(reply: &LocalResponse) -> String {
+    String::from_utf8(
+        reply
+            .header("www-authenticate")
+            .expect("a challenge")
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+fn metric(host: &Host, what: &str) -> u64 {
+    host.metric(&format!("banking_jwt_auth_{what}"))
+        .unwrap_or(0)
+}
+
+/// Lets the first tick come: it starts the first JWKS fetch. `on_configure` makes no call
+/// (Envoy configures a throwaway VM too) and asks for a first tick much sooner than the
+/// steady 1 s one.
+fn first_tick(host: &Host, plugin: &Plugin) {
+    let first = plugin.tick_period().expect("a remote JWKS sets a tick");
+    assert!(
+        first <= Duration::from_millis(100),
+        "first tick in {first:?}"
+    );
+    host.advance(first);
+}
+
+/// Loads a config with a remote JWKS and lets its first fetch start.
+fn load_and_tick(host: &Host, config: &str) -> Plugin {
+    let plugin = load(host, config);
+    first_tick(host, &plugin);
+    plugin
+}
+
+/// Answers the one pending JWKS fetch.
+fn answer_fetch(plugin: &Plugin, status: u32, body: &str) {
+    let calls = plugin.pending_http_calls();
+    assert_eq!(calls.len(), 1, "one pending JWKS fetch: {calls:?}");
+    plugin.respond_http_call(
+        calls[0].token,
+        status,
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios.
+
+#[test]
+fn valid_token_reaches_the_upstream_with_verified_identity() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let token = mint("ES256", "ec256", claims(&host));
+    let mut s = plugin.stream();
+    let action = get(
+        &mut s,
+        "/accounts/1",
+        Some(&token),
+        &[
+            ("x-jwt-claim-sub", "forged"),
+            ("x-customer-id", "CUST-00000042"),
+        ],
+    );
+    assert_eq!(action, Action::Continue);
+    assert!(s.local_response().is_none());
+    assert_eq!(
+        s.request_header("x-jwt-claim-sub"),
+        Some(b"user-7".to_vec())
+    );
+    assert_eq!(
+        s.property(&["banking.jwt.subject"]),
+        Some(b"user-7".to_vec())
+    );
+    assert_eq!(
+        s.property(&["banking.jwt.issuer"]),
+        Some(ISSUER.as_bytes().to_vec())
+    );
+    assert_eq!(
+        s.property(&["banking.jwt.claim.customer_id"]),
+        Some(b"CUST-00000042".to_vec())
+    );
+    assert_eq!(metric(&host, "allowed"), 1);
+}
+
+#[test]
+fn each_key_family_and_algorithm_verifies() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    for (alg, kid) in [
+        ("RS256", "rsa"),
+        ("RS384", "rsa"),
+        ("RS512", "rsa"),
+        ("PS256", "rsa"),
+        ("PS384", "rsa"),
+        ("PS512", "rsa"),
+        ("ES256", "ec256"),
+        ("ES384", "ec384"),
+        ("EdDSA", "ed25519"),
+        ("HS256", "hmac"),
+    ] {
+        let token = mint(alg, kid, claims(&host));
+        assert!(passes(&plugin, &token), "{alg}");
+    }
+    assert_eq!(metric(&host, "allowed"), 10);
+}
+
+/// (what is sent, expected status, problem slug, RFC 6750 error or None for a bare/no challenge, counter)
+struct Case {
+    name: &'static str,
+    token: Option<String>,
+    method: &'static str,
+    path: &'static str,
+    extra: Vec<(&'static str, String)>,
+    status: u16,
+    slug: &'static str,
+    bearer_error: Option<&'static str>,
+}
+
+#[test]
+fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let now = now_secs(&host);
+    let good = |c: Value| mint("ES256", "ec256", c);
+    let case = |name, token: Option<String>, status, slug, bearer_error| Case {
+        name,
+        token,
+        method: "GET",
+        path: "/accounts",
+        extra: vec![],
+        status,
+        slug,
+        bearer_error,
+    };
+    let alg_none = format!(
+        "{}.{}.c2ln",
+        b64(br#"{"alg":"none"}"#),
+        b64(claims(&host).to_string().as_bytes())
+    );
+    let mut cases = vec![
+        case("missing token", None, 401, "missing-token", None),
+        case(
+            "too large",
+            Some("a".repeat(9000)),
+            401,
+            "token-too-large",
+            Some("invalid_token"),
+        ),
+        case(
+            "malformed",
+            Some("not.a-jwt".into()),
+            401,
+            "malformed-token",
+            Some("invalid_token"),
+        ),
+        case(
+            "alg none",
+            Some(alg_none),
+            401,
+            "algorithm-not-allowed",
+            Some("invalid_token"),
+        ),
+        case(
+            "unknown issuer",
+            Some(good(claims_with(
+                &host,
+                json!({"iss": "https://evil.example"}),
+            ))),
+            401,
+            "unknown-issuer",
+            Some("invalid_token"),
+        ),
+        case(
+            "unknown kid",
+            Some(mint("ES256", "who", claims(&host))),
+            401,
+            "unknown-key",
+            Some("invalid_token"),
+        ),
+        case(
+            "alg does not fit key",
+            Some(mint("ES256", "rsa", claims(&host))),
+            401,
+            "key-algorithm-mismatch",
+            Some("invalid_token"),
+        ),
+        case(
+            "bad signature",
+            Some(forged("ec256", claims(&host))),
+            401,
+            "invalid-signature",
+            Some("invalid_token"),
+        ),
+        case(
+            "expired",
+            Some(good(claims_with(&host, json!({"exp": now - 61})))),
+            401,
+            "token-expired",
+            Some("invalid_token"),
+        ),
+        case(
+            "not yet valid",
+            Some(good(claims_with(&host, json!({"nbf": now + 61})))),
+            401,
+            "token-not-yet-valid",
+            Some("invalid_token"),
+        ),
+        case(
+            "no exp",
+            Some(good(claims_with(&host, json!({"exp": null})))),
+            401,
+            "missing-expiration",
+            Some("invalid_token"),
+        ),
+        case(
+            "lifetime",
+            Some(good(claims_with(&host, json!({"exp": now + 7200})))),
+            401,
+            "lifetime-too-long",
+            Some("invalid_token"),
+        ),
+        case(
+            "required claim",
+            Some(good(claims_with(&host, json!({"sub": null})))),
+            401,
+            "missing-claim",
+            Some("invalid_token"),
+        ),
+        case(
+            "audience",
+            Some(good(claims_with(&host, json!({"aud": "other-api"})))),
+            403,
+            "audience-mismatch",
+            Some("insufficient_scope"),
+        ),
+    ];
+    cases.push(Case {
+        method: "POST",
+        path: "/payments",
+        ..case(
+            "scope",
+            Some(good(claims(&host))),
+            403,
+            "insufficient-scope",
+            Some("insufficient_scope"),
+        )
+    });
+    cases.push(Case {
+        extra: vec![("x-customer-id", "CUST-00000099".into())],
+        ..case(
+            "customer",
+            Some(good(claims(&host))),
+            403,
+            "customer-mismatch",
+            Some("insufficient_scope"),
+        )
+    });
+    cases.push(Case {
+        extra: vec![("authorization", format!("Bearer {}", good(claims(&host))))],
+        ..case(
+            "two tokens",
+            Some(good(claims(&host))),
+            400,
+            "multiple-tokens",
+            Some("invalid_request"),
+        )
+    });
+    cases.push(Case {
+        path: "/healthz/../payments",
+        ..case(
+            "unnormalized path",
+            Some(good(claims(&host))),
+            400,
+            "unnormalized-path",
+            None,
+        )
+    });
+
+    for c in &cases {
+        let mut s = plugin.stream();
+        let auth = c.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = vec![(":method", c.method), (":path", c.path)];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        for (n, v) in &c.extra {
+            headers.push((n, v));
+        }
+        assert_eq!(
+            s.request_headers(&headers, true),
+            Action::Pause,
+            "{}",
+            c.name
+        );
+        let reply = s
+            .local_response()
+            .unwrap_or_else(|| panic!("{}: no local response", c.name));
+        assert_eq!(reply.status as u16, c.status, "{}", c.name);
+        let p = problem(&reply);
+        assert_eq!(
+            p["type"],
+            format!("urn:banking-filters:problem:jwt-{}", c.slug),
+            "{}",
+            c.name
+        );
+        assert_eq!(p["status"], c.status, "{}", c.name);
+        let www = reply
+            .header("www-authenticate")
+            .map(|v| String::from_utf8(v.to_vec()).unwrap());
+        match (c.bearer_error, c.slug) {
+            (_, "unnormalized-path") => assert_eq!(www, None, "{}", c.name),
+            (None, _) => assert_eq!(
+                www.as_deref(),
+                Some("Bearer realm=\"banking-api\""),
+                "{}",
+                c.name
+            ),
+            (Some(e), _) => {
+                let www = www.unwrap_or_default();
+                assert!(
+                    www.starts_with("Bearer realm=\"banking-api\""),
+                    "{}: {www}",
+                    c.name
+                );
+                assert!(www.contains(&format!("error=\"{e}\"")), "{}: {www}", c.name);
+            }
+        }
+        // Never echo the token, not even part of it.
+        if let Some(t) = &c.token
+            && t.len() > 20
+        {
+            let signature = t.rsplit('.').next().unwrap_or(t);
+            assert!(!reply.body_text().contains(signature), "{}", c.name);
+        }
+        let counter = format!("denied_{}", c.slug.replace('-', "_"));
+        let counter = match counter.as_str() {
+            "denied_token_expired" => "denied_expired".to_string(),
+            "denied_token_not_yet_valid" => "denied_not_yet_valid".to_string(),
+            _ => counter,
+        };
+        assert_eq!(metric(&host, &counter), 1, "{}: counter {counter}", c.name);
+    }
+    assert_eq!(metric(&host, "allowed"), 0);
+    for entry in plugin.all_logs() {
+        for c in &cases {
+            if let Some(t) = &c.token {
+                assert!(
+                    !entry.message.contains(t.as_str()),
+                    "a log line holds a token"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn non_utf8_header_bytes_are_refused_without_trapping() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let mut s = plugin.stream();
+    let action = s.request_headers_bytes(
+        &[
+            (":method", b"GET".as_slice()),
+            (":path", b"/accounts"),
+            ("authorization", b"Bearer \xff\xfe.\xfd.\xfc"),
+            ("x-customer-id", b"\xc3\x28"),
+        ],
+        true,
+    );
+    assert_eq!(action, Action::Pause);
+    assert_eq!(s.local_response().unwrap().status, 401);
+    assert!(plugin.logs(LogLevel::Critical).is_empty());
+    assert!(plugin.failure().is_none());
+}
+
+#[test]
+fn bypass_paths_and_cors_preflight_pass_without_a_token() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let mut s = plugin.stream();
+    assert_eq!(
+        get(&mut s, "/healthz", None, &[("x-jwt-claim-sub", "forged")]),
+        Action::Continue
+    );
+    assert_eq!(
+        s.request_header("x-jwt-claim-sub"),
+        None,
+        "client copy stripped even on bypass"
+    );
+    let mut s = plugin.stream();
+    let action = s.request_headers(
+        &[
+            (":method", "OPTIONS"),
+            (":path", "/payments"),
+            ("origin", "https://app.bank.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        true,
+    );
+    assert_eq!(action, Action::Continue);
+    assert_eq!(metric(&host, "bypassed"), 2);
+}
+
+#[test]
+fn reused_token_is_served_from_the_cache() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let token = mint("RS256", "rsa", claims(&host));
+    assert!(passes(&plugin, &token));
+    assert!(passes(&plugin, &token));
+    assert!(passes(&plugin, &token));
+    assert_eq!(metric(&host, "cache_miss"), 1);
+    assert_eq!(metric(&host, "cache_hit"), 2);
+}
+
+#[test]
+fn token_expires_on_the_virtual_clock_even_when_cached() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let now = now_secs(&host);
+    let token = mint(
+        "ES256",
+        "ec256",
+        claims_with(&host, json!({"exp": now + 120})),
+    );
+    assert!(passes(&plugin, &token));
+    host.advance(Duration::from_secs(150));
+    assert!(passes(&plugin, &token), "within the 60 s clock skew");
+    host.advance(Duration::from_secs(31));
+    let reply = refusal(&plugin, &token);
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-token-expired"
+    );
+    assert!(challenge(&reply).contains("error=\"invalid_token\""));
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_field() {
+    let host = Host::new();
+    let bad =
+        inline_config(&all_families(), "").replace(r#""maxLifetime":"1h""#, r#""clockSkew":"1h""#);
+    match host.load(FILTER, bad) {
+        Err(HarnessError::ConfigureFailed { logs }) => {
+            assert!(
+                logs.iter().any(|l| l.contains("providers[0].clockSkew")),
+                "{logs:?}"
+            );
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a 1h clock skew must be refused"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Remote JWKS.
+
+#[test]
+fn remote_jwks_is_fetched_at_start_and_tokens_wait_for_it_with_503() {
+    let host = Host::new();
+    let plugin = load(&host, &remote_config(""));
+    assert!(
+        plugin.pending_http_calls().is_empty(),
+        "no call from on_configure"
+    );
+    first_tick(&host, &plugin);
+    let calls = plugin.pending_http_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.upstream, CLUSTER);
+    assert_eq!(call.header(":method"), Some(&b"GET"[..]));
+    assert_eq!(call.header(":path"), Some(&b"/.well-known/jwks.json"[..]));
+    assert_eq!(
+        call.header(":authority"),
+        Some(&b"idp.bank.svc.cluster.local"[..])
+    );
+    assert_eq!(call.timeout, Some(Duration::from_secs(5)));
+
+    let token = mint("ES256", "k1", claims(&host));
+    let reply = refusal(&plugin, &token);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some(&b"1"[..]));
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-signing-keys-unavailable"
+    );
+
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(&plugin, &token));
+    assert_eq!(metric(&host, "jwks_fetch_ok"), 1);
+    assert!(
+        plugin.logs(LogLevel::Warn).is_empty(),
+        "{:?}",
+        plugin.logs(LogLevel::Warn)
+    );
+}
+
+#[test]
+fn failed_fetch_is_retried_after_the_retry_interval() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    answer_fetch(&plugin, 500, "oops");
+    assert_eq!(metric(&host, "jwks_fetch_failed"), 1);
+    assert!(
+        plugin
+            .logs(LogLevel::Warn)
+            .iter()
+            .any(|l| l.contains("HTTP status 500"))
+    );
+    let token = mint("ES256", "k1", claims(&host));
+    assert_eq!(refusal(&plugin, &token).status, 503);
+
+    host.advance(Duration::from_secs(4));
+    assert!(plugin.pending_http_calls().is_empty(), "backing off");
+    host.advance(Duration::from_secs(1));
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(&plugin, &token));
+}
+
+#[test]
+fn timed_out_fetch_counts_as_a_failure() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(r#","timeout":"2s""#));
+    assert_eq!(
+        plugin.pending_http_calls()[0].timeout,
+        Some(Duration::from_secs(2))
+    );
+    host.advance(Duration::from_secs(2));
+    assert_eq!(metric(&host, "jwks_fetch_failed"), 1);
+    assert!(
+        plugin
+            .logs(LogLevel::Warn)
+            .iter()
+            .any(|l| l.contains("timeout"))
+    );
+}
+
+#[test]
+fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(r#","cacheDuration":"100s""#));
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    let token = mint("ES256", "k1", claims(&host));
+    assert!(passes(&plugin, &token));
+
+    // Refreshed at 90% of cacheDuration.
+    host.advance(Duration::from_secs(89));
+    assert!(plugin.pending_http_calls().is_empty());
+    host.advance(Duration::from_secs(1));
+    answer_fetch(&plugin, 200, "{not json");
+    assert!(
+        passes(&plugin, &token),
+        "last good set kept after malformed JSON"
+    );
+
+    host.advance(Duration::from_secs(5));
+    answer_fetch(&plugin, 200, r#"{"keys":[]}"#);
+    assert!(
+        passes(&plugin, &token),
+        "last good set kept after an empty set"
+    );
+    assert_eq!(metric(&host, "jwks_fetch_failed"), 2);
+    let warnings = plugin.logs(LogLevel::Warn);
+    assert!(
+        warnings.iter().any(|l| l.contains("not a JWKS document")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|l| l.contains("has no keys")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.contains("keeping the last good set")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    // The issuer rotates: new tokens name k2 (a new key).
+    let new_secret = ES256KeyPair::generate().to_bytes();
+    let rotated = ES256KeyPair::from_bytes(&new_secret)
+        .unwrap()
+        .with_key_id("k2")
+        .sign(to_claims(claims(&host)))
+        .unwrap();
+    let reply = refusal(&plugin, &rotated);
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-unknown-key"
+    );
+
+    // At most once per minRefetchInterval (30 s) after the last fetch.
+    host.advance(Duration::from_secs(29));
+    assert!(plugin.pending_http_calls().is_empty());
+    host.advance(Duration::from_secs(1));
+    answer_fetch(
+        &plugin,
+        200,
+        &jwks(&[jwk("ec256", "k1"), ec256_jwk_from(&new_secret, "k2")]),
+    );
+    assert!(passes(&plugin, &rotated));
+    assert_eq!(metric(&host, "jwks_fetch_ok"), 2);
+}
+
+#[test]
+fn unknown_kid_flood_refetches_at_most_once_per_interval() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    let mut fetches = 0;
+    for second in 0..95 {
+        let junk = mint("ES256", &format!("junk-{second}"), claims(&host));
+        assert_eq!(refusal(&plugin, &junk).status, 401);
+        host.advance(Duration::from_secs(1));
+        if !plugin.pending_http_calls().is_empty() {
+            fetches += 1;
+            answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+        }
+    }
+    // Fetches at 30, 60 and 90 s.
+    assert_eq!(fetches, 3);
+}
+
+#[test]
+fn two_vms_share_one_fetch_and_one_key_set() {
+    let host = Host::new();
+    let first = load(&host, &remote_config(""));
+    let second = load(&host, &remote_config(""));
+    first_tick(&host, &first);
+    assert_eq!(
+        first.pending_http_calls().len() + second.pending_http_calls().len(),
+        1,
+        "one fetch for the proxy"
+    );
+    let fetcher = if first.pending_http_calls().is_empty() {
+        &second
+    } else {
+        &first
+    };
+    answer_fetch(fetcher, 200, &jwks(&[jwk("ec256", "k1")]));
+    let token = mint("ES256", "k1", claims(&host));
+    // The other VM takes the shared set as soon as a request needs it: no fetch of its own.
+    assert!(passes(&first, &token));
+    assert!(passes(&second, &token));
+    host.advance(Duration::from_secs(1));
+    assert!(first.pending_http_calls().is_empty() && second.pending_http_calls().is_empty());
+    assert_eq!(metric(&host, "jwks_fetch_ok"), 1);
+    assert!(
+        host.shared_data("jwt-auth/jwks/outbound|443||idp.bank.svc.cluster.local/idp.bank.svc.cluster.local/.well-known/jwks.json")
+            .is_some()
+    );
+}
+
+#[test]
+fn envoys_config_validation_vm_does_not_hold_up_the_workers_first_fetch() {
+    let host = Host::new();
+    // Envoy configures a VM on the main thread only to validate the config, then destroys
+    // it: it must not start a fetch (the call would be lost) nor take the fetch marker.
+    let validation = load(&host, &remote_config(""));
+    assert!(validation.pending_http_calls().is_empty());
+    drop(validation);
+    let worker = load(&host, &remote_config(""));
+    first_tick(&host, &worker);
+    answer_fetch(&worker, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(&worker, &mint("ES256", "k1", claims(&host))));
+}
+
+#[test]
+fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
+    let host = Host::new();
+    let first = load(&host, &remote_config(""));
+    let second = load(&host, &remote_config(""));
+    first_tick(&host, &first);
+    let (fetcher, other) = if first.pending_http_calls().is_empty() {
+        (&second, &first)
+    } else {
+        (&first, &second)
+    };
+    let token = mint("ES256", "k1", claims(&host));
+    assert_eq!(refusal(other, &token).status, 503, "no keys anywhere yet");
+    answer_fetch(fetcher, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(other, &token), "first set, before the other's tick");
+
+    // Rotation: both refuse the new kid, both ask for a refetch; one VM makes it.
+    let new_secret = ES256KeyPair::generate().to_bytes();
+    let rotated = ES256KeyPair::from_bytes(&new_secret)
+        .unwrap()
+        .with_key_id("k2")
+        .sign(to_claims(claims(&host)))
+        .unwrap();
+    assert_eq!(refusal(&first, &rotated).status, 401);
+    assert_eq!(refusal(&second, &rotated).status, 401);
+    host.advance(Duration::from_secs(30));
+    let (fetcher, other) = if first.pending_http_calls().is_empty() {
+        (&second, &first)
+    } else {
+        (&first, &second)
+    };
+    assert!(other.pending_http_calls().is_empty(), "one fetch at a time");
+    answer_fetch(
+        fetcher,
+        200,
+        &jwks(&[jwk("ec256", "k1"), ec256_jwk_from(&new_secret, "k2")]),
+    );
+    assert!(
+        passes(other, &rotated),
+        "rotated set, before the other's tick"
+    );
+    assert_eq!(metric(&host, "jwks_fetch_ok"), 2);
+}
+
+#[test]
+fn unsecured_alg_none_token_is_refused_and_counted_as_algorithm_not_allowed() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    // RFC 7519 §6: an unsecured JWT is `header.payload.`, its signature segment empty.
+    let unsecured = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims(&host).to_string().as_bytes())
+    );
+    let reply = refusal(&plugin, &unsecured);
+    assert_eq!(reply.status, 401);
+    assert!(challenge(&reply).contains("error=\"invalid_token\""));
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-algorithm-not-allowed"
+    );
+    assert_eq!(metric(&host, "denied_algorithm_not_allowed"), 1);
+    assert_eq!(metric(&host, "denied_malformed_token"), 0);
+
+    // A real algorithm with its signature stripped is still malformed.
+    let valid = mint("ES256", "ec256", claims(&host));
+    let stripped = format!("{}.", valid.rsplit_once('.').unwrap().0);
+    assert_eq!(
+        problem(&refusal(&plugin, &stripped))["type"],
+        "urn:banking-filters:problem:jwt-malformed-token"
+    );
+    assert_eq!(metric(&host, "denied_malformed_token"), 1);
+}
+
+#[test]
+fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
+    let path = envoy_runner::repo_root().join("wasmplugins/jwt-auth.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let config = serde_json::to_string(&doc["spec"]["pluginConfig"]).unwrap();
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &config);
+    answer_fetch(
+        &plugin,
+        200,
+        &jwks(&[jwk("rsa", "bank-2030"), jwk("ec256", "bank-ec")]),
+    );
+
+    let token = mint("RS256", "bank-2030", claims(&host));
+    let (action, s) = request(
+        &plugin,
+        "GET",
+        "/payments/42",
+        &token,
+        &[("x-customer-id", "CUST-00000042")],
+    );
+    assert_eq!(
+        action,
+        Action::Continue,
+        "{:?}",
+        s.local_response().map(|r| r.body_text())
+    );
+    assert_eq!(
+        s.request_header("x-jwt-claim-customer-id"),
+        Some(b"CUST-00000042".to_vec())
+    );
+
+    let (action, s) = request(&plugin, "POST", "/payments", &token, &[]);
+    assert_eq!(action, Action::Pause);
+    let reply = s.local_response().unwrap();
+    assert_eq!(reply.status, 403);
+    assert!(challenge(&reply).contains("scope=\"payments:write\""));
+
+    let writer = mint(
+        "ES256",
+        "bank-ec",
+        claims_with(&host, json!({"scope": "payments:write"})),
+    );
+    let (action, _) = request(
+        &plugin,
+        "POST",
+        "/payments",
+        &writer,
+        &[("x-customer-id", "CUST-00000042")],
+    );
+    assert_eq!(action, Action::Continue);
+    let (action, _) = request(
+        &plugin,
+        "POST",
+        "/payments",
+        &writer,
+        &[("x-customer-id", "CUST-00000043")],
+    );
+    assert_eq!(action, Action::Pause);
+}
+
+/// `token` with its signature bytes changed by `change` and re-encoded.
+fn resigned(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let mut bytes = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+    change(&mut bytes);
+    format!("{input}.{}", b64(&bytes))
+}
+
+// RSA and ECDSA go through ring, whose wasm32 build uses its portable C bignum code rather
+// than the x86-64 assembly the native unit tests run, so the refusals are checked here too.
+#[test]
+fn tampered_signatures_are_refused_in_every_key_family() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let n = RS256KeyPair::from_der(&keys().rsa_der)
+        .unwrap()
+        .public_key()
+        .to_components()
+        .n;
+    let mut tampered: Vec<(String, String)> = Vec::new();
+    for (alg, kid) in [
+        ("RS256", "rsa"),
+        ("PS256", "rsa"),
+        ("ES256", "ec256"),
+        ("ES384", "ec384"),
+        ("EdDSA", "ed25519"),
+        ("HS256", "hmac"),
+    ] {
+        let good = mint(alg, kid, claims(&host));
+        assert!(passes(&plugin, &good), "{alg}");
+        tampered.push((
+            format!("{alg} bit flipped"),
+            resigned(&good, |s| s[5] ^= 0x10),
+        ));
+        tampered.push((
+            format!("{alg} truncated"),
+            resigned(&good, |s| {
+                s.pop();
+            }),
+        ));
+    }
+    let good = mint("RS256", "rsa", claims(&host));
+    let n_len = n.len();
+    tampered.push(("RS256 s = n".into(), resigned(&good, |s| *s = n)));
+    tampered.push((
+        "RS256 s > n".into(),
+        resigned(&good, |s| *s = vec![0xff; n_len]),
+    ));
+    tampered.push((
+        "RS256 leading zero".into(),
+        resigned(&good, |s| s.insert(0, 0)),
+    ));
+    for (name, token) in &tampered {
+        let reply = refusal(&plugin, token);
+        assert_eq!(reply.status, 401, "{name}");
+        assert_eq!(
+            problem(&reply)["type"],
+            "urn:banking-filters:problem:jwt-invalid-signature",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        metric(&host, "denied_invalid_signature"),
+        tampered.len() as u64
+    );
+    assert!(plugin.logs(LogLevel::Critical).is_empty());
+}
+
+#[test]
+fn rsa_signature_by_another_key_under_the_published_kid_is_refused() {
+    let host = Host::new();
+    let token = mint("RS256", "rsa", claims(&host));
+    // The published key differs from the signer's in one modulus bit: a different key.
+    let c = RS256KeyPair::from_der(&keys().rsa_der)
+        .unwrap()
+        .public_key()
+        .to_components();
+    let mut other_n = c.n.clone();
+    other_n[100] ^= 0x04;
+    let other = format!(
+        r#"{{"kty":"RSA","kid":"rsa","n":"{}","e":"{}"}}"#,
+        b64(&other_n),
+        b64(&c.e)
+    );
+    let plugin = load(&host, &inline_config(&jwks(&[other]), ""));
+    let reply = refusal(&plugin, &token);
+    assert_eq!(reply.status, 401);
+    assert_eq!(metric(&host, "denied_invalid_signature"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// The host refusing what the filter needs, and workers racing: no trap, fail closed.
+
+mod fail_closed;
+use fail_closed::assert_failed_closed;
+use std::cell::Cell;
+use std::rc::Rc;
+use test_harness::HostStatus;
+
+#[test]
+fn host_refusing_a_call_on_the_request_path_fails_closed_and_the_vm_serves_on() {
+    for call in [
+        "proxy_get_header_map_pairs",
+        "proxy_get_current_time_nanoseconds",
+        "proxy_remove_header_map_value",
+        "proxy_replace_header_map_value",
+        "proxy_set_property",
+    ] {
+        let host = Host::new();
+        let plugin = load(&host, &inline_config(&all_families(), POLICY));
+        let token = mint("ES256", "ec256", claims(&host));
+        host.fail_hostcall(call, HostStatus::InternalFailure, 1);
+        let mut stream = plugin.stream();
+        // A forged claim header to remove, claims to copy into headers and filter state.
+        let action = get(
+            &mut stream,
+            "/accounts/1",
+            Some(&token),
+            &[("x-jwt-claim-sub", "forged")],
+        );
+        assert_failed_closed(&plugin, &stream, action, call);
+        assert_eq!(metric(&host, "allowed"), 0, "{call}");
+        assert!(
+            passes(&plugin, &token),
+            "the next request after a refused {call}"
+        );
+    }
+}
+
+#[test]
+fn refused_local_reply_for_a_bad_token_resets_the_stream() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    host.fail_hostcall("proxy_send_local_response", HostStatus::BadArgument, 2);
+    let mut stream = plugin.stream();
+    let action = get(&mut stream, "/accounts/1", Some("not-a-jwt"), &[]);
+    assert_failed_closed(&plugin, &stream, action, "proxy_send_local_response");
+    assert!(stream.was_reset());
+    assert_eq!(refusal(&plugin, "not-a-jwt").status, 401);
+}
+
+#[test]
+fn refused_callout_is_a_failed_fetch_retried_later_and_tokens_wait_with_503() {
+    let host = Host::new();
+    host.fail_hostcall("proxy_http_call", HostStatus::BadArgument, 1);
+    let plugin = load_and_tick(&host, &remote_config(r#","retryInterval":"2s""#));
+    assert!(plugin.pending_http_calls().is_empty());
+    assert_eq!(metric(&host, "jwks_fetch_failed"), 1);
+    let token = mint("ES256", "k1", claims(&host));
+    assert_eq!(refusal(&plugin, &token).status, 503);
+    host.advance(Duration::from_secs(3));
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert!(passes(&plugin, &token));
+    assert_eq!(plugin.failure(), None);
+}
+
+#[test]
+fn refused_shared_data_writes_leave_the_worker_with_its_own_keys() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    // Publishing the fetched set and releasing the marker are both refused.
+    host.fail_hostcall("proxy_set_shared_data", HostStatus::InternalFailure, 10);
+    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    assert_eq!(plugin.failure(), None);
+    assert!(passes(&plugin, &mint("ES256", "k1", claims(&host))));
+}
+
+#[test]
+fn two_workers_racing_for_the_fetch_marker_start_one_fetch() {
+    let host = Host::new();
+    let a = load(&host, &remote_config(""));
+    let b = load(&host, &remote_config(""));
+    // A's first tick reads the shared key set, the fetch marker, then the marker again to
+    // take it with a CAS write. B's whole first tick runs in that last window: B takes the
+    // marker and starts the fetch; A's CAS write must then lose.
+    let b_fetches_in_window = Rc::new(Cell::new(None));
+    let (seen, b_inside) = (b_fetches_in_window.clone(), b.clone());
+    a.after_nth_hostcall("proxy_get_shared_data", 3, move || {
+        b_inside.tick();
+        seen.set(Some(b_inside.pending_http_calls().len()));
+    });
+    a.tick();
+    assert_eq!(
+        b_fetches_in_window.get(),
+        Some(1),
+        "B fetched inside A's window"
+    );
+    assert_eq!(
+        a.pending_http_calls().len(),
+        0,
+        "A wrote the marker over B's: two fetches for one proxy"
+    );
+    answer_fetch(&b, 200, &jwks(&[jwk("ec256", "k1")]));
+    let token = mint("ES256", "k1", claims(&host));
+    assert!(passes(&a, &token) && passes(&b, &token));
+}
