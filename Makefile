@@ -42,6 +42,7 @@ help:
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
 	@echo "             minter (Python cryptography in .venv) and Istio's schemas (npm, in .tools)"
 	@echo "make bench   jwt-auth against Envoy's jwt_authn with wrk; writes bench/results.md"
+	@echo "make fuzz    the fuzz driver for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) per filter, FUZZ_SEED=...)"
 
 # The toolchain, targets and components of rust-toolchain.toml, installed when missing (rustup
 # does not add a missing target by itself, and RUSTUP_AUTO_INSTALL=0 stops it installing the
@@ -126,6 +127,13 @@ lint: toolchain
 test: lint wasm envoy jwt-minter wasm-bindgen-cli istio-schemas
 	$(CARGO) test --workspace
 	$(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_BINDGEN_TEST_CRATES))
+
+# The harness's fuzz driver (test-harness/host/tests/fuzz.rs) for longer than make test's
+# bounded run: every filter's .wasm, FUZZ_SECONDS each; FUZZ_SEED picks another run.
+FUZZ_SECONDS ?= 300
+.PHONY: fuzz
+fuzz: wasm
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p test-harness --test fuzz -- --nocapture
 
 # Builds only the Envoy runner and the demo services: no wasmtime.
 run: wasm envoy

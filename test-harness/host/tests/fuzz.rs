@@ -304,13 +304,13 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
         let mut r = Rng(iteration_seed);
         run.executions += 1;
         // Time passes: ticks run, callouts time out.
-        if r.chance(10) {
-            if let Err(e) = host.try_advance(Duration::from_millis(r.below(3000) as u64)) {
-                run.findings.push(format!(
-                    "seed {iteration_seed}: trap while time passed: {e}"
-                ));
-                break;
-            }
+        if r.chance(10)
+            && let Err(e) = host.try_advance(Duration::from_millis(r.below(3000) as u64))
+        {
+            run.findings.push(format!(
+                "seed {iteration_seed}: trap while time passed: {e}"
+            ));
+            break;
         }
         // Callouts answered with anything, the real key set among them.
         for call in plugin.pending_http_calls() {
@@ -329,7 +329,7 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
         let faulted = r.chance(12);
         if faulted {
             host.fail_hostcall(
-                *r.pick(FAULT_CALLS),
+                r.pick(FAULT_CALLS),
                 *r.pick(FAULT_STATUSES),
                 1 + r.below(2) as u32,
             );

@@ -109,18 +109,14 @@ fn foreign_functions_answer_what_the_test_registered_and_are_counted() {
 fn shutdown_waits_for_a_filter_that_flushes_then_the_vm_is_gone() {
     let host = Host::new();
     let plugin = probe(&host, "flush_on_done=probe_flush");
-    assert_eq!(
-        plugin.shutdown().unwrap(),
-        false,
-        "the probe defers its shutdown"
-    );
+    assert!(!plugin.shutdown().unwrap(), "the probe defers its shutdown");
     assert_eq!(
         host.shared_data("probe_flush").map(|(v, _)| v),
         Some(b"flushed".to_vec())
     );
     // Its tick calls proxy_done.
     host.advance(Duration::from_millis(10));
-    assert_eq!(plugin.shutdown().unwrap(), true);
+    assert!(plugin.shutdown().unwrap());
     assert!(matches!(
         plugin.try_stream(),
         Err(HarnessError::VmFailed { .. })
@@ -131,7 +127,7 @@ fn shutdown_waits_for_a_filter_that_flushes_then_the_vm_is_gone() {
 fn a_filter_that_does_not_defer_is_gone_at_once() {
     let host = Host::new();
     let plugin = probe(&host, "");
-    assert_eq!(plugin.shutdown().unwrap(), true);
+    assert!(plugin.shutdown().unwrap());
     assert!(plugin.failure().is_some());
 }
 
