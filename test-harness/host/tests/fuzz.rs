@@ -328,11 +328,8 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
         }
         let faulted = r.chance(12);
         if faulted {
-            host.fail_hostcall(
-                r.pick(FAULT_CALLS),
-                *r.pick(FAULT_STATUSES),
-                1 + r.below(2) as u32,
-            );
+            let call = FAULT_CALLS[r.below(FAULT_CALLS.len())];
+            host.fail_hostcall(call, *r.pick(FAULT_STATUSES), 1 + r.below(2) as u32);
         }
         let headers = request(&mut r, &corpus);
         let answers = &mut run.answers;
