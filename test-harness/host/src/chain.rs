@@ -7,8 +7,14 @@
 //! - a local reply stops the request phase: the later filters never see the request, and the
 //!   reply passes back through the response phase of the replying filter and the earlier ones;
 //! - the response phase runs the filters that saw the request, in reverse order;
-//! - filter state (a property a filter sets on the stream) is visible to the filters after it;
-//! - `on_log` (with `on_done` and `on_delete`) runs for every filter when the stream completes.
+//! - filter state (a property a filter sets on the stream) is one map per stream, as Envoy
+//!   keeps one FilterState: what a filter sets is what every filter called after it reads;
+//! - when the stream completes every filter's `on_log` runs (also those that never saw the
+//!   request, as Envoy runs every access-log handler), then each filter is destroyed
+//!   (`on_done`, `on_delete`).
+//!
+//! Envoy sends a local reply through every encoder filter; a later *Wasm* filter skips it
+//! because its context never saw the request, which is what the harness does for all.
 
 use crate::error::HarnessError;
 use crate::host::Host;
@@ -64,8 +70,10 @@ impl Chain {
             streams,
             reached: 0,
             paused_at: None,
+            end_of_stream: true,
             replied_by: None,
             reply: None,
+            filter_state: Vec::new(),
         }
     }
 }
@@ -77,8 +85,11 @@ pub struct ChainStream {
     reached: usize,
     /// The filter the request phase stopped at, waiting for it to resume.
     paused_at: Option<(usize, usize)>,
+    end_of_stream: bool,
     replied_by: Option<usize>,
     reply: Option<LocalResponse>,
+    /// The stream's filter state: (property key, value), latest write wins.
+    filter_state: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ChainStream {
@@ -117,11 +128,13 @@ impl ChainStream {
         mut headers: Headers,
         end_of_stream: bool,
     ) -> Result<Action, HarnessError> {
+        self.end_of_stream = end_of_stream;
         for index in start..self.streams.len() {
             self.share_filter_state(index);
             let resumed_before = self.streams[index].request_resume_count();
             let action =
                 self.streams[index].try_request_headers(&borrowed(&headers), end_of_stream)?;
+            self.collect_filter_state(index);
             self.reached = self.reached.max(index + 1);
             if let Some(reply) = self.streams[index].local_response() {
                 self.replied_by = Some(index);
@@ -162,7 +175,7 @@ impl ChainStream {
             return Action::Pause;
         }
         let headers = self.streams[index].request_headers_now();
-        self.run_request(index + 1, headers, true)
+        self.run_request(index + 1, headers, self.end_of_stream)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -181,11 +194,13 @@ impl ChainStream {
             self.share_filter_state(index);
             let stream = &mut self.streams[index];
             stream.try_response_headers(&borrowed(&headers), body.is_empty())?;
+            let headers_after = stream.response_headers_now();
             if !body.is_empty() {
                 stream.try_response_body(&body, true)?;
                 body = stream.response_body_now();
             }
-            headers = stream.response_headers_now();
+            headers = headers_after;
+            self.collect_filter_state(index);
         }
         let status = headers
             .iter()
@@ -204,10 +219,15 @@ impl ChainStream {
     }
 
     /// Delivers a request body chunk through the filters that passed the headers, in order,
-    /// stopping at the first that pauses.
+    /// stopping at the first that pauses. A filter paused on the headers gets no body (Envoy
+    /// buffers it until the filter resumes; the harness does not deliver it later).
     pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Action {
         let mut body = chunk.to_vec();
-        for index in 0..self.reached {
+        let upto = self.paused_at.map_or(self.reached, |(index, _)| index);
+        if upto < self.reached {
+            return Action::Pause;
+        }
+        for index in 0..upto {
             let stream = &mut self.streams[index];
             if stream.request_body(&body, end_of_stream) == Action::Pause {
                 return Action::Pause;
@@ -230,10 +250,11 @@ impl ChainStream {
             let action = stream
                 .try_response_headers(&borrowed(&headers), end_of_stream)
                 .unwrap_or_else(|e| panic!("{e}"));
+            headers = stream.response_headers_now();
+            self.collect_filter_state(index);
             if action == Action::Pause {
                 return Action::Pause;
             }
-            headers = stream.response_headers_now();
         }
         Action::Continue
     }
@@ -289,21 +310,33 @@ impl ChainStream {
         self.streams.iter().any(Stream::was_reset)
     }
 
-    /// Ends the stream for every filter: `on_done`, `on_log`, `on_delete`, in chain order.
+    /// Ends the stream: every filter's `on_log`, in chain order, then each filter's `on_done`
+    /// and `on_delete`.
     pub fn complete(&mut self) {
         for index in 0..self.streams.len() {
             self.share_filter_state(index);
-            self.streams[index].complete();
+            self.streams[index]
+                .try_log()
+                .unwrap_or_else(|e| panic!("{e}"));
+            self.collect_filter_state(index);
+        }
+        for stream in &mut self.streams {
+            stream.try_destroy().unwrap_or_else(|e| panic!("{e}"));
         }
     }
 
-    /// Filter state set on this stream by any filter is what the others see, as Envoy keeps
-    /// one filter-state object per stream.
+    /// Lends the stream's filter state to the filter about to be called.
     fn share_filter_state(&mut self, index: usize) {
-        for other in 0..self.streams.len() {
-            if other != index {
-                let set = self.streams[other].filter_state_set();
-                self.streams[index].merge_filter_state(set);
+        let state = self.filter_state.clone();
+        self.streams[index].merge_filter_state(state);
+    }
+
+    /// Takes back what the filter just called set (the latest write wins).
+    fn collect_filter_state(&mut self, index: usize) {
+        for (key, value) in self.streams[index].filter_state_set() {
+            match self.filter_state.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => self.filter_state.push((key, value)),
             }
         }
     }

@@ -225,6 +225,7 @@ impl Host {
             root_properties: HashMap::new(),
             done_requested: false,
             shutdown_asked: false,
+            shutdown_deferred: false,
             configuring: false,
             next_context: root_context + 1,
         };
@@ -515,6 +516,11 @@ impl Host {
             remaining: times,
             vm: None,
         });
+    }
+
+    /// Disarms every fault not used up yet.
+    pub fn clear_faults(&self) {
+        self.inner.state.borrow_mut().faults.clear();
     }
 
     /// How many times any VM of this host called `call` (faulted calls included).

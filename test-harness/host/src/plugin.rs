@@ -161,8 +161,9 @@ impl Plugin {
             let finished = self
                 .vm
                 .call::<i32, i32>("proxy_on_done", root, root as i32)?;
-            let requested = self.vm.with_state(|s| s.done_requested);
-            if finished == Some(0) && !requested {
+            if finished == Some(0) {
+                // Only now does Envoy accept `proxy_done` (its pending-done list).
+                self.vm.with_state(|s| s.shutdown_deferred = true);
                 return Ok(false);
             }
         } else if !done {
@@ -269,8 +270,8 @@ impl Plugin {
         let Some(root) = root else {
             return Err(HarnessError::UnknownHttpCall { token });
         };
-        // Envoy attributes callouts to the root context; the SDK routes the response to the
-        // stream that dispatched it and switches the effective context itself.
+        // Envoy attributes callouts to the root context; the module's dispatcher routes the
+        // response to the context that dispatched it and switches the effective context.
         let result = self.vm.call::<(i32, i32, i32, i32, i32), ()>(
             "proxy_on_http_call_response",
             root,
@@ -333,6 +334,15 @@ impl Stream {
             .vm
             .with_stream(self.id, |s| s.local_response.is_some())
             .unwrap_or(false);
+        // Envoy lets go of a header map once the filter continues past it: later hostcalls
+        // on it answer BadArgument until `on_log`.
+        if action == Action::Continue && !replied {
+            self.vm.with_stream(self.id, |s| match export {
+                "proxy_on_request_headers" => s.request_headers_released = true,
+                "proxy_on_response_headers" => s.response_headers_released = true,
+                _ => {}
+            });
+        }
         Ok(if replied { Action::Pause } else { action })
     }
 
@@ -374,13 +384,13 @@ impl Stream {
             .unwrap_or_default()
     }
 
+    /// Lends a chain's filter state to this stream: readable as properties, not counted as
+    /// set by this filter (so it is not handed back, stale, after the call).
     pub(crate) fn merge_filter_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         self.vm.with_stream(self.id, |s| {
+            s.filter_state.clear();
             for (key, value) in entries {
-                s.properties.insert(key.clone(), value);
-                if !s.filter_state.contains(&key) {
-                    s.filter_state.push(key);
-                }
+                s.properties.insert(key, value);
             }
         });
     }
@@ -578,14 +588,39 @@ impl Stream {
         })
     }
 
-    /// Ends the stream as Envoy does: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
-    /// Panics if the filter traps.
+    /// Ends the stream as Envoy does: `proxy_on_log` (Envoy logs every filter once the stream
+    /// completes, request and response headers readable again), then `proxy_on_done` and
+    /// `proxy_on_delete` as it destroys the filter. Panics if the filter traps.
     pub fn complete(&mut self) {
         or_panic(self.try_complete())
     }
 
     /// [`Stream::complete`] returning a trap as an error.
     pub fn try_complete(&mut self) -> Result<(), HarnessError> {
+        self.try_log()?;
+        self.try_destroy()
+    }
+
+    /// `proxy_on_log` once, with the stream's headers readable (what Envoy's access-log pass
+    /// over every filter does). A chain logs every filter before it destroys any.
+    pub(crate) fn try_log(&mut self) -> Result<(), HarnessError> {
+        let first = self
+            .vm
+            .with_stream(self.id, |s| !std::mem::replace(&mut s.logged, true))
+            .unwrap_or(false);
+        if !first {
+            return Ok(());
+        }
+        self.vm.with_stream(self.id, |s| s.logging = true);
+        let result = self
+            .vm
+            .call::<i32, ()>("proxy_on_log", self.id, self.id as i32);
+        self.vm.with_stream(self.id, |s| s.logging = false);
+        result.map(|_| ())
+    }
+
+    /// `proxy_on_done` then `proxy_on_delete`, once.
+    pub(crate) fn try_destroy(&mut self) -> Result<(), HarnessError> {
         let already = self
             .vm
             .with_stream(self.id, |s| std::mem::replace(&mut s.finished, true))
@@ -595,7 +630,6 @@ impl Stream {
         }
         let id = self.id as i32;
         self.vm.call::<i32, i32>("proxy_on_done", self.id, id)?;
-        self.vm.call::<i32, ()>("proxy_on_log", self.id, id)?;
         self.vm.call::<i32, ()>("proxy_on_delete", self.id, id)?;
         Ok(())
     }

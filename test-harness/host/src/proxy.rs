@@ -295,9 +295,21 @@ fn proxy_set_buffer_bytes(
 /// before they arrived, callout response outside `on_http_call_response`).
 fn header_map(vm: &mut VmState, kind: i32) -> Option<&mut HeaderList> {
     match kind {
-        map_type::REQUEST_HEADERS => vm.current_stream()?.request_headers.as_mut(),
+        map_type::REQUEST_HEADERS => {
+            let stream = vm.current_stream()?;
+            if stream.request_headers_released && !stream.logging {
+                return None;
+            }
+            stream.request_headers.as_mut()
+        }
+        map_type::RESPONSE_HEADERS => {
+            let stream = vm.current_stream()?;
+            if stream.response_headers_released && !stream.logging {
+                return None;
+            }
+            stream.response_headers.as_mut()
+        }
         map_type::REQUEST_TRAILERS => vm.current_stream()?.request_trailers.as_mut(),
-        map_type::RESPONSE_HEADERS => vm.current_stream()?.response_headers.as_mut(),
         map_type::RESPONSE_TRAILERS => vm.current_stream()?.response_trailers.as_mut(),
         map_type::HTTP_CALL_RESPONSE_HEADERS => vm.call_response.as_mut().map(|r| &mut r.headers),
         map_type::HTTP_CALL_RESPONSE_TRAILERS => vm.call_response.as_mut().map(|r| &mut r.trailers),
@@ -844,6 +856,10 @@ fn proxy_set_effective_context(mut c: Ctx<'_>, context: i32) -> Result<i32> {
 
 fn proxy_done(mut c: Ctx<'_>) -> Result<i32> {
     crate::faults::hostcall!(c, "proxy_done");
+    // Envoy accepts it only from a root whose `proxy_on_done` answered false.
+    if !c.data().shutdown_deferred {
+        return status(Status::NotFound);
+    }
     c.data_mut().done_requested = true;
     status(Status::Ok)
 }

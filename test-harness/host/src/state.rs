@@ -178,6 +178,13 @@ pub(crate) struct StreamState {
     pub(crate) response_closed: bool,
     pub(crate) route_cache_cleared: usize,
     pub(crate) finished: bool,
+    /// `proxy_on_log` ran.
+    pub(crate) logged: bool,
+    /// `proxy_on_log` is running: both header maps readable again.
+    pub(crate) logging: bool,
+    /// The filter continued past the request (response) headers: Envoy no longer lends them.
+    pub(crate) request_headers_released: bool,
+    pub(crate) response_headers_released: bool,
 }
 
 pub(crate) struct PendingCall {
@@ -219,6 +226,8 @@ pub(crate) struct VmState {
     pub(crate) done_requested: bool,
     /// `proxy_on_done` was called on the root context.
     pub(crate) shutdown_asked: bool,
+    /// `proxy_on_done` answered false: `proxy_done` is now accepted.
+    pub(crate) shutdown_deferred: bool,
     /// The plugin configuration buffer exists only while `proxy_on_configure` runs, as in Envoy.
     pub(crate) configuring: bool,
     pub(crate) next_context: u32,

@@ -1320,16 +1320,29 @@ fn two_workers_racing_for_the_fetch_marker_start_one_fetch() {
     // take it with a CAS write. B's whole first tick runs in that last window: B takes the
     // marker and starts the fetch; A's CAS write must then lose.
     let b_fetches_in_window = Rc::new(Cell::new(None));
-    let (seen, b_inside) = (b_fetches_in_window.clone(), b.clone());
+    let writes_after_b = Rc::new(Cell::new(0));
+    let (seen, writes, b_inside, host_inside) = (
+        b_fetches_in_window.clone(),
+        writes_after_b.clone(),
+        b.clone(),
+        host.clone(),
+    );
     a.after_nth_hostcall("proxy_get_shared_data", 3, move || {
         b_inside.tick();
         seen.set(Some(b_inside.pending_http_calls().len()));
+        writes.set(host_inside.hostcall_count("proxy_set_shared_data"));
     });
     a.tick();
     assert_eq!(
         b_fetches_in_window.get(),
         Some(1),
         "B fetched inside A's window"
+    );
+    // The window really was between A's read and A's write: A wrote once after B's tick.
+    assert_eq!(
+        host.hostcall_count("proxy_set_shared_data"),
+        writes_after_b.get() + 1,
+        "A's CAS write came after B's tick"
     );
     assert_eq!(
         a.pending_http_calls().len(),

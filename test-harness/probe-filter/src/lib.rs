@@ -146,7 +146,7 @@ impl RootContext for ProbeRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Probe))
+        Some(Box::new(Probe::default()))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -154,7 +154,12 @@ impl RootContext for ProbeRoot {
     }
 }
 
-struct Probe;
+/// One stream. Envoy lends the request headers only until the filter continues past them,
+/// so what the body phase needs is read in the headers phase.
+#[derive(Default)]
+struct Probe {
+    body_rewrite: Option<Vec<u8>>,
+}
 
 impl Probe {
     fn report(&self, result: &str) {
@@ -381,6 +386,7 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.body_rewrite = self.get_http_request_header_bytes("x-probe-body");
         let Some(command) = self.get_http_request_header_bytes("x-probe") else {
             return Action::Continue;
         };
@@ -390,7 +396,7 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(how) = self.get_http_request_header_bytes("x-probe-body") else {
+        let Some(how) = self.body_rewrite.clone() else {
             return Action::Continue;
         };
         if !end_of_stream {

@@ -83,7 +83,8 @@ pub trait RootContext {
     /// A response to a callout this root dispatched.
     fn on_http_call_response(&mut self, _response: CallResponse) {}
     /// The VM is shutting down: flush what must not be lost. Returning false defers the
-    /// shutdown until the filter calls [`super::done`].
+    /// shutdown until the filter calls [`super::done`], later (from a tick or a callout
+    /// response): Envoy refuses `proxy_done` from inside `on_done`.
     fn on_done(&mut self) -> bool {
         true
     }
@@ -197,8 +198,14 @@ pub extern "C" fn proxy_abi_version_0_2_1() {}
 /// The host asks for memory to hand us a buffer; [`calls`] takes it back as a `Vec`.
 #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    let buffer: Box<[u8]> = vec![0u8; size].into_boxed_slice();
-    Box::into_raw(buffer).cast::<u8>()
+    // Null when memory runs out, which the host answers as a failed call; aborting here
+    // would trap the VM.
+    let mut buffer: Vec<u8> = Vec::new();
+    if buffer.try_reserve_exact(size).is_err() {
+        return std::ptr::null_mut();
+    }
+    buffer.resize(size, 0);
+    Box::into_raw(buffer.into_boxed_slice()).cast::<u8>()
 }
 
 #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]

@@ -54,16 +54,15 @@ pub fn host_failure_problem() -> Problem {
 }
 
 /// Fails the current stream closed after `what` went wrong (a [`HostError`] names the
-/// call): a 500 problem response if one can still be sent, else a reset of both directions;
+/// call): a 500 problem response if one can still be sent, else a reset of the stream;
 /// never `Continue`, never a pause left to time out. Logged at critical.
 pub fn fail_closed(filter: &str, what: &str) -> Action {
     super::logging::critical(&format!("{filter}: failing closed: {what}"));
     if send_problem(&host_failure_problem(), &[]).is_ok() {
         return Action::Pause;
     }
-    let request = calls::reset(StreamType::Request);
-    let response = calls::reset(StreamType::Response);
-    if let (Err(e), Err(_)) = (request, response) {
+    // One reset ends both directions in Envoy.
+    if let Err(e) = calls::reset(StreamType::Request) {
         super::logging::critical(&format!(
             "{filter}: the stream could not be reset either ({e}); it stays paused"
         ));
