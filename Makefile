@@ -22,9 +22,10 @@ RUST_COMPONENTS := rustfmt clippy
 RUSTUP_MISSING := rustup not found: install it with curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none
 
 # Every filter crate (a folder under filters/ named like its crate) except the shared library,
-# plus the harness's probe filter. A new filter needs no change here.
+# plus two fixtures that are not product filters: the harness's probe filter and the bench's
+# no-op filter (its floor row). A new filter needs no change here.
 FILTER_CRATES := $(filter-out common,$(patsubst filters/%/Cargo.toml,%,$(wildcard filters/*/Cargo.toml)))
-WASM_CRATES := $(FILTER_CRATES) harness-probe
+WASM_CRATES := $(FILTER_CRATES) harness-probe bench-noop-filter
 # Crates whose pure cores also run compiled to wasm32 under wasm-bindgen-test.
 WASM_BINDGEN_TEST_CRATES := banking-filter-common banking-headers
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
