@@ -223,7 +223,8 @@ pub fn render(input: &Input<'_>) -> String {
         "**Figures.** *Envoy CPU µs/req*: Envoy's CPU time over a window (all threads: workers, \
          main thread, V8's; read from the process's CPU-time clock, `utime + stime` of \
          `/proc/<pid>/stat` at nanosecond resolution) divided by the responses completed in \
-         it; the median over rounds, with the lowest and highest. At a fixed rate this \
+         it; the median over rounds, with the lowest and highest, and what the median adds to \
+         the no-filter row's at the same rate. At a fixed rate this \
          includes Envoy's per-request cost at that load (wake-ups, syscalls), not only the \
          filters'. *× vs*: this row's median divided by the median of the row named (its native \
          yardstick, or for the floor, no filter). *p50, p99*: latency percentiles over every \
@@ -290,10 +291,10 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
     let soak = input.soak > 0.0;
     let _ = writeln!(
         w,
-        "| row | chain | token | req/s | Envoy CPU µs/req: median (min–max) | × vs | p50 µs (+ over none) | p99 µs (+ over none) | RSS MiB: ready / warm / end{} | notes |",
+        "| row | chain | token | req/s | Envoy CPU µs/req: median (min–max) | + over none | × vs | p50 µs (+ over none) | p99 µs (+ over none) | RSS MiB: ready / warm / end{} | notes |",
         if soak { " / soak" } else { "" }
     );
-    let _ = writeln!(w, "|---|---|---|---:|---:|---|---:|---:|---:|---|");
+    let _ = writeln!(w, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---|");
     let p = |r: &RowResult, q: f64| quantile(&r.latencies_us, q);
     for row in &level.rows {
         let baseline = level
@@ -302,6 +303,12 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
             .find(|r| r.scenario.name == NO_FILTER && r.rate == row.rate);
         let cpu = median(&row.cpu_us);
         let (lo, hi) = range(&row.cpu_us);
+        let added = match baseline {
+            Some(b) if row.scenario.name != NO_FILTER => {
+                format!("{:+.1}", cpu - median(&b.cpu_us))
+            }
+            _ => "–".to_string(),
+        };
         let versus = row.scenario.versus.and_then(|v| {
             let other = level
                 .rows
@@ -343,7 +350,7 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
         };
         let _ = writeln!(
             w,
-            "| {} | {} | {tokens} | {:.0} | {cpu:.1} ({lo:.1}–{hi:.1}) | {} | {} | {} | {rss} | {} |",
+            "| {} | {} | {tokens} | {:.0} | {cpu:.1} ({lo:.1}–{hi:.1}) | {added} | {} | {} | {} | {rss} | {} |",
             row.scenario.name,
             row.scenario.chain_label(),
             row.rate,
