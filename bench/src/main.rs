@@ -49,7 +49,7 @@ use crate::tokens::Tokens;
 type BenchError = Box<dyn std::error::Error>;
 
 const USAGE: &str = "\
-usage: bench [--rate 3000] [--light-rate 500] [--seconds 2] [--rounds 5] [--warm-up 1]
+usage: bench [--rate 3000] [--light-rate 500] [--seconds 1.25] [--rounds 7] [--warm-up 1]
              [--connections 8] [--concurrency 1,2] [--soak SECONDS] [--only NAME]...
              [--distinct N] [--out bench/results.md] [--list]
 
@@ -59,8 +59,8 @@ request rate, alternating rows over rounds; writes a markdown report.
 
   --rate N          requests per second offered to each row (default 3000)
   --light-rate N    the same for rows marked Rate::Light, distinct tokens (default 500)
-  --seconds S       measured window per row and round (default 2)
-  --rounds N        rounds (default 5)
+  --seconds S       measured window per row and round (default 1.25)
+  --rounds N        rounds (default 7)
   --warm-up S       load per row before the first round (default 1)
   --connections N   keep-alive connections (default 8)
   --concurrency L   Envoy worker counts to run, e.g. 1 or 1,2 (default 1,2)
@@ -104,8 +104,8 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
     let mut parsed = Args {
         rate: 3000.0,
         light_rate: 500.0,
-        seconds: 2.0,
-        rounds: 5,
+        seconds: 1.25,
+        rounds: 7,
         warm_up: 1.0,
         connections: 8,
         concurrency: vec![1, 2],
@@ -226,6 +226,8 @@ pub struct RowResult {
 
 pub struct LevelResult {
     pub concurrency: u32,
+    /// Steal time during the rounds, percent of the machine's CPU time.
+    pub steal_percent: f64,
     pub envoy_cpus: String,
     pub load_cpus: String,
     pub rows: Vec<RowResult>,
@@ -486,6 +488,7 @@ fn measure_level(
         run_load(row, plan, None)?;
         row.result.rss_warm_kib = procfs::rss_kib(row.proxy.pid())?;
     }
+    let ticks_before = procfs::machine_ticks();
     for round in 0..args.rounds {
         eprintln!(
             "bench: --concurrency {concurrency}: round {} of {}",
@@ -517,6 +520,9 @@ fn measure_level(
             );
         }
     }
+    let ticks_after = procfs::machine_ticks();
+    let steal_percent = 100.0 * ticks_after.1.saturating_sub(ticks_before.1) as f64
+        / ticks_after.0.saturating_sub(ticks_before.0).max(1) as f64;
     for row in &mut rows {
         row.result.rss_end_kib = procfs::rss_kib(row.proxy.pid())?;
     }
@@ -551,6 +557,7 @@ fn measure_level(
     }
     Ok(LevelResult {
         concurrency,
+        steal_percent,
         envoy_cpus: envoy_placement,
         load_cpus: load_placement,
         rows: results,

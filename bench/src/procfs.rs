@@ -91,6 +91,26 @@ pub fn cpus_allowed(pid: u32) -> String {
     status_field(pid, "Cpus_allowed_list").unwrap_or_else(|_| "?".to_string())
 }
 
+/// The machine's CPU time so far from `/proc/stat`, in ticks: (all, steal). Steal is time the
+/// hypervisor ran other guests while ours wanted to run.
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
+    // counted in user.
+    let all = fields.iter().take(8).sum();
+    (all, fields.get(7).copied().unwrap_or(0))
+}
+
 /// CPUs online on the machine (not only those this thread may use: it pins itself).
 pub fn online_cpus() -> usize {
     // SAFETY: sysconf has no preconditions and touches no memory of ours.

@@ -223,11 +223,12 @@ pub fn render(input: &Input<'_>) -> String {
         "**Figures.** *Envoy CPU µs/req*: Envoy's CPU time over a window (all threads: workers, \
          main thread, V8's; read from the process's CPU-time clock, `utime + stime` of \
          `/proc/<pid>/stat` at nanosecond resolution) divided by the responses completed in \
-         it; the median over rounds, with the lowest and highest, and what the median adds to \
-         the no-filter row's at the same rate. At a fixed rate this \
+         it; the median over rounds, with the lowest and highest, and the median over rounds of \
+         what it adds to the no-filter row (same round, same rate). At a fixed rate this \
          includes Envoy's per-request cost at that load (wake-ups, syscalls), not only the \
-         filters'. *× vs*: this row's median divided by the median of the row named (its native \
-         yardstick, or for the floor, no filter). *p50, p99*: latency percentiles over every \
+         filters'. *× vs*: this row's CPU per request divided by the named row's (its native yardstick, \
+         or for the floor, no filter) in the same round, median and range over rounds; rows \
+         compared sit next to each other in the table, so they run seconds apart in every round. *p50, p99*: latency percentiles over every \
          request of every window, and in brackets what the row adds to the no-filter row at \
          the same concurrency. *RSS*: Envoy's `VmRSS` when ready, after the warm-up, after \
          the rounds{soak}.\n",
@@ -288,6 +289,12 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
         "## `--concurrency {}` (Envoy on CPUs {}, load on CPU {})\n",
         level.concurrency, level.envoy_cpus, level.load_cpus
     );
+    let _ = writeln!(
+        w,
+        "CPU time the hypervisor gave to other guests (steal) during the rounds: {:.1}% of the \
+         machine's.\n",
+        level.steal_percent
+    );
     let soak = input.soak > 0.0;
     let _ = writeln!(
         w,
@@ -305,7 +312,7 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
         let (lo, hi) = range(&row.cpu_us);
         let added = match baseline {
             Some(b) if row.scenario.name != NO_FILTER => {
-                format!("{:+.1}", cpu - median(&b.cpu_us))
+                format!("{:+.1}", median(&paired(row, b, |a, b| a - b)))
             }
             _ => "–".to_string(),
         };
@@ -314,7 +321,9 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
                 .rows
                 .iter()
                 .find(|r| r.scenario.name == v && r.rate == row.rate)?;
-            Some(format!("{:.2} × {v}", cpu / median(&other.cpu_us)))
+            let ratios = paired(row, other, |a, b| a / b);
+            let (lo, hi) = range(&ratios);
+            Some(format!("{:.2} ({lo:.2}–{hi:.2}) × {v}", median(&ratios)))
         });
         let latency = |q: f64| match (p(row, q), baseline.and_then(|b| p(b, q))) {
             (Some(mine), Some(base)) if row.scenario.name != NO_FILTER => {
@@ -361,6 +370,17 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
         );
     }
     let _ = writeln!(w);
+}
+
+/// `f` of the two rows' CPU per request, round by round: rows measured in the same round ran
+/// within seconds of each other, so drift and bursts of noise on the machine cancel better
+/// than between medians taken separately.
+fn paired(row: &RowResult, other: &RowResult, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    row.cpu_us
+        .iter()
+        .zip(&other.cpu_us)
+        .map(|(a, b)| f(*a, *b))
+        .collect()
 }
 
 /// Whether some filter of the row reads the token (it refuses a tampered one).
