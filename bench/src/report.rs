@@ -252,6 +252,32 @@ pub fn render(input: &Input<'_>) -> String {
          each Envoy's whole run within {:.0} ms.",
         worst * 1000.0
     );
+    let spreads: Vec<String> = input
+        .levels
+        .iter()
+        .filter_map(|l| {
+            let none = l
+                .rows
+                .iter()
+                .find(|r| r.scenario.name == NO_FILTER && r.rate == input.rate)?;
+            let (lo, hi) = range(&none.cpu_us);
+            Some(format!(
+                "{:.0}% at concurrency {}",
+                50.0 * (hi - lo) / median(&none.cpu_us),
+                l.concurrency
+            ))
+        })
+        .collect();
+    if !spreads.is_empty() {
+        let _ = writeln!(
+            w,
+            "- Noise: the no-filter row's rounds at {:.0} req/s spread ± {} around its median. \
+             Differences and ratios well inside such a spread are not significant; the ranges \
+             in the × vs column show how steady each comparison was.",
+            input.rate,
+            spreads.join(", ")
+        );
+    }
     let short: Vec<String> = input
         .levels
         .iter()
