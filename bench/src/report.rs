@@ -134,8 +134,12 @@ pub fn render(input: &Input<'_>) -> String {
     let _ = writeln!(w, "- Modules: {}", modules.join(", "));
     let _ = writeln!(
         w,
-        "- Run: `bench {}`: {:.0} req/s ({:.0} for distinct-token rows), {} rounds of {} s per row, {} connections; {:.0} s wall time",
-        input.command,
+        "- Run: `{}`: {:.0} req/s ({:.0} for distinct-token rows), {} rounds of {} s per row, {} connections; {:.0} s wall time",
+        if input.command.is_empty() {
+            "bench".to_string()
+        } else {
+            format!("bench {}", input.command)
+        },
         input.rate,
         input.light_rate,
         input.rounds,
@@ -312,8 +316,15 @@ pub fn render(input: &Input<'_>) -> String {
 fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
     let _ = writeln!(
         w,
-        "## `--concurrency {}` (Envoy on CPUs {}, load on CPU {})\n",
-        level.concurrency, level.envoy_cpus, level.load_cpus
+        "## `--concurrency {}` (Envoy on CPU{} {}, load on CPU {})\n",
+        level.concurrency,
+        if level.envoy_cpus.contains(['-', ',']) {
+            "s"
+        } else {
+            ""
+        },
+        level.envoy_cpus,
+        level.load_cpus
     );
     let _ = writeln!(
         w,
