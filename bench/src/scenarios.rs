@@ -1,0 +1,380 @@
+//! What `make bench` measures, as one table: each row is a chain of filters, the tokens its
+//! requests carry, and the row it is compared with. A chain mixes our WasmPlugins (named as
+//! in `wasmplugins/`, configured from their shipped `pluginConfig`), the no-op floor filter and
+//! Envoy's native filters ([`crate::native`]).
+//!
+//! The next filter is one entry, its native counterpart another, e.g.
+//! `Scenario { name: "rate-limit", chain: &[Step::Plugin("rate-limit")], tokens: REUSED_RS256,
+//! rate: Rate::Standard, versus: Some("local_ratelimit") }` beside a row whose chain is
+//! `&[Step::Native(&native::LOCAL_RATELIMIT)]`, a [`NativeFilter`] whose `build` returns
+//! the `http_filters` entry.
+
+use crate::native::{self, NativeFilter};
+use crate::tokens::Alg;
+
+/// Which token each request of a row carries (every row's requests carry one, so all rows
+/// parse the same bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// One token on every request: a verified-token cache hits.
+    Reused(Alg),
+    /// The next of many distinct tokens on every request, more than any cache holds: every
+    /// request pays a signature check.
+    Distinct(Alg),
+}
+
+impl TokenUse {
+    pub fn alg(self) -> Alg {
+        match self {
+            TokenUse::Reused(alg) | TokenUse::Distinct(alg) => alg,
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            TokenUse::Reused(alg) => format!("{} reused", alg.name()),
+            TokenUse::Distinct(alg) => format!("{} distinct", alg.name()),
+        }
+    }
+}
+
+const REUSED_RS256: TokenUse = TokenUse::Reused(Alg::Rs256);
+const DISTINCT_RS256: TokenUse = TokenUse::Distinct(Alg::Rs256);
+const REUSED_ES256: TokenUse = TokenUse::Reused(Alg::Es256);
+const DISTINCT_ES256: TokenUse = TokenUse::Distinct(Alg::Es256);
+
+/// The fixed request rate a row is measured at. Each is below saturation for every row that
+/// uses it; the no-filter row is measured at every rate some row uses, and a row is compared
+/// only with rows at its own rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// `--rate` (default 3,000 req/s).
+    Standard,
+    /// `--light-rate` (default 500 req/s): rows with distinct tokens, where jwt-auth checks a
+    /// signature on every request; the slowest (distinct ES256 tokens) costs Envoy about 1 ms
+    /// of CPU per request at such rates, so one worker stays near half busy.
+    Light,
+}
+
+/// One filter of a chain.
+pub enum Step {
+    /// A WasmPlugin of `wasmplugins/`, by name, with its shipped `pluginConfig` (a remote JWKS
+    /// is replaced by the bench's keys inline). Several are chained in istiod's order.
+    Plugin(&'static str),
+    /// `bench/noop-filter`: a proxy-wasm filter that does nothing, the floor of any of ours.
+    Noop,
+    /// One of Envoy's own filters.
+    Native(&'static NativeFilter),
+}
+
+impl Step {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Step::Plugin(name) => name,
+            Step::Noop => "no-op wasm",
+            Step::Native(filter) => filter.label,
+        }
+    }
+
+    /// The probes this filter refuses and with which status, for the sanity check.
+    pub fn refuses(&self) -> &'static [(Probe, u16)] {
+        match self {
+            Step::Plugin("banking-headers") => &[(Probe::MissingCustomerId, 400)],
+            Step::Plugin("jwt-auth") => &[(Probe::TamperedToken, 401), (Probe::OtherCustomer, 403)],
+            Step::Plugin(_) | Step::Noop => &[],
+            Step::Native(filter) => filter.refuses,
+        }
+    }
+}
+
+/// Requests sent to every row before it is measured: a chain must answer each as its first
+/// refusing filter would (200 when none refuses), or the row is not measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The request the load sends.
+    Valid,
+    /// Without `x-customer-id`.
+    MissingCustomerId,
+    /// With the reused token's signature tampered.
+    TamperedToken,
+    /// With a well-formed `x-customer-id` that is not the token's customer.
+    OtherCustomer,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 4] = [
+        Probe::Valid,
+        Probe::MissingCustomerId,
+        Probe::TamperedToken,
+        Probe::OtherCustomer,
+    ];
+}
+
+/// A row of the results.
+pub struct Scenario {
+    /// Unique; what `--only` matches and the results show.
+    pub name: &'static str,
+    /// The HTTP filters before the router, in order.
+    pub chain: &'static [Step],
+    pub tokens: TokenUse,
+    pub rate: Rate,
+    /// The row this one's CPU is divided by in the "× versus" column: the native equivalent,
+    /// or for the floor, no filter.
+    pub versus: Option<&'static str>,
+}
+
+impl Scenario {
+    /// The chain as the results show it: `banking-headers → jwt-auth`.
+    pub fn chain_label(&self) -> String {
+        if self.chain.is_empty() {
+            return "(none)".to_string();
+        }
+        let labels: Vec<&str> = self.chain.iter().map(Step::label).collect();
+        labels.join(" → ")
+    }
+
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.chain
+            .iter()
+            .any(|s| matches!(s, Step::Plugin(p) if *p == name))
+    }
+
+    /// What the chain answers `probe` with: the first refusing filter's status, else 200.
+    pub fn expected(&self, probe: Probe) -> u16 {
+        self.chain
+            .iter()
+            .find_map(|step| {
+                step.refuses()
+                    .iter()
+                    .find(|(p, _)| *p == probe)
+                    .map(|(_, s)| *s)
+            })
+            .unwrap_or(200)
+    }
+}
+
+/// The baseline every row's added latency is measured from.
+pub const NO_FILTER: &str = "none";
+
+/// Every row, in the order measured and shown.
+pub static SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: NO_FILTER,
+        chain: &[],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: None,
+    },
+    Scenario {
+        name: "floor",
+        chain: &[Step::Noop],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: Some(NO_FILTER),
+    },
+    // banking-headers has no native twin; its yardstick is a Lua filter doing the same
+    // checks on the same config (bench/native/banking-headers.lua).
+    Scenario {
+        name: "banking-headers",
+        chain: &[Step::Plugin("banking-headers")],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: Some("banking-headers-lua"),
+    },
+    Scenario {
+        name: "banking-headers-lua",
+        chain: &[Step::Native(&native::BANKING_HEADERS_LUA)],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: None,
+    },
+    // jwt-auth against jwt_authn as Envoy configures it by default (no cache) and with its
+    // verified-token cache.
+    Scenario {
+        name: "jwt-auth-rs256",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: Some("jwt_authn-rs256"),
+    },
+    Scenario {
+        name: "jwt_authn-rs256",
+        chain: &[Step::Native(&native::JWT_AUTHN)],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: None,
+    },
+    Scenario {
+        name: "jwt_authn-cache-rs256",
+        chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: Some("jwt_authn-rs256"),
+    },
+    Scenario {
+        name: "jwt-auth-rs256-distinct",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: DISTINCT_RS256,
+        rate: Rate::Light,
+        versus: Some("jwt_authn-rs256-distinct"),
+    },
+    Scenario {
+        name: "jwt_authn-rs256-distinct",
+        chain: &[Step::Native(&native::JWT_AUTHN)],
+        tokens: DISTINCT_RS256,
+        rate: Rate::Light,
+        versus: None,
+    },
+    Scenario {
+        name: "jwt-auth-es256",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: REUSED_ES256,
+        rate: Rate::Standard,
+        versus: Some("jwt_authn-es256"),
+    },
+    Scenario {
+        name: "jwt_authn-es256",
+        chain: &[Step::Native(&native::JWT_AUTHN)],
+        tokens: REUSED_ES256,
+        rate: Rate::Standard,
+        versus: None,
+    },
+    Scenario {
+        name: "jwt_authn-cache-es256",
+        chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
+        tokens: REUSED_ES256,
+        rate: Rate::Standard,
+        versus: Some("jwt_authn-es256"),
+    },
+    Scenario {
+        name: "jwt-auth-es256-distinct",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: DISTINCT_ES256,
+        rate: Rate::Light,
+        versus: Some("jwt_authn-es256-distinct"),
+    },
+    Scenario {
+        name: "jwt_authn-es256-distinct",
+        chain: &[Step::Native(&native::JWT_AUTHN)],
+        tokens: DISTINCT_ES256,
+        rate: Rate::Light,
+        versus: None,
+    },
+    // The suite as istiod chains it, against the closest native chain: the Lua banking-header
+    // checks, jwt_authn with its cache (jwt-auth caches too), and a Lua step for jwt-auth's
+    // scopes and customer binding.
+    Scenario {
+        name: "suite",
+        chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: Some("suite-native"),
+    },
+    Scenario {
+        name: "suite-native",
+        chain: NATIVE_SUITE,
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: None,
+    },
+    Scenario {
+        name: "suite-distinct",
+        chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],
+        tokens: DISTINCT_RS256,
+        rate: Rate::Light,
+        versus: Some("suite-native-distinct"),
+    },
+    Scenario {
+        name: "suite-native-distinct",
+        chain: NATIVE_SUITE,
+        tokens: DISTINCT_RS256,
+        rate: Rate::Light,
+        versus: None,
+    },
+];
+
+const NATIVE_SUITE: &[Step] = &[
+    Step::Native(&native::BANKING_HEADERS_LUA),
+    Step::Native(&native::JWT_AUTHN_FOR_AUTHZ),
+    Step::Native(&native::JWT_AUTHZ_LUA),
+];
+
+/// The rows whose name contains one of `only` (all when empty), plus the rows they are compared
+/// with and the no-filter baseline.
+pub fn select(only: &[String]) -> Vec<&'static Scenario> {
+    let wanted = |s: &Scenario| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str()));
+    let mut names: Vec<&str> = vec![NO_FILTER];
+    for s in SCENARIOS.iter().filter(|s| wanted(s)) {
+        names.push(s.name);
+        names.extend(s.versus);
+    }
+    SCENARIOS
+        .iter()
+        .filter(|s| names.contains(&s.name))
+        .collect()
+}
+
+/// Refuses a table that cannot be measured: duplicate names, a `versus` naming no row.
+pub fn check_table() -> Result<(), String> {
+    for (i, s) in SCENARIOS.iter().enumerate() {
+        if SCENARIOS[..i].iter().any(|t| t.name == s.name) {
+            return Err(format!("scenario {:?} is declared twice", s.name));
+        }
+        if let Some(v) = s.versus {
+            match SCENARIOS.iter().find(|t| t.name == v) {
+                None => {
+                    return Err(format!(
+                        "scenario {:?} is compared with {v:?}, which is no row",
+                        s.name
+                    ));
+                }
+                Some(t) if t.rate != s.rate => {
+                    return Err(format!(
+                        "scenario {:?} is compared with {v:?}, measured at another rate",
+                        s.name
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if !SCENARIOS
+        .iter()
+        .any(|s| s.name == NO_FILTER && s.chain.is_empty())
+    {
+        return Err(format!("the table needs the no-filter row {NO_FILTER:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent() {
+        check_table().unwrap();
+    }
+
+    #[test]
+    fn a_chain_answers_a_probe_as_its_first_refusing_filter() {
+        let suite = SCENARIOS.iter().find(|s| s.name == "suite").unwrap();
+        assert_eq!(suite.expected(Probe::Valid), 200);
+        assert_eq!(suite.expected(Probe::MissingCustomerId), 400);
+        assert_eq!(suite.expected(Probe::TamperedToken), 401);
+        assert_eq!(suite.expected(Probe::OtherCustomer), 403);
+        let native = SCENARIOS.iter().find(|s| s.name == "suite-native").unwrap();
+        for probe in Probe::ALL {
+            assert_eq!(native.expected(probe), suite.expected(probe), "{probe:?}");
+        }
+    }
+
+    #[test]
+    fn selecting_a_row_brings_its_yardstick_and_the_baseline() {
+        let names: Vec<&str> = select(&["suite-distinct".to_string()])
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["none", "suite-distinct", "suite-native-distinct"]);
+    }
+}
