@@ -138,3 +138,53 @@ fn environment_variables_reach_the_module_through_wasi() {
         Some(b"unset".to_vec())
     );
 }
+
+/// A hand-written filter that, in each phase below, reads the request header map and
+/// stores the status the host answered in shared data under the phase's name.
+fn header_reader() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (import "env" "proxy_get_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))
+             (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 2)
+             (data (i32.const 0) "headersbodylog")
+             (func $record (param $key i32) (param $len i32)
+               (i32.store (i32.const 64) (call $pairs (i32.const 0) (i32.const 80) (i32.const 84)))
+               (drop (call $set (local.get $key) (local.get $len) (i32.const 64) (i32.const 4) (i32.const 0))))
+             (func (export "proxy_abi_version_0_2_1"))
+             (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 4096)
+             (func (export "proxy_on_context_create") (param i32 i32))
+             (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+             (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+             (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+               (call $record (i32.const 0) (i32.const 7)) i32.const 0)
+             (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+               (call $record (i32.const 7) (i32.const 4)) i32.const 0)
+             (func (export "proxy_on_log") (param i32)
+               (call $record (i32.const 11) (i32.const 3))))"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn request_headers_are_lent_until_the_filter_continues_and_again_in_on_log() {
+    let host = Host::new();
+    let plugin = host
+        .load_with(LoadOptions::from_wasm_bytes(header_reader()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = plugin.stream();
+    stream.request_headers(&[(":path", "/")], false);
+    stream.request_body(b"x", true);
+    stream.complete();
+    let status = |phase: &str| {
+        let (value, _) = host.shared_data(phase).expect(phase);
+        u32::from_le_bytes(value.try_into().unwrap())
+    };
+    assert_eq!(status("headers"), 0, "readable in their own phase");
+    assert_eq!(
+        status("body"),
+        2,
+        "BadArgument once the filter continued, as in Envoy"
+    );
+    assert_eq!(status("log"), 0, "readable again in on_log");
+}
