@@ -100,8 +100,10 @@ pub struct PluginConfig {
     pub bypass_paths: Vec<PathMatch>,
 
     /// Request headers removed before the request goes upstream, so a client cannot spoof
-    /// what only the mesh may set: exact names or prefixes ending in `*`. Applies to every
-    /// request, bypassed or not. Default: `["x-internal-*", "x-jwt-claim-*"]`.
+    /// what only the mesh may set: exact names or prefixes ending in `*`, compared ignoring
+    /// case and with `_` read as `-` (`x-internal_user` goes with `x-internal-*`, as a
+    /// CGI-style upstream would read it as `x-internal-user`). Applies to every request,
+    /// bypassed or not. Default: `["x-internal-*", "x-jwt-claim-*"]`.
     #[serde(default = "default_strip_request_headers")]
     pub strip_request_headers: Vec<String>,
 

@@ -965,10 +965,21 @@ mod tests {
             ("x-internal-user", b"root2"),
             ("x-jwt-claim-sub", b"someone-else"),
             ("x-internals", b"kept"),
+            // Upstreams that read `_` as `-` would see these as the headers above.
+            ("x-internal_user", b"admin"),
+            ("x-jwt-claim_customer_id", b"CUST-99999999"),
         ]);
         match decide(&config(), &h, random) {
             Decision::Allow { remove_headers, .. } => {
-                assert_eq!(remove_headers, vec!["x-internal-user", "x-jwt-claim-sub"]);
+                assert_eq!(
+                    remove_headers,
+                    vec![
+                        "x-internal-user",
+                        "x-internal_user",
+                        "x-jwt-claim-sub",
+                        "x-jwt-claim_customer_id"
+                    ]
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -86,15 +86,30 @@ impl NameMatcher {
         })
     }
 
-    /// Whether the header `name` is matched (ignoring case).
+    /// Whether the header `name` is matched, as [`same_header_name`] compares names.
     pub fn matches(&self, name: &str) -> bool {
         match self {
-            NameMatcher::Exact(exact) => name.eq_ignore_ascii_case(exact),
+            NameMatcher::Exact(exact) => same_header_name(name, exact),
             NameMatcher::Prefix(prefix) => name
                 .get(..prefix.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
+                .is_some_and(|head| same_header_name(head, prefix)),
         }
     }
+}
+
+/// Whether two header names are the same to an upstream: ASCII case ignored and `_` read as
+/// `-`. CGI, WSGI and PHP upstreams turn both `-` and `_` into `_`, and Envoy (as Istio
+/// configures it) lets underscores through, so `x-internal_user` must be stripped, or
+/// protected, exactly as `x-internal-user` is.
+pub fn same_header_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// RFC 9110 `tchar`.
@@ -158,5 +173,16 @@ mod tests {
         for bad in ["", "*", "x-a*b*", "x a", ":path", "x-é"] {
             assert!(NameMatcher::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn underscore_spellings_match_as_upstreams_read_them() {
+        assert!(same_header_name("x-internal_user", "X-Internal-User"));
+        assert!(same_header_name("x_jwt_claim_sub", "x-jwt-claim-sub"));
+        assert!(!same_header_name("x-internal-users", "x-internal-user"));
+        let prefix = NameMatcher::parse("x-jwt-claim-*").unwrap();
+        assert!(prefix.matches("x-jwt-claim_customer_id"));
+        assert!(prefix.matches("X_JWT_CLAIM_SUB"));
+        assert!(!prefix.matches("x-jwt-claimed"));
     }
 }

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use banking_filter_common::clock::Timestamp;
-use banking_filter_common::headers::{self, HeaderPairs};
+use banking_filter_common::headers::{self, HeaderPairs, same_header_name};
 use serde_json::{Map, Value};
 
 use crate::cache::{self, TokenCache, VerifiedToken};
@@ -100,7 +100,14 @@ pub fn authorize(
     } else {
         String::new()
     };
-    let owned = config.outputs.owned_headers();
+    let mut owned = config.outputs.owned_headers();
+    // A client's `_` spelling of a header this filter owns reads as that header upstream.
+    for (name, _) in request.headers.iter() {
+        let name = name.to_ascii_lowercase();
+        if !owned.contains(&name) && owned.iter().any(|o| same_header_name(&name, o)) {
+            owned.push(name);
+        }
+    }
 
     if needs_path && config.bypass_paths.contains(&normalized) {
         return allowed(AllowKind::Bypassed, owned);
@@ -888,6 +895,13 @@ mod tests {
         let a = allowed(&e);
         assert_eq!(a.kind, AllowKind::Bypassed);
         assert_eq!(a.remove_headers, vec!["x-jwt-sub"]);
+        // The underscore spelling a CGI-style upstream reads as the same header goes too.
+        let e = w.run(&[
+            (":method", "GET"),
+            (":path", "/healthz"),
+            ("X_JWT_SUB", "victim"),
+        ]);
+        assert_eq!(allowed(&e).remove_headers, vec!["x-jwt-sub", "x_jwt_sub"]);
         // Only the exact path: a sub-path or a traversal is not bypassed.
         assert_eq!(
             denied(&w.run(&[(":method", "GET"), (":path", "/healthz/x")])).reason,
