@@ -1,4 +1,5 @@
-//! Counters: defined once by name when the plugin is configured, incremented by handle.
+//! Counters, gauges and histograms: defined once by name when the plugin is configured,
+//! updated by handle, and never a reason to fail a request.
 //!
 //! Every name is `banking_<filter>_<what>` (e.g. `banking_headers_allowed`). Envoy takes the
 //! part before the first `_` as the Prometheus namespace of a Wasm-defined metric, so all
@@ -31,7 +32,7 @@ pub fn outcome_names<O: Outcome>(filter: &str) -> Vec<String> {
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-pub use host::{Counter, OutcomeCounters};
+pub use host::{Counter, Gauge, Histogram, OutcomeCounters};
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 mod host {
@@ -51,17 +52,7 @@ mod host {
 
     impl Counter {
         pub fn define(name: &str) -> Counter {
-            match host::define_metric(MetricType::Counter, name) {
-                Ok(id) => Counter(Some(id)),
-                Err(e) => {
-                    if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
-                        log::warn!(
-                            "metric {name} not defined, it and any other refused will count nothing: {e}"
-                        );
-                    }
-                    Counter(None)
-                }
-            }
+            Counter(define(MetricType::Counter, name))
         }
 
         /// Whether the host defined it.
@@ -72,6 +63,61 @@ mod host {
         pub fn increment(self) {
             if let Some(id) = self.0 {
                 let _ = host::increment_metric(id, 1);
+            }
+        }
+    }
+
+    /// A gauge (a level: occupancy, keys held), fail-soft like [`Counter`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Gauge(Option<u32>);
+
+    impl Gauge {
+        pub fn define(name: &str) -> Gauge {
+            Gauge(define(MetricType::Gauge, name))
+        }
+
+        /// Sets the level.
+        pub fn set(self, value: u64) {
+            if let Some(id) = self.0 {
+                let _ = host::record_metric(id, value);
+            }
+        }
+
+        /// Moves the level by `delta`.
+        pub fn add(self, delta: i64) {
+            if let Some(id) = self.0 {
+                let _ = host::increment_metric(id, delta);
+            }
+        }
+    }
+
+    /// A histogram (a distribution: latencies, sizes), fail-soft like [`Counter`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Histogram(Option<u32>);
+
+    impl Histogram {
+        pub fn define(name: &str) -> Histogram {
+            Histogram(define(MetricType::Histogram, name))
+        }
+
+        pub fn record(self, value: u64) {
+            if let Some(id) = self.0 {
+                let _ = host::record_metric(id, value);
+            }
+        }
+    }
+
+    /// Defines a metric; a refusal is logged once per VM and leaves the metric counting nothing.
+    fn define(kind: MetricType, name: &str) -> Option<u32> {
+        match host::define_metric(kind, name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "metric {name} not defined, it and any other refused will count nothing: {e}"
+                    );
+                }
+                None
             }
         }
     }

@@ -478,7 +478,6 @@ mod tests {
     use crate::jwks::{Algorithm, KeyOrigin};
     use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
     use serde_json::json;
-    use std::time::Duration;
 
     struct World {
         config: Config,
@@ -1039,6 +1038,5 @@ mod tests {
             ("authorization", &bearer(&t)),
         ]);
         assert_eq!(e.cache, None);
-        let _ = Duration::ZERO;
     }
 }

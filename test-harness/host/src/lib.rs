@@ -30,8 +30,8 @@
 //!     assert!(stream.request_header("x-correlation-id").is_some());
 //! }
 //! assert!(plugin.logs(LogLevel::Error).is_empty());
-//! // Counters by the name the filter defined them with (the name here is illustrative).
-//! assert_eq!(host.metric("banking_headers_rejected_total"), Some(1));
+//! // Counters by the name the filter defined them with, summed over the host's VMs.
+//! assert_eq!(host.metric("banking_headers_rejected_missing_header"), Some(1));
 //!
 //! // Time only moves when the test says so; ticks and callout timeouts fire on the way.
 //! host.advance(Duration::from_secs(5));

@@ -45,5 +45,10 @@ fn payment_without_customer_id_is_refused_with_a_problem() {
         Some(1)
     );
     assert!(plugin.logs(LogLevel::Critical).is_empty());
-    host.advance(Duration::from_secs(30)); // fires on_tick at the plugin's period
+    // Time moves only when the test says so: 30 s on, the same request is refused alike
+    // (banking-headers keeps no time-dependent state; a filter with a tick would see it fire).
+    host.advance(Duration::from_secs(30));
+    let mut later = plugin.stream();
+    later.request_headers(&[(":method", "POST"), (":path", "/payments")], true);
+    assert_eq!(later.local_response().unwrap().status, 400);
 }
