@@ -210,6 +210,28 @@ struct Answer {
     close: bool,
 }
 
+/// Reads what the connection has after `filled` bytes, growing `buffer` when full; a closed
+/// connection is an error saying where it closed.
+fn read_more(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    filled: &mut usize,
+    closed: &str,
+) -> io::Result<()> {
+    if *filled == buffer.len() {
+        buffer.resize(buffer.len() * 2, 0);
+    }
+    let n = stream.read(&mut buffer[*filled..])?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            closed.to_string(),
+        ));
+    }
+    *filled += n;
+    Ok(())
+}
+
 /// Writes one request and reads its response (Content-Length or chunked body).
 fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) -> io::Result<Answer> {
     stream.write_all(request)?;
@@ -218,17 +240,7 @@ fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) -> io:
         if let Some(end) = find(&buffer[..filled], b"\r\n\r\n") {
             break end + 4;
         }
-        if filled == buffer.len() {
-            buffer.resize(buffer.len() * 2, 0);
-        }
-        let n = stream.read(&mut buffer[filled..])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before a response",
-            ));
-        }
-        filled += n;
+        read_more(stream, buffer, &mut filled, "closed before a response")?;
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
     let status = head
@@ -253,17 +265,7 @@ fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) -> io:
         }
     } else if header("transfer-encoding") == Some("chunked") {
         while !buffer[head_end..filled].ends_with(b"0\r\n\r\n") {
-            if filled == buffer.len() {
-                buffer.resize(buffer.len() * 2, 0);
-            }
-            let n = stream.read(&mut buffer[filled..])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed inside a body",
-                ));
-            }
-            filled += n;
+            read_more(stream, buffer, &mut filled, "closed inside a body")?;
         }
     } else if status != 204 && status != 304 {
         return Err(io::Error::new(

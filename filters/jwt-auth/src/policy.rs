@@ -102,10 +102,13 @@ pub fn authorize(
     };
     let mut owned = config.outputs.owned_headers();
     // A client's `_` spelling of a header this filter owns reads as that header upstream.
+    // Most requests carry none: only a header that matches is lower-cased and kept.
     for (name, _) in request.headers.iter() {
-        let name = name.to_ascii_lowercase();
-        if !owned.contains(&name) && owned.iter().any(|o| same_header_name(&name, o)) {
-            owned.push(name);
+        if owned.iter().any(|o| same_header_name(name, o)) {
+            let name = name.to_ascii_lowercase();
+            if !owned.contains(&name) {
+                owned.push(name);
+            }
         }
     }
 
