@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod headers;
+pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod pattern;

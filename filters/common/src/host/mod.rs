@@ -16,6 +16,7 @@
 mod abi;
 pub mod calls;
 pub mod dispatch;
+pub mod filter_state;
 pub mod logging;
 pub mod respond;
 
