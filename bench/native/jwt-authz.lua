@@ -13,7 +13,10 @@ local function set_of(list)
   return set
 end
 
-local BYPASS = set_of(CONFIG.bypassPaths)
+local BYPASS = {}
+for _, bypass in ipairs(CONFIG.bypassPaths or {}) do
+  if bypass.exact then BYPASS[bypass.exact] = true end
+end
 local BINDING = CONFIG.customerBinding
 local BINDING_HEADER = BINDING and (BINDING.header or "x-customer-id")
 local RULES = {}

@@ -127,7 +127,15 @@ fn jwt_authn(inputs: &Inputs, cache: bool, payload_in_metadata: bool) -> Result<
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|path| json!({"match": {"path": path}}))
+        .filter_map(|bypass| {
+            if let Some(path) = bypass.get("exact") {
+                Some(json!({"match": {"path": path}}))
+            } else {
+                bypass
+                    .get("prefix")
+                    .map(|prefix| json!({"match": {"prefix": prefix}}))
+            }
+        })
         .collect();
     rules.push(json!({"match": {"prefix": "/"}, "requires": {"provider_name": "bank"}}));
     Ok(json!({

@@ -8,6 +8,7 @@
 use banking_filter_common::config::{self, ConfigError, whole_number};
 use banking_filter_common::headers::NameMatcher;
 use banking_filter_common::pattern::Pattern;
+use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
 use serde::Deserialize;
 
 /// The four banking headers this filter knows.
@@ -55,6 +56,7 @@ impl BankingHeader {
 ///     {"pathPrefix": "/payments", "methods": ["GET"], "operations": ["payment.read"]}
 ///   ],
 ///   "bypassPaths": [{"exact": "/healthz"}, {"prefix": "/.well-known/"}],
+///   "denyUnmatchedUnder": ["/payments"],
 ///   "customerIdPattern": "CUST-[0-9]{6,12}",
 ///   "maxHeaderValueLength": 128
 /// }
@@ -63,9 +65,22 @@ impl BankingHeader {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
     /// Route rules, tried in order; the first whose `pathPrefix` and `methods` match the
-    /// request applies. Put specific routes before general ones.
+    /// request applies. Put specific routes before general ones. Paths are normalised and
+    /// matched as the README's "Route model" says, the same in every filter.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+
+    /// How paths are compared: `{"case": "insensitive" | "sensitive", "parameters":
+    /// "refuse" | "strip"}`. Default: case-insensitive rules (`/PAYMENTS` meets the
+    /// `/payments` rules) and `;` parameters refused with 400 `invalid-path`.
+    #[serde(default)]
+    pub path_matching: PathMatching,
+
+    /// Path prefixes under which a request that matches no rule is refused with 403
+    /// `route-not-allowed` instead of getting `defaultRule`, e.g. `["/payments"]` so that a
+    /// new method on the payment API is refused until a rule names it. Default: none.
+    #[serde(default)]
+    pub deny_unmatched_under: Vec<String>,
 
     /// What applies to a request no rule matches (and no bypass path covers). Default:
     /// `x-customer-id` and `x-transaction-id` required, any known operation.
@@ -94,8 +109,8 @@ pub struct PluginConfig {
     pub correlation_id_pattern: String,
 
     /// Paths that skip the banking-header checks, e.g. health checks: `{"exact": "/healthz"}`
-    /// or `{"prefix": "/health/"}`. Internal headers are still stripped. A path with dot
-    /// segments, `//`, a backslash or an encoded `.`, `/` or `\` is never bypassed.
+    /// or `{"prefix": "/health/"}`, compared byte for byte with the normalised path (never
+    /// ignoring case: a bypass must not widen). Internal headers are still stripped.
     #[serde(default)]
     pub bypass_paths: Vec<PathMatch>,
 
@@ -122,10 +137,11 @@ pub struct PluginConfig {
 pub struct RuleConfig {
     /// Path prefix the rule covers, matched on segment boundaries: `/payments` covers
     /// `/payments`, `/payments/42` and `/payments?page=2`, not `/paymentsx`. Must start with
-    /// `/`.
+    /// `/` and be normalised already (no escapes of letters, no dot segments, no `;`).
     pub path_prefix: String,
 
-    /// HTTP methods the rule covers, in upper case (`["POST"]`). Empty or absent: all.
+    /// HTTP methods the rule covers, written in upper case (`["POST"]`); a request's method
+    /// is compared ignoring case, so `post` cannot slip past. Empty or absent: all.
     #[serde(default)]
     pub methods: Vec<String>,
 
@@ -166,14 +182,6 @@ impl Default for Requirements {
     }
 }
 
-/// A path matched exactly or by segment-aware prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-}
-
 fn default_required_headers() -> Vec<BankingHeader> {
     vec![BankingHeader::CustomerId, BankingHeader::TransactionId]
 }
@@ -204,22 +212,21 @@ const SAMPLE_GENERATED_ID: &str = "123e4567-e89b-42d3-a456-426614174000";
 /// The validated configuration every stream of the plugin shares.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub rules: Vec<Rule>,
+    /// The rules, bypass paths and protected prefixes.
+    pub routes: RouteTable<Rule>,
     pub default_rule: Rule,
     pub operations: Vec<String>,
     pub customer_id: Pattern,
     pub correlation_id: Pattern,
-    pub bypass_paths: Vec<PathMatch>,
     pub strip_request_headers: Vec<NameMatcher>,
     pub max_header_value_length: usize,
 }
 
-/// A validated rule. The default rule has path prefix `/` and no methods.
+/// What a validated rule (or the default rule) requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub path_prefix: String,
-    /// Empty: every method.
-    pub methods: Vec<String>,
+    /// How problems name the rule: `POST /payments`, or `/` for the default rule.
+    pub name: String,
     /// Sorted and deduplicated.
     pub required: Vec<BankingHeader>,
     pub operations: Vec<String>,
@@ -253,25 +260,22 @@ impl Config {
             }
         }
 
-        let mut rules = Vec::with_capacity(raw.rules.len());
+        let mut routes = RouteTable::new(
+            raw.path_matching,
+            &raw.bypass_paths,
+            &raw.deny_unmatched_under,
+        )?;
         for (i, r) in raw.rules.iter().enumerate() {
-            let at = |field: &str| format!("rules[{i}].{field}");
-            check_path(&r.path_prefix).map_err(|m| ConfigError::at(at("pathPrefix"), m))?;
-            for (j, m) in r.methods.iter().enumerate() {
-                check_method(m).map_err(|e| ConfigError::at(at(&format!("methods[{j}]")), e))?;
-            }
-            let (required, operations) = requirements(
-                &r.required_headers,
-                &r.operations,
-                &raw.operations,
-                &format!("rules[{i}]"),
-            )?;
-            rules.push(Rule {
-                path_prefix: r.path_prefix.clone(),
-                methods: r.methods.clone(),
+            let at = format!("rules[{i}]");
+            let route = RouteMatch::new(&r.path_prefix, &r.methods, raw.path_matching, &at)?;
+            let (required, operations) =
+                requirements(&r.required_headers, &r.operations, &raw.operations, &at)?;
+            let rule = Rule {
+                name: route.describe(),
                 required,
                 operations,
-            });
+            };
+            routes.push(route, rule);
         }
         let (required, operations) = requirements(
             &raw.default_rule.required_headers,
@@ -280,8 +284,7 @@ impl Config {
             "defaultRule",
         )?;
         let default_rule = Rule {
-            path_prefix: "/".to_string(),
-            methods: Vec::new(),
+            name: "/".to_string(),
             required,
             operations,
         };
@@ -295,14 +298,6 @@ impl Config {
                 "correlationIdPattern",
                 "must accept the lowercase hyphenated UUIDs the filter generates",
             ));
-        }
-
-        for (i, m) in raw.bypass_paths.iter().enumerate() {
-            let (kind, path) = match m {
-                PathMatch::Exact(p) => ("exact", p),
-                PathMatch::Prefix(p) => ("prefix", p),
-            };
-            check_path(path).map_err(|e| ConfigError::at(format!("bypassPaths[{i}].{kind}"), e))?;
         }
 
         let mut strip_request_headers = Vec::with_capacity(raw.strip_request_headers.len());
@@ -330,12 +325,11 @@ impl Config {
         }
 
         Ok(Config {
-            rules,
+            routes,
             default_rule,
             operations: raw.operations,
             customer_id,
             correlation_id,
-            bypass_paths: raw.bypass_paths,
             strip_request_headers,
             max_header_value_length: max,
         })
@@ -375,30 +369,6 @@ fn check_operation_name(op: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_method(m: &str) -> Result<(), String> {
-    if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "{m:?} is not an upper-case HTTP method (methods are case-sensitive: write \"POST\")"
-        ));
-    }
-    Ok(())
-}
-
-fn check_path(p: &str) -> Result<(), String> {
-    if !p.starts_with('/') {
-        return Err(format!("{p:?} must start with `/`"));
-    }
-    if p.contains(['?', '#']) {
-        return Err(format!("{p:?} must be a path without query or fragment"));
-    }
-    if !crate::policy::is_normalized_path(p) {
-        return Err(format!(
-            "{p:?} is not a normalised path (no `//`, dot segments or encoded separators)"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,7 +381,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn empty_config_fails_closed_with_defaults() {
         let c = Config::from_json(b"").unwrap();
-        assert!(c.rules.is_empty());
+        assert_eq!(c.routes.rules().count(), 0);
         assert_eq!(
             c.default_rule.required,
             vec![BankingHeader::CustomerId, BankingHeader::TransactionId]
@@ -479,7 +449,8 @@ mod tests {
             br#"{"operations":["payment.create"],"rules":[{"pathPrefix":"/p","requiredHeaders":[],"operations":["payment.create"]}]}"#,
         )
         .unwrap();
-        assert_eq!(c.rules[0].required, vec![BankingHeader::BankingOperation]);
+        let (_, rule) = c.routes.rules().next().unwrap();
+        assert_eq!(rule.required, vec![BankingHeader::BankingOperation]);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -501,6 +472,18 @@ mod tests {
         assert_eq!(
             err(r#"{"rules":[{"pathPrefix":"/a","methods":["GET","post"]}]}"#).path,
             "rules[0].methods[1]"
+        );
+        assert_eq!(
+            err(r#"{"rules":[{"pathPrefix":"/p%61yments"}]}"#).path,
+            "rules[0].pathPrefix"
+        );
+        assert_eq!(
+            err(r#"{"denyUnmatchedUnder":["/payments;x"]}"#).path,
+            "denyUnmatchedUnder[0]"
+        );
+        assert_eq!(
+            err(r#"{"pathMatching":{"case":"upper"}}"#).path,
+            "pathMatching.case"
         );
     }
 
@@ -538,7 +521,7 @@ mod tests {
             .and_then(|rest| rest.split("```").next())
             .expect("the reference has a JSON example");
         let c = Config::from_json(example.as_bytes()).unwrap();
-        assert!(!c.rules.is_empty());
+        assert!(c.routes.rules().count() > 0);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -546,7 +529,7 @@ mod tests {
         let c =
             Config::from_json(br#"{"bypassPaths":[{"exact":"/healthz"},{"prefix":"/health/"}]}"#)
                 .unwrap();
-        assert_eq!(c.bypass_paths[0], PathMatch::Exact("/healthz".into()));
+        assert!(c.routes.has_bypass_paths());
         assert_eq!(
             err(r#"{"bypassPaths":[{"regex":"/h.*"}]}"#).path,
             "bypassPaths[0]"

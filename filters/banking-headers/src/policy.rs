@@ -13,11 +13,12 @@
 //!
 //! The first failed check decides the response: one problem, naming one header.
 
-use crate::config::{BankingHeader, Config, PathMatch, Rule};
+use crate::config::{BankingHeader, Config, Rule};
 use banking_filter_common::headers::{HeaderPairs, Lookup, lookup};
 use banking_filter_common::ids;
 use banking_filter_common::metrics;
 use banking_filter_common::problem::{Problem, excerpt};
+use banking_filter_common::route::{self, Route};
 
 /// What the filter does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +44,11 @@ pub enum Decision {
     },
 }
 
-/// Why a request was refused; each has its own counter.
+/// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     InvalidPath,
+    RouteNotAllowed,
     MissingHeader,
     DuplicateHeader,
     HeaderTooLong,
@@ -57,9 +59,33 @@ pub enum Reason {
     CorrelationUnavailable,
 }
 
+/// Everything about one reason, written once: the problem type's slug, the status, the
+/// problem's title and the counter (`banking_headers_<counter>`).
+struct ReasonRow {
+    slug: &'static str,
+    status: u16,
+    title: &'static str,
+    counter: &'static str,
+}
+
+const fn row(
+    slug: &'static str,
+    status: u16,
+    title: &'static str,
+    counter: &'static str,
+) -> ReasonRow {
+    ReasonRow {
+        slug,
+        status,
+        title,
+        counter,
+    }
+}
+
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::InvalidPath,
+        Reason::RouteNotAllowed,
         Reason::MissingHeader,
         Reason::DuplicateHeader,
         Reason::HeaderTooLong,
@@ -70,44 +96,80 @@ impl Reason {
         Reason::CorrelationUnavailable,
     ];
 
-    /// The problem type's slug, and with `_` for `-` the counter suffix.
+    /// The reason table.
+    const fn row(self) -> ReasonRow {
+        match self {
+            Reason::InvalidPath => row(
+                route::INVALID_PATH,
+                400,
+                route::INVALID_PATH_TITLE,
+                "rejected_invalid_path",
+            ),
+            Reason::RouteNotAllowed => row(
+                route::ROUTE_NOT_ALLOWED,
+                403,
+                route::ROUTE_NOT_ALLOWED_TITLE,
+                "rejected_route_not_allowed",
+            ),
+            Reason::MissingHeader => row(
+                "missing-header",
+                400,
+                "Missing banking header",
+                "rejected_missing_header",
+            ),
+            Reason::DuplicateHeader => row(
+                "duplicate-header",
+                400,
+                "Banking header sent more than once",
+                "rejected_duplicate_header",
+            ),
+            Reason::HeaderTooLong => row(
+                "header-too-long",
+                400,
+                "Banking header too long",
+                "rejected_header_too_long",
+            ),
+            Reason::InvalidEncoding => row(
+                "invalid-header-encoding",
+                400,
+                "Banking header is not valid UTF-8",
+                "rejected_invalid_header_encoding",
+            ),
+            Reason::InvalidFormat => row(
+                "invalid-header-format",
+                400,
+                "Malformed banking header",
+                "rejected_invalid_header_format",
+            ),
+            Reason::UnknownOperation => row(
+                "unknown-operation",
+                400,
+                "Unknown banking operation",
+                "rejected_unknown_operation",
+            ),
+            Reason::OperationMismatch => row(
+                "operation-mismatch",
+                400,
+                "Banking operation does not match the route",
+                "rejected_operation_mismatch",
+            ),
+            Reason::CorrelationUnavailable => row(
+                "correlation-id-unavailable",
+                500,
+                "Correlation id could not be generated",
+                "rejected_correlation_id_unavailable",
+            ),
+        }
+    }
+
+    /// The problem type's slug (`urn:banking-filters:problem:<slug>`).
     pub fn slug(self) -> &'static str {
-        match self {
-            Reason::InvalidPath => "invalid-path",
-            Reason::MissingHeader => "missing-header",
-            Reason::DuplicateHeader => "duplicate-header",
-            Reason::HeaderTooLong => "header-too-long",
-            Reason::InvalidEncoding => "invalid-header-encoding",
-            Reason::InvalidFormat => "invalid-header-format",
-            Reason::UnknownOperation => "unknown-operation",
-            Reason::OperationMismatch => "operation-mismatch",
-            Reason::CorrelationUnavailable => "correlation-id-unavailable",
-        }
-    }
-
-    fn status(self) -> u16 {
-        match self {
-            Reason::CorrelationUnavailable => 500,
-            _ => 400,
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Reason::InvalidPath => "Request path is not normalised",
-            Reason::MissingHeader => "Missing banking header",
-            Reason::DuplicateHeader => "Banking header sent more than once",
-            Reason::HeaderTooLong => "Banking header too long",
-            Reason::InvalidEncoding => "Banking header is not valid UTF-8",
-            Reason::InvalidFormat => "Malformed banking header",
-            Reason::UnknownOperation => "Unknown banking operation",
-            Reason::OperationMismatch => "Banking operation does not match the route",
-            Reason::CorrelationUnavailable => "Correlation id could not be generated",
-        }
+        self.row().slug
     }
 
     fn problem(self, header: &str, detail: String) -> Problem {
-        Problem::new(self.status(), self.slug(), self.title(), detail).with_header(header)
+        let row = self.row();
+        Problem::new(row.status, row.slug, row.title, detail).with_header(header)
     }
 }
 
@@ -130,6 +192,7 @@ impl metrics::Outcome for Outcome {
         Outcome::CorrelationGenerated,
         Outcome::InternalHeadersStripped,
         Outcome::Rejected(Reason::InvalidPath),
+        Outcome::Rejected(Reason::RouteNotAllowed),
         Outcome::Rejected(Reason::MissingHeader),
         Outcome::Rejected(Reason::DuplicateHeader),
         Outcome::Rejected(Reason::HeaderTooLong),
@@ -146,17 +209,7 @@ impl metrics::Outcome for Outcome {
             Outcome::Bypassed => "bypassed",
             Outcome::CorrelationGenerated => "correlation_generated",
             Outcome::InternalHeadersStripped => "internal_headers_stripped",
-            Outcome::Rejected(r) => match r {
-                Reason::InvalidPath => "rejected_invalid_path",
-                Reason::MissingHeader => "rejected_missing_header",
-                Reason::DuplicateHeader => "rejected_duplicate_header",
-                Reason::HeaderTooLong => "rejected_header_too_long",
-                Reason::InvalidEncoding => "rejected_invalid_encoding",
-                Reason::InvalidFormat => "rejected_invalid_format",
-                Reason::UnknownOperation => "rejected_unknown_operation",
-                Reason::OperationMismatch => "rejected_operation_mismatch",
-                Reason::CorrelationUnavailable => "rejected_correlation_unavailable",
-            },
+            Outcome::Rejected(r) => r.row().counter,
         }
     }
 }
@@ -223,18 +276,24 @@ pub fn decide(
 ) -> Decision {
     let remove_headers = internal_headers(config, headers);
 
-    let path = match request_path(headers) {
-        Ok(p) => p,
-        Err(r) => return deny(r, None, false),
+    let rule = match config.routes.resolve(headers) {
+        Ok(Route::Rule(rule)) => rule,
+        Ok(Route::Unmatched) => &config.default_rule,
+        Ok(Route::Bypass) => return Decision::Bypass { remove_headers },
+        // The path itself is never quoted: it may carry account numbers.
+        Err(defect) => {
+            let detail = defect.detail().to_string();
+            return deny(refuse(Reason::InvalidPath, ":path", detail), None, false);
+        }
+        Ok(Route::NotAllowed) => {
+            let detail = route::route_not_allowed().detail;
+            return deny(
+                refuse(Reason::RouteNotAllowed, ":path", detail),
+                None,
+                false,
+            );
+        }
     };
-    if is_bypassed(config, path) {
-        return Decision::Bypass { remove_headers };
-    }
-    let method = match lookup(headers, ":method") {
-        Lookup::One(m) => std::str::from_utf8(m).unwrap_or(""),
-        _ => "",
-    };
-    let rule = matching_rule(config, method, path);
 
     // The correlation id first, so later problems can quote it.
     let (correlation_id, generated) = match settle_correlation_id(config, rule, headers, fresh_id) {
@@ -286,79 +345,6 @@ fn internal_headers(config: &Config, headers: &HeaderPairs) -> Vec<String> {
     names
 }
 
-/// The path without query or fragment, refused unless normalised.
-fn request_path(headers: &HeaderPairs) -> Result<&str, Refusal> {
-    let raw = match lookup(headers, ":path") {
-        Lookup::One(p) => p,
-        _ => {
-            return Err(refuse(
-                Reason::InvalidPath,
-                ":path",
-                "the request has no single path".to_string(),
-            ));
-        }
-    };
-    let path = std::str::from_utf8(raw)
-        .ok()
-        .and_then(|p| p.split(['?', '#']).next())
-        .filter(|p| p.starts_with('/') && is_normalized_path(p));
-    // The path itself is not quoted: it may carry account numbers.
-    path.ok_or_else(|| {
-        refuse(
-            Reason::InvalidPath,
-            ":path",
-            "the path must be an absolute, normalised path: no `//`, `.` or `..` segments, \
-             backslashes, or percent-encoded `.`, `/` or `\\`"
-                .to_string(),
-        )
-    })
-}
-
-/// Whether `path` (no query) is free of what proxies and upstreams may resolve differently:
-/// empty, `.` and `..` segments (so no `//`), backslashes and percent-encoded `.`, `/`, `\`.
-pub fn is_normalized_path(path: &str) -> bool {
-    if path.contains('\\') {
-        return false;
-    }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c"].iter().any(|enc| lower.contains(enc)) {
-        return false;
-    }
-    // Skip the leading "/" and allow one trailing "/", then no segment may be empty or dots.
-    let inner = path.strip_prefix('/').unwrap_or(path);
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    inner.is_empty()
-        || inner
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-}
-
-/// Whether `prefix` covers `path` on a segment boundary.
-pub fn prefix_covers(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-        None => false,
-    }
-}
-
-fn is_bypassed(config: &Config, path: &str) -> bool {
-    config.bypass_paths.iter().any(|m| match m {
-        PathMatch::Exact(p) => p == path,
-        PathMatch::Prefix(p) => prefix_covers(p, path),
-    })
-}
-
-fn matching_rule<'c>(config: &'c Config, method: &str, path: &str) -> &'c Rule {
-    config
-        .rules
-        .iter()
-        .find(|r| {
-            prefix_covers(&r.path_prefix, path)
-                && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
-        })
-        .unwrap_or(&config.default_rule)
-}
-
 /// The header's single value as UTF-8, `None` when absent; refused when repeated, too long
 /// or not UTF-8.
 fn single_value<'h>(
@@ -405,17 +391,8 @@ fn missing(header: BankingHeader, rule: &Rule) -> Refusal {
     refuse(
         Reason::MissingHeader,
         name,
-        format!("{name} is required for {}", describe(rule)),
+        format!("{name} is required for {}", rule.name),
     )
-}
-
-/// How a rule is named to a client: by its configuration, never by the request's own path.
-fn describe(rule: &Rule) -> String {
-    if rule.methods.is_empty() {
-        rule.path_prefix.clone()
-    } else {
-        format!("{} {}", rule.methods.join("|"), rule.path_prefix)
-    }
 }
 
 fn settle_correlation_id(
@@ -503,7 +480,7 @@ fn check_identifiers(config: &Config, rule: &Rule, headers: &HeaderPairs) -> Res
                         name,
                         format!(
                             "{name} \"{value}\" does not match {}, which expects {}",
-                            describe(rule),
+                            rule.name,
                             rule.operations.join(" or ")
                         ),
                     ));
@@ -840,12 +817,8 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn unmatched_request_gets_the_default_rule() {
-        // `/paymentsx` is not under `/payments`, and lower-case `post` is not `POST`.
-        for (method, path) in [
-            ("POST", "/paymentsx"),
-            ("post", "/payments"),
-            ("GET", "/accounts"),
-        ] {
+        // `/paymentsx` is not under `/payments`.
+        for (method, path) in [("POST", "/paymentsx"), ("GET", "/accounts")] {
             let d = decide(&config(), &req(method, path, &[]), random);
             let p = assert_denied(d, Reason::MissingHeader, "x-customer-id");
             assert_eq!(
@@ -1008,7 +981,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn counter_names_are_stable() {
         let names = outcome_names::<Outcome>("headers");
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 14);
         for expected in [
             "banking_headers_allowed",
             "banking_headers_bypassed",
@@ -1023,20 +996,64 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        // Every rejection reason has its own counter.
+        // Every rejection reason has its own counter, named after its problem type.
         for r in Reason::ALL {
             let o = Outcome::Rejected(r);
             assert!(<Outcome as metrics::Outcome>::ALL.contains(&o), "{r:?}");
+            let counter = <Outcome as metrics::Outcome>::suffix(o);
+            assert_eq!(counter, format!("rejected_{}", r.slug().replace('-', "_")));
         }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn prefix_covers_whole_segments_only() {
-        assert!(prefix_covers("/payments", "/payments"));
-        assert!(prefix_covers("/payments", "/payments/1"));
-        assert!(prefix_covers("/payments/", "/payments/1"));
-        assert!(prefix_covers("/", "/anything"));
-        assert!(!prefix_covers("/payments", "/paymentsx"));
-        assert!(!prefix_covers("/payments/", "/payments"));
+    fn no_spelling_of_the_payment_route_escapes_its_rule() {
+        let read = [
+            ("x-customer-id", &b"CUST-123456"[..]),
+            ("x-transaction-id", TXN.as_bytes()),
+            ("x-banking-operation", b"account.read"),
+        ];
+        let base = decide(&config(), &req("POST", "/payments", &read), random);
+        assert_denied(base, Reason::OperationMismatch, "x-banking-operation");
+        // Spellings that are the same resource meet the same rule.
+        for path in [
+            "/p%61yments",
+            "/%70ayments",
+            "/PAYMENTS",
+            "/Payments/42",
+            "/payments/",
+        ] {
+            let d = decide(&config(), &req("POST", path, &read), random);
+            assert_denied(d, Reason::OperationMismatch, "x-banking-operation");
+        }
+        let d = decide(&config(), &req("post", "/payments", &read), random);
+        assert_denied(d, Reason::OperationMismatch, "x-banking-operation");
+        // Spellings an upstream may read as another resource are refused outright.
+        for path in [
+            "/payments;x=1",
+            "/payments%3Bx",
+            "/payments%3bx",
+            "/payments%2f..",
+            "/payments%2F..",
+            "/..;/payments",
+        ] {
+            let d = decide(&config(), &req("POST", path, &read), no_random_expected);
+            let p = assert_denied(d, Reason::InvalidPath, ":path");
+            assert_eq!(p.type_uri, "urn:banking-filters:problem:invalid-path");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unmatched_method_under_a_protected_prefix_is_not_allowed() {
+        let json = CONFIG.replace(
+            r#""bypassPaths""#,
+            r#""denyUnmatchedUnder": ["/payments"], "bypassPaths""#,
+        );
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        let d = decide(&c, &req("DELETE", "/PAYMENTS/42", &[]), no_random_expected);
+        let p = assert_denied(d, Reason::RouteNotAllowed, ":path");
+        assert_eq!(p.status, 403);
+        // Outside the protected prefix the default rule still applies.
+        let d = decide(&c, &req("DELETE", "/other", &[]), random);
+        assert_denied(d, Reason::MissingHeader, "x-customer-id");
     }
 }

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod metrics;
 pub mod pattern;
 pub mod problem;
+pub mod route;
 pub mod shared;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use banking_filter_common::config::{self as common_config, ConfigError, duration, whole_number};
+use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
 use serde::Deserialize;
 
 use crate::jwks::{Algorithm, KeyOrigin, KeySet};
@@ -40,12 +41,25 @@ pub struct PluginConfig {
     #[serde(default, deserialize_with = "opt_whole_number")]
     pub max_token_bytes: Option<usize>,
     /// Routes that need scopes beyond a valid token. The first rule whose `pathPrefix`
-    /// and `methods` match applies; a request matching no rule needs only a valid token.
+    /// and `methods` match applies; a request matching no rule needs only a valid token,
+    /// unless `denyUnmatchedUnder` covers it. Paths are normalised and matched as the
+    /// README's "Route model" says, the same in every filter.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
-    /// Exact paths (query ignored) served without a token, e.g. health checks.
+    /// How paths are compared: `{"case": "insensitive" | "sensitive", "parameters":
+    /// "refuse" | "strip"}`. Default: case-insensitive rules and `;` parameters refused
+    /// with 400 `invalid-path`.
     #[serde(default)]
-    pub bypass_paths: Vec<String>,
+    pub path_matching: PathMatching,
+    /// Path prefixes under which a request that matches no rule is refused with 403
+    /// `route-not-allowed` (after its token is verified) rather than allowed on any valid
+    /// token, e.g. `["/payments"]`. Default: none.
+    #[serde(default)]
+    pub deny_unmatched_under: Vec<String>,
+    /// Paths served without a token, e.g. health checks: `{"exact": "/healthz"}` or
+    /// `{"prefix": "/.well-known/"}`, compared byte for byte with the normalised path.
+    #[serde(default)]
+    pub bypass_paths: Vec<PathMatch>,
     /// Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
     /// through without a token: browsers never send credentials on them. Default false.
     #[serde(default)]
@@ -150,9 +164,10 @@ pub struct TokenSourceConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleConfig {
     /// Path prefix, matched on segment boundaries: `/payments` matches `/payments` and
-    /// `/payments/42`, not `/paymentsX`.
+    /// `/payments/42`, not `/paymentsX`. Must be normalised already.
     pub path_prefix: String,
-    /// Methods the rule covers; empty or absent means every method.
+    /// Methods the rule covers, written in upper case (`["POST"]`); a request's method is
+    /// compared ignoring case. Empty or absent means every method.
     #[serde(default)]
     pub methods: Vec<String>,
     /// Scopes the token must all have, from its `scope` (space-delimited) or `scp` claim.
@@ -231,8 +246,8 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub token_sources: Vec<TokenSource>,
     pub max_token_bytes: usize,
-    pub rules: Vec<Rule>,
-    pub bypass_paths: Vec<String>,
+    /// The rules, bypass paths and protected prefixes.
+    pub routes: RouteTable<Rule>,
     pub bypass_cors_preflight: bool,
     pub customer_binding: Option<CustomerBinding>,
     pub outputs: Outputs,
@@ -281,11 +296,9 @@ pub enum TokenSource {
     Cookie(String),
 }
 
+/// What a matched rule requires of the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub path_prefix: String,
-    /// Uppercase; empty means any method.
-    pub methods: Vec<String>,
     pub required_scopes: Vec<String>,
 }
 
@@ -378,20 +391,15 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
         return Err(err("maxTokenBytes", "must be between 256 and 65536"));
     }
 
-    let rules = raw
-        .rules
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| validate_rule(r, &format!("rules[{i}]")))
-        .collect::<Result<_, _>>()?;
-
-    for (i, path) in raw.bypass_paths.iter().enumerate() {
-        if !path.starts_with('/') || path.contains(['?', '#']) {
-            return Err(err(
-                format!("bypassPaths[{i}]"),
-                "must be a path starting with '/', without query or fragment",
-            ));
-        }
+    let mut routes = RouteTable::new(
+        raw.path_matching,
+        &raw.bypass_paths,
+        &raw.deny_unmatched_under,
+    )?;
+    for (i, r) in raw.rules.into_iter().enumerate() {
+        let at = format!("rules[{i}]");
+        let route = RouteMatch::new(&r.path_prefix, &r.methods, raw.path_matching, &at)?;
+        routes.push(route, validate_rule(r, &at)?);
     }
 
     let customer_binding = raw
@@ -446,8 +454,7 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
             providers,
             token_sources,
             max_token_bytes,
-            rules,
-            bypass_paths: raw.bypass_paths,
+            routes,
             bypass_cors_preflight: raw.bypass_cors_preflight,
             customer_binding,
             outputs,
@@ -674,27 +681,8 @@ fn validate_source(s: TokenSourceConfig, at: &str) -> Result<TokenSource, Config
     Ok(source)
 }
 
+/// The rule's scopes; its path and methods are the route model's.
 fn validate_rule(r: RuleConfig, at: &str) -> Result<Rule, ConfigError> {
-    if !r.path_prefix.starts_with('/') || r.path_prefix.contains(['?', '#']) {
-        return Err(err(
-            format!("{at}.pathPrefix"),
-            "must be a path starting with '/', without query or fragment",
-        ));
-    }
-    let methods = r
-        .methods
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            if m.is_empty() || !m.bytes().all(is_token_char) {
-                return Err(err(
-                    format!("{at}.methods[{i}]"),
-                    format!("{m:?} is not a method"),
-                ));
-            }
-            Ok(m.to_ascii_uppercase())
-        })
-        .collect::<Result<_, _>>()?;
     // RFC 6749 §3.3 scope-token characters; they also go into a quoted challenge attribute.
     if let Some(i) = r.required_scopes.iter().position(|s| {
         s.is_empty()
@@ -707,15 +695,7 @@ fn validate_rule(r: RuleConfig, at: &str) -> Result<Rule, ConfigError> {
             "a scope is one non-empty word of printable ASCII without '\"' or '\\'",
         ));
     }
-    // A path prefix ending in '/' would never match the bare collection path.
-    let path_prefix = if r.path_prefix.len() > 1 {
-        r.path_prefix.trim_end_matches('/').to_owned()
-    } else {
-        r.path_prefix
-    };
     Ok(Rule {
-        path_prefix,
-        methods,
         required_scopes: r.required_scopes,
     })
 }
@@ -933,7 +913,7 @@ mod tests {
             (
                 with_provider("", r#","rules":[{"pathPrefix":"payments"}]"#),
                 "rules[0].pathPrefix",
-                "starting with '/'",
+                "must start with '/'",
             ),
             (
                 with_provider(
@@ -944,9 +924,9 @@ mod tests {
                 "one non-empty word",
             ),
             (
-                with_provider("", r#","bypassPaths":["healthz"]"#),
-                "bypassPaths[0]",
-                "starting with '/'",
+                with_provider("", r#","bypassPaths":[{"exact":"healthz"}]"#),
+                "bypassPaths[0].exact",
+                "must start with '/'",
             ),
             (
                 with_provider("", r#","customerBinding":{"claim":""}"#),
@@ -1037,7 +1017,7 @@ mod tests {
         let c = parse(example).unwrap();
         assert_eq!(c.providers[0].issuer, "https://idp.bank.example");
         assert!(matches!(c.providers[0].keys, KeySource::Remote(_)));
-        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.routes.rules().count(), 2);
         assert_eq!(c.outputs.filter_state_claims, vec!["customer_id"]);
     }
 
@@ -1046,7 +1026,7 @@ mod tests {
         let c = parse(&with_provider(
             "",
             r#","tokenSources":[{"header":"X-Api-Token"},{"queryParam":"access_token"},{"cookie":"sess"}],
-               "rules":[{"pathPrefix":"/payments/","methods":["post"],"requiredScopes":["payments:write"]}],
+               "rules":[{"pathPrefix":"/payments/","methods":["POST"],"requiredScopes":["payments:write"]}],
                "customerBinding":{"claim":"customer_id","header":"X-Customer-Id"},
                "outputs":{"claimHeaders":[{"claim":"sub","header":"X-Jwt-Sub"}],"payloadHeader":"x-jwt-payload"}"#,
         ))
@@ -1062,8 +1042,9 @@ mod tests {
                 TokenSource::Cookie("sess".into()),
             ]
         );
-        assert_eq!(c.rules[0].path_prefix, "/payments");
-        assert_eq!(c.rules[0].methods, vec!["POST"]);
+        let (route, _) = c.routes.rules().next().unwrap();
+        assert_eq!(route.path_prefix(), "/payments");
+        assert_eq!(route.methods(), ["POST"]);
         assert_eq!(c.customer_binding.unwrap().header, "x-customer-id");
         assert_eq!(
             c.outputs.owned_headers(),

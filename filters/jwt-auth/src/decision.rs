@@ -6,6 +6,7 @@
 
 use banking_filter_common::metrics::Outcome;
 use banking_filter_common::problem::Problem;
+use banking_filter_common::route;
 
 /// Why a request was refused. Each reason has its own counter,
 /// `banking_jwt_auth_denied_<suffix>`.
@@ -15,8 +16,10 @@ pub enum DenyReason {
     MissingToken,
     /// More than one token in the request.
     MultipleTokens,
-    /// Path with dot-segments, `//`, `\` or encoded slashes, which rules cannot match safely.
-    UnnormalizedPath,
+    /// A path the route model refuses (common `invalid-path`, the same in every filter).
+    InvalidPath,
+    /// No rule matches, under a `denyUnmatchedUnder` prefix (common `route-not-allowed`).
+    RouteNotAllowed,
     TokenTooLarge,
     MalformedToken,
     /// `alg` is `none`, unsupported, or not allowed for the issuer.
@@ -45,7 +48,8 @@ impl DenyReason {
     pub const ALL: &'static [DenyReason] = &[
         DenyReason::MissingToken,
         DenyReason::MultipleTokens,
-        DenyReason::UnnormalizedPath,
+        DenyReason::InvalidPath,
+        DenyReason::RouteNotAllowed,
         DenyReason::TokenTooLarge,
         DenyReason::MalformedToken,
         DenyReason::AlgorithmNotAllowed,
@@ -66,8 +70,9 @@ impl DenyReason {
 
     pub fn status(self) -> u16 {
         match self {
-            DenyReason::MultipleTokens | DenyReason::UnnormalizedPath => 400,
-            DenyReason::AudienceMismatch
+            DenyReason::MultipleTokens | DenyReason::InvalidPath => 400,
+            DenyReason::RouteNotAllowed
+            | DenyReason::AudienceMismatch
             | DenyReason::InsufficientScope
             | DenyReason::CustomerMismatch => 403,
             DenyReason::KeysUnavailable => 503,
@@ -81,7 +86,9 @@ impl DenyReason {
             // §3.1: a request without credentials gets a bare challenge.
             DenyReason::MissingToken => None,
             DenyReason::MultipleTokens => Some("invalid_request"),
-            DenyReason::UnnormalizedPath | DenyReason::KeysUnavailable => None,
+            DenyReason::InvalidPath | DenyReason::RouteNotAllowed | DenyReason::KeysUnavailable => {
+                None
+            }
             DenyReason::AudienceMismatch
             | DenyReason::InsufficientScope
             | DenyReason::CustomerMismatch => Some("insufficient_scope"),
@@ -93,16 +100,18 @@ impl DenyReason {
     pub fn challenges(self) -> bool {
         !matches!(
             self,
-            DenyReason::UnnormalizedPath | DenyReason::KeysUnavailable
+            DenyReason::InvalidPath | DenyReason::RouteNotAllowed | DenyReason::KeysUnavailable
         )
     }
 
-    /// Slug of the problem type, `urn:banking-filters:problem:jwt-<slug>`.
+    /// Slug of the problem type: `jwt-<slug>`, except the route model's defects, whose
+    /// types every filter shares.
     pub fn slug(self) -> &'static str {
         match self {
+            DenyReason::InvalidPath => route::INVALID_PATH,
+            DenyReason::RouteNotAllowed => route::ROUTE_NOT_ALLOWED,
             DenyReason::MissingToken => "missing-token",
             DenyReason::MultipleTokens => "multiple-tokens",
-            DenyReason::UnnormalizedPath => "unnormalized-path",
             DenyReason::TokenTooLarge => "token-too-large",
             DenyReason::MalformedToken => "malformed-token",
             DenyReason::AlgorithmNotAllowed => "algorithm-not-allowed",
@@ -126,7 +135,8 @@ impl DenyReason {
         match self {
             DenyReason::MissingToken => "Access token required",
             DenyReason::MultipleTokens => "More than one access token",
-            DenyReason::UnnormalizedPath => "Path is not normalized",
+            DenyReason::InvalidPath => route::INVALID_PATH_TITLE,
+            DenyReason::RouteNotAllowed => route::ROUTE_NOT_ALLOWED_TITLE,
             DenyReason::KeysUnavailable => "Signing keys not yet available",
             DenyReason::AudienceMismatch
             | DenyReason::InsufficientScope
@@ -141,7 +151,8 @@ impl DenyReason {
         match self {
             DenyReason::MissingToken => "An access token is required",
             DenyReason::MultipleTokens => "The request carries more than one access token",
-            DenyReason::UnnormalizedPath => "The request path is not normalized",
+            DenyReason::InvalidPath => "The request path is not normalised",
+            DenyReason::RouteNotAllowed => "No rule allows this request",
             DenyReason::TokenTooLarge => "The access token is too large",
             DenyReason::MalformedToken => "The access token is malformed",
             DenyReason::AlgorithmNotAllowed => "The access token algorithm is not accepted",
@@ -173,7 +184,8 @@ impl Outcome for DenyReason {
         match self {
             DenyReason::MissingToken => "denied_missing_token",
             DenyReason::MultipleTokens => "denied_multiple_tokens",
-            DenyReason::UnnormalizedPath => "denied_unnormalized_path",
+            DenyReason::InvalidPath => "denied_invalid_path",
+            DenyReason::RouteNotAllowed => "denied_route_not_allowed",
             DenyReason::TokenTooLarge => "denied_token_too_large",
             DenyReason::MalformedToken => "denied_malformed_token",
             DenyReason::AlgorithmNotAllowed => "denied_algorithm_not_allowed",
@@ -249,9 +261,13 @@ impl Denial {
     }
 
     pub fn problem(&self) -> Problem {
+        let slug = match self.reason {
+            DenyReason::InvalidPath | DenyReason::RouteNotAllowed => self.reason.slug().to_owned(),
+            _ => format!("jwt-{}", self.reason.slug()),
+        };
         Problem::new(
             self.status(),
-            &format!("jwt-{}", self.reason.slug()),
+            &slug,
             self.reason.title(),
             self.detail.clone(),
         )
@@ -269,13 +285,14 @@ pub enum AllowKind {
     Preflight,
 }
 
-/// Filter-state names later filters read the verified identity under. Envoy stores them
-/// as filter state `wasm.<name>`; another Wasm filter reads them with
-/// `get_property(["<name>"])`, RBAC/CEL as `filter_state["wasm.<name>"]`.
-pub const FILTER_STATE_ISSUER: &str = "banking.jwt.issuer";
-pub const FILTER_STATE_SUBJECT: &str = "banking.jwt.subject";
-/// Prefix of `banking.jwt.claim.<claim>` for each of `outputs.filterStateClaims`.
-pub const FILTER_STATE_CLAIM_PREFIX: &str = "banking.jwt.claim.";
+/// Filter-state names later filters read the verified identity under: the common
+/// filter-state contract's (`banking_filter_common::identity`), which also says how each
+/// value is encoded. The shell publishes the identity itself ([`handoff`]); `filter_state`
+/// of an [`Allow`] adds `banking.jwt.claim.<claim>` for each of `outputs.filterStateClaims`.
+pub use banking_filter_common::identity::names::{
+    CLAIM_PREFIX as FILTER_STATE_CLAIM_PREFIX, ISSUER as FILTER_STATE_ISSUER,
+    SUBJECT as FILTER_STATE_SUBJECT,
+};
 
 /// Changes to make to a request that goes upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +310,57 @@ pub struct Allow {
 pub enum Decision {
     Allow(Allow),
     Deny(Denial),
+}
+
+/// What jwt-auth hands to later filters for a request it allows, as the common filter-state
+/// contract has it: the verified token's issuer, subject, customer (the claim
+/// `customer_claim` names, the customer binding's), client (`client_id` as RFC 9068 has it,
+/// else OIDC's `azp`) and scopes (`scope` and `scp`, as rules read them), or why no token
+/// was needed. `None` for a verified token without `claims` or an `iss`, which verification
+/// rules out: the shell fails closed on it.
+pub fn handoff(
+    kind: AllowKind,
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    customer_claim: Option<&str>,
+) -> Option<banking_filter_common::identity::Authentication> {
+    use banking_filter_common::identity::{Authentication, Bypass, VerifiedIdentity};
+    use serde_json::Value;
+    let claims = match kind {
+        AllowKind::Bypassed => return Some(Authentication::Bypassed(Bypass::Path)),
+        AllowKind::Preflight => return Some(Authentication::Bypassed(Bypass::CorsPreflight)),
+        AllowKind::Verified => claims?,
+    };
+    let text = |name: &str| match claims.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        // A numeric customer id reads as its digits, as in claim headers.
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut scopes: Vec<String> = Vec::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
+            Some(Value::Array(items)) => {
+                scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            _ => {}
+        }
+    }
+    Some(Authentication::Verified(VerifiedIdentity {
+        issuer: claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())?
+            .to_owned(),
+        subject: claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        customer: customer_claim.and_then(text),
+        client: text("client_id").or_else(|| text("azp")),
+        scopes,
+    }))
 }
 
 #[cfg(test)]
@@ -363,5 +431,59 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), DenyReason::ALL.len());
+    }
+
+    #[test]
+    fn handoff_reads_the_identity_from_the_verified_claims() {
+        use banking_filter_common::identity::{Authentication, Bypass, VerifiedIdentity};
+        let claims = serde_json::json!({
+            "iss": "https://idp.bank.example", "sub": "user-7", "customer_id": "CUST-1",
+            "azp": "web", "client_id": "mobile-app", "scope": "payments:read accounts:read",
+            "scp": ["extra"],
+        });
+        let claims = claims.as_object().unwrap();
+        assert_eq!(
+            handoff(AllowKind::Verified, Some(claims), Some("customer_id")),
+            Some(Authentication::Verified(VerifiedIdentity {
+                issuer: "https://idp.bank.example".into(),
+                subject: Some("user-7".into()),
+                customer: Some("CUST-1".into()),
+                client: Some("mobile-app".into()),
+                scopes: vec![
+                    "payments:read".into(),
+                    "accounts:read".into(),
+                    "extra".into()
+                ],
+            }))
+        );
+        let bare = serde_json::json!({"iss": "i", "azp": "web", "customer_id": 42});
+        let Some(Authentication::Verified(id)) =
+            handoff(AllowKind::Verified, bare.as_object(), Some("customer_id"))
+        else {
+            panic!("verified");
+        };
+        assert_eq!((id.subject, id.client), (None, Some("web".into())));
+        assert_eq!(id.customer.as_deref(), Some("42"));
+        assert_eq!(
+            handoff(AllowKind::Verified, bare.as_object(), None).map(|a| match a {
+                Authentication::Verified(id) => id.customer,
+                Authentication::Bypassed(_) => Some("bypassed".into()),
+            }),
+            Some(None)
+        );
+        assert_eq!(handoff(AllowKind::Verified, None, None), None);
+        let no_issuer = serde_json::json!({"sub": "x"});
+        assert_eq!(
+            handoff(AllowKind::Verified, no_issuer.as_object(), None),
+            None
+        );
+        assert_eq!(
+            handoff(AllowKind::Preflight, None, None),
+            Some(Authentication::Bypassed(Bypass::CorsPreflight))
+        );
+        assert_eq!(
+            handoff(AllowKind::Bypassed, None, None),
+            Some(Authentication::Bypassed(Bypass::Path))
+        );
     }
 }

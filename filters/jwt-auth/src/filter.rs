@@ -16,6 +16,12 @@
 //! A request that finds no keys, or no key with its `kid`, first looks at the shared set
 //! and installs it if another worker fetched a newer one, so a worker never refuses a
 //! token with keys the proxy already has while it waits for its own tick.
+//!
+//! Later filters learn who the caller is from filter state, under the common contract
+//! (`banking_filter_common::identity`): every allowed request gets all six identity names
+//! (a bypass writes them empty and says why), every refused one who refused and why. The
+//! root context declares those names read-only where the proxy can (see
+//! `host::filter_state`), so a later filter cannot overwrite what this one verified.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,9 +29,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use banking_filter_common::clock::{self, Timestamp};
+use banking_filter_common::host::filter_state::{self, RefusalRecord};
 use banking_filter_common::host::{
     self, Action, CallResponse, HostError, RootContext, StreamContext,
 };
+use banking_filter_common::identity::{Authentication, names};
 use banking_filter_common::ids;
 use banking_filter_common::metrics::{Counter, OutcomeCounters, metric_name};
 use banking_filter_common::shared::HostSharedData;
@@ -33,10 +41,11 @@ use log::{debug, error, info, warn};
 
 use crate::cache::TokenCache;
 use crate::config::{Config, KeySource, RemoteJwks};
-use crate::decision::{Allow, AllowKind, Decision, Denial, DenyReason};
+use crate::decision::{self, Allow, AllowKind, Decision, Denial, DenyReason};
 use crate::fetch::{self, JwksRecord};
 use crate::jwks::{KeyOrigin, KeySet};
 use crate::policy::{self, CacheUse, ProviderKeys, Request};
+use crate::token::{self, Found};
 
 /// Metric names use this filter segment: `banking_jwt_auth_<what>`.
 pub const METRIC_FILTER: &str = "jwt_auth";
@@ -375,6 +384,21 @@ impl RootContext for Root {
             unusable: RefCell::new(vec![None; providers]),
         });
         let remotes = Self::remotes(&state);
+        // Everything this filter publishes, read-only where the proxy can declare it.
+        let claims: Vec<String> = state
+            .config
+            .outputs
+            .filter_state_claims
+            .iter()
+            .map(|claim| format!("{}{claim}", names::CLAIM_PREFIX))
+            .collect();
+        let published: Vec<&str> = names::IDENTITY
+            .iter()
+            .chain(names::REFUSAL.iter())
+            .copied()
+            .chain(claims.iter().map(String::as_str))
+            .collect();
+        filter_state::declare_and_log(FILTER, &published);
         self.state = Some(state);
         self.in_flight.clear();
         if !remotes.is_empty() {
@@ -467,7 +491,13 @@ impl StreamContext for Stream {
         }
         match evaluation.decision {
             Decision::Allow(allow) => {
-                if let Err(e) = apply(&allow) {
+                let Some(handoff) = handoff(&state.config, &allow, &request) else {
+                    return host::fail_closed(
+                        FILTER,
+                        "an allowed token has no identity to hand on",
+                    );
+                };
+                if let Err(e) = apply(&allow, &handoff) {
                     return host::fail_closed_on(FILTER, &e);
                 }
                 // Counted once applied: a request failed closed was not allowed.
@@ -487,20 +517,41 @@ impl StreamContext for Stream {
     }
 }
 
+/// What to hand later filters for an allowed request. The claims of a verified token are
+/// read again from the request: the token the core just verified, so they are the verified
+/// claims (the core's [`Allow`] does not carry them).
+fn handoff(config: &Config, allow: &Allow, request: &Request<'_>) -> Option<Authentication> {
+    let customer_claim = config.customer_binding.as_ref().map(|b| b.claim.as_str());
+    if allow.kind != AllowKind::Verified {
+        return decision::handoff(allow.kind, None, customer_claim);
+    }
+    let Found::One { token, .. } =
+        token::find(&config.token_sources, request.headers, request.path)
+    else {
+        return None;
+    };
+    let unverified = token::parse(&token, config.max_token_bytes).ok()?;
+    decision::handoff(allow.kind, Some(&unverified.claims), customer_claim)
+}
+
 /// Applies an allowed request's header and filter-state changes. Each one matters: a
 /// spoofed identity header that stays, or an identity later filters cannot read, is a
 /// hole, so the first refusal is returned for the caller to fail closed on.
-fn apply(allow: &Allow) -> Result<(), HostError> {
+fn apply(allow: &Allow, handoff: &Authentication) -> Result<(), HostError> {
     for name in &allow.remove_headers {
         host::remove_request_header(name)?;
     }
     for (name, value) in &allow.set_headers {
         host::set_request_header(name, value)?;
     }
+    // The identity names are the contract's, written once below: a read-only name takes
+    // one write per stream.
     for (name, value) in &allow.filter_state {
-        host::set_property(&[name.as_str()], value)?;
+        if !names::IDENTITY.contains(&name.as_str()) {
+            host::set_property(&[name.as_str()], value)?;
+        }
     }
-    Ok(())
+    filter_state::publish_authentication(handoff)
 }
 
 fn refuse(denial: &Denial, realm: &str) -> Action {
@@ -509,6 +560,14 @@ fn refuse(denial: &Denial, realm: &str) -> Action {
         denial.status(),
         denial.reason.slug()
     );
+    // Best effort: the audit trail must not turn this answer into another one.
+    match filter_state::publish_refusal(FILTER, denial.reason.slug()) {
+        Ok(RefusalRecord::Published) => {}
+        Ok(RefusalRecord::AlreadyRecorded) => {
+            debug!("{FILTER}: an earlier refusal is already recorded");
+        }
+        Err(e) => warn!("{FILTER}: could not record the refusal in filter state: {e}"),
+    }
     let challenge = denial.www_authenticate(realm);
     let mut extra: Vec<(&str, &str)> = denial.extra_headers();
     if let Some(challenge) = &challenge {

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use banking_filter_common::clock::Timestamp;
 use banking_filter_common::headers::{self, HeaderPairs, same_header_name};
+use banking_filter_common::route::{self, Route};
 use serde_json::{Map, Value};
 
 use crate::cache::{self, TokenCache, VerifiedToken};
@@ -90,15 +91,11 @@ pub fn authorize(
     request: &Request<'_>,
     now: Timestamp,
 ) -> Evaluation {
-    let path = path_only(request.path);
-    let needs_path = !config.rules.is_empty() || !config.bypass_paths.is_empty();
-    let normalized = if needs_path {
-        match normalize(path) {
-            Some(p) => p,
-            None => return Evaluation::deny(Denial::plain(DenyReason::UnnormalizedPath)),
+    let route = match config.routes.resolve(request.headers) {
+        Ok(route) => route,
+        Err(defect) => {
+            return Evaluation::deny(Denial::new(DenyReason::InvalidPath, defect.detail()));
         }
-    } else {
-        String::new()
     };
     let mut owned = config.outputs.owned_headers();
     // A client's `_` spelling of a header this filter owns reads as that header upstream.
@@ -112,7 +109,7 @@ pub fn authorize(
         }
     }
 
-    if needs_path && config.bypass_paths.contains(&normalized) {
+    if route == Route::Bypass {
         return allowed(AllowKind::Bypassed, owned);
     }
     if config.bypass_cors_preflight && is_cors_preflight(request) {
@@ -168,7 +165,7 @@ pub fn authorize(
     };
     let cache_use = (config.cache_entries > 0).then_some(cache_use);
 
-    let decision = match check_request(config, &verified.claims, request, &normalized) {
+    let decision = match check_request(config, &verified.claims, request, &route) {
         Err(denial) => Decision::Deny(denial),
         Ok(()) => Decision::Allow(outputs(config, &verified, &token, source, owned)),
     };
@@ -260,13 +257,15 @@ fn check_request(
     config: &Config,
     claims: &Map<String, Value>,
     request: &Request<'_>,
-    normalized_path: &str,
+    route: &Route<'_, Rule>,
 ) -> Result<(), Denial> {
-    if let Some(rule) = config
-        .rules
-        .iter()
-        .find(|r| rule_matches(r, request.method, normalized_path))
-    {
+    if *route == Route::NotAllowed {
+        return Err(Denial::new(
+            DenyReason::RouteNotAllowed,
+            route::route_not_allowed().detail,
+        ));
+    }
+    if let Route::Rule(rule) = route {
         let granted = scopes(claims);
         let missing: Vec<&str> = rule
             .required_scopes
@@ -305,27 +304,6 @@ fn check_request(
         }
     }
     Ok(())
-}
-
-fn rule_matches(rule: &Rule, method: &[u8], path: &str) -> bool {
-    // Methods compare ignoring case so `post` cannot slip past a `POST` rule.
-    let method_ok = rule.methods.is_empty()
-        || rule
-            .methods
-            .iter()
-            .any(|m| m.as_bytes().eq_ignore_ascii_case(method));
-    method_ok && prefix_matches(&rule.path_prefix, path)
-}
-
-/// `/payments` matches `/payments` and `/payments/...`, not `/paymentsX`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
 }
 
 /// Scopes from `scope` (space-delimited, RFC 8693) and `scp` (array or string).
@@ -419,53 +397,6 @@ fn outputs(
         set_headers,
         filter_state,
     }
-}
-
-fn path_only(path: &[u8]) -> &[u8] {
-    let end = path
-        .iter()
-        .position(|b| *b == b'?' || *b == b'#')
-        .unwrap_or(path.len());
-    path.get(..end).unwrap_or_default()
-}
-
-/// The path rules and bypasses are matched against: percent-encoded unreserved
-/// characters decoded (RFC 3986 §6.2.2.2). None when the path could reach the upstream
-/// as something else than it looks here: dot-segments, `//`, `\`, encoded `/` or `\`,
-/// other escapes that are not valid, non-ASCII, or not starting with `/`.
-fn normalize(path: &[u8]) -> Option<String> {
-    if path.first() != Some(&b'/') {
-        return None;
-    }
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while let Some(&b) = path.get(i) {
-        if b == b'%' {
-            let hex = path.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            let decoded = u8::from_str_radix(hex, 16).ok()?;
-            if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
-                out.push(char::from(decoded));
-            } else if decoded == b'/' || decoded == b'\\' {
-                return None;
-            } else {
-                // Reserved characters stay encoded; they cannot change segment boundaries.
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
-            }
-            i += 3;
-            continue;
-        }
-        if b == b'\\' || !(0x21..0x7f).contains(&b) {
-            return None;
-        }
-        out.push(char::from(b));
-        i += 1;
-    }
-    if out.split('/').any(|seg| seg == "." || seg == "..") || out.contains("//") {
-        return None;
-    }
-    Some(out)
 }
 
 fn is_cors_preflight(request: &Request<'_>) -> bool {
@@ -887,7 +818,7 @@ mod tests {
     #[test]
     fn bypass_paths_and_preflight_skip_the_token_but_still_strip_owned_headers() {
         let mut w = world(
-            r#","bypassPaths":["/healthz"],"bypassCorsPreflight":true,"outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"}]}"#,
+            r#","bypassPaths":[{"exact":"/healthz"}],"bypassCorsPreflight":true,"outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"}]}"#,
         );
         let e = w.run(&[
             (":method", "GET"),
@@ -911,7 +842,7 @@ mod tests {
         );
         assert_eq!(
             denied(&w.run(&[(":method", "GET"), (":path", "/healthz/../payments")])).reason,
-            DenyReason::UnnormalizedPath
+            DenyReason::InvalidPath
         );
         let e = w.run(&[
             (":method", "OPTIONS"),
@@ -994,40 +925,100 @@ mod tests {
     }
 
     #[test]
-    fn normalize_refuses_paths_that_could_dodge_rules() {
-        assert_eq!(normalize(b"/payments/42").as_deref(), Some("/payments/42"));
-        assert_eq!(normalize(b"/p%61yments").as_deref(), Some("/payments"));
-        assert_eq!(normalize(b"/a%3fb").as_deref(), Some("/a%3Fb"));
-        assert_eq!(normalize(b"/").as_deref(), Some("/"));
-        assert_eq!(normalize(b"/a/").as_deref(), Some("/a/"));
-        for bad in [
-            &b"/a/../payments"[..],
-            b"/a/./b",
-            b"/a/..",
-            b"//payments",
-            b"/a//b",
-            b"/a%2fb",
-            b"/a%5Cb",
-            b"/a\\b",
-            b"/%2e%2e/payments",
-            b"/a%zz",
-            b"/a%2",
-            b"payments",
-            b"/caf\xc3\xa9",
-            b"",
+    fn no_spelling_of_a_scoped_route_escapes_its_scopes() {
+        let mut w = world(
+            r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}]"#,
+        );
+        let read_only = mint(
+            Algorithm::ES256,
+            Some("ec256"),
+            claims_with(json!({"scope": "accounts:read"})),
+        );
+        let auth = bearer(&read_only);
+        for path in [
+            "/payments",
+            "/Payments",
+            "/PAYMENTS",
+            "/p%61yments",
+            "/%70ayments/42",
         ] {
-            assert_eq!(normalize(bad), None, "{}", String::from_utf8_lossy(bad));
+            let e = w.run(&[
+                (":method", "POST"),
+                (":path", path),
+                ("authorization", &auth),
+            ]);
+            let d = denied(&e);
+            assert_eq!(
+                (d.reason, d.status()),
+                (DenyReason::InsufficientScope, 403),
+                "{path}"
+            );
         }
-    }
-
-    #[test]
-    fn paths_are_not_checked_without_rules_or_bypasses() {
-        let mut w = world("");
+        for path in [
+            "/payments;x",
+            "/payments;x=1",
+            "/payments%3Bx",
+            "/payments%2f..",
+            "/payments%2F..",
+            "/a/../payments",
+        ] {
+            let e = w.run(&[
+                (":method", "POST"),
+                (":path", path),
+                ("authorization", &auth),
+            ]);
+            let d = denied(&e);
+            assert_eq!(
+                (d.reason, d.status()),
+                (DenyReason::InvalidPath, 400),
+                "{path}"
+            );
+            assert_eq!(
+                d.problem().type_uri,
+                "urn:banking-filters:problem:invalid-path"
+            );
+        }
+        // Paths are checked with or without rules: the route model is not optional.
+        let mut plain = world("");
         let t = good_token();
-        allowed(&w.run(&[
+        let e = plain.run(&[
             (":method", "GET"),
             (":path", "/a/../b"),
             ("authorization", &bearer(&t)),
+        ]);
+        assert_eq!(denied(&e).reason, DenyReason::InvalidPath);
+    }
+
+    #[test]
+    fn unmatched_route_under_a_protected_prefix_is_not_allowed() {
+        let mut w = world(
+            r#","rules":[{"pathPrefix":"/payments","methods":["GET"]}],"denyUnmatchedUnder":["/payments"]"#,
+        );
+        let t = good_token();
+        let auth = bearer(&t);
+        allowed(&w.run(&[
+            (":method", "GET"),
+            (":path", "/payments"),
+            ("authorization", &auth),
+        ]));
+        let e = w.run(&[
+            (":method", "DELETE"),
+            (":path", "/Payments/1"),
+            ("authorization", &auth),
+        ]);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::RouteNotAllowed, 403));
+        assert_eq!(
+            d.problem().type_uri,
+            "urn:banking-filters:problem:route-not-allowed"
+        );
+        // A request without a token is still asked for one first.
+        let e = w.run(&[(":method", "DELETE"), (":path", "/payments/1")]);
+        assert_eq!(denied(&e).reason, DenyReason::MissingToken);
+        allowed(&w.run(&[
+            (":method", "DELETE"),
+            (":path", "/other"),
+            ("authorization", &auth),
         ]));
     }
 

@@ -182,3 +182,28 @@ pub fn is_uuid_v4(text: &str) -> bool {
         && bytes[14] == b'4'
         && matches!(bytes[19], b'8' | b'9' | b'a' | b'b')
 }
+
+/// Spellings of `/payments` that name the same resource after the route model
+/// (`filters/common/src/route.rs`): each must meet exactly the rules `/payments` meets, in
+/// every filter, with Envoy's path normalisation on or off.
+pub const PAYMENT_PATH_SPELLINGS: &[&str] = &[
+    "/p%61yments",
+    "/%70ayments",
+    "/PAYMENTS",
+    "/Payments",
+    "/payments/",
+];
+
+/// Spellings of the payment route an upstream may read as another resource (a Java server
+/// drops `;` parameters, a CGI one decodes `%2F`): each is refused with 400 `invalid-path`
+/// in every filter.
+pub const REFUSED_PAYMENT_PATHS: &[&str] = &[
+    "/payments;x=1",
+    "/payments;x",
+    "/payments%3Bx",
+    "/payments%3bx",
+    "/payments%2f..",
+    "/payments%2F..",
+    "/payments%2F%2e%2e",
+    "/..;/payments",
+];

@@ -587,10 +587,10 @@ fn counters_count_each_outcome_by_name() {
         ("banking_headers_correlation_generated", 4),
         ("banking_headers_internal_headers_stripped", 1),
         ("banking_headers_rejected_missing_header", 1),
-        ("banking_headers_rejected_invalid_format", 1),
+        ("banking_headers_rejected_invalid_header_format", 1),
         ("banking_headers_rejected_operation_mismatch", 1),
         ("banking_headers_rejected_duplicate_header", 0),
-        ("banking_headers_rejected_invalid_encoding", 0),
+        ("banking_headers_rejected_invalid_header_encoding", 0),
     ];
     for (name, count) in expected {
         assert_eq!(host.metric(name), Some(count), "{name}");
@@ -696,4 +696,55 @@ fn refused_metrics_leave_the_filter_working_and_logged_once() {
     let mut stream = plugin.stream();
     assert_eq!(send(&mut stream, &payment(&[])), Action::Continue);
     assert!(refused(&plugin, &payment(&[("x-customer-id", None)])).status == 400);
+}
+
+#[test]
+fn no_spelling_of_the_payment_route_escapes_its_operation_rule() {
+    let (host, plugin) = load_shipped();
+    // A read operation on the payment-creation route is refused on every spelling of it.
+    let read_on = |path: &str| {
+        payment(&[
+            (":path", Some(path.as_bytes())),
+            ("x-banking-operation", Some(b"account.read")),
+        ])
+    };
+    let mismatch = |path: &str| {
+        let problem = assert_problem(
+            &refused(&plugin, &read_on(path)),
+            400,
+            "x-banking-operation",
+        );
+        assert_eq!(
+            problem["type"], "urn:banking-filters:problem:operation-mismatch",
+            "{path}"
+        );
+    };
+    mismatch("/payments");
+    for path in fixture::PAYMENT_PATH_SPELLINGS {
+        mismatch(path);
+    }
+    for path in fixture::REFUSED_PAYMENT_PATHS {
+        let problem = assert_problem(&refused(&plugin, &read_on(path)), 400, ":path");
+        assert_eq!(
+            problem["type"], "urn:banking-filters:problem:invalid-path",
+            "{path}"
+        );
+        assert!(
+            !problem["detail"].as_str().unwrap().contains("payments"),
+            "{problem}"
+        );
+    }
+    // A method no rule names under /payments: 403, not the default rule.
+    let put = payment(&[(":method", Some(b"PUT"))]);
+    let problem = assert_problem(&refused(&plugin, &put), 403, ":path");
+    assert_eq!(
+        problem["type"],
+        "urn:banking-filters:problem:route-not-allowed"
+    );
+    let counter = |name: &str| host.metric(&format!("banking_headers_{name}")).unwrap_or(0);
+    assert_eq!(
+        counter("rejected_invalid_path"),
+        fixture::REFUSED_PAYMENT_PATHS.len() as u64
+    );
+    assert_eq!(counter("rejected_route_not_allowed"), 1);
 }

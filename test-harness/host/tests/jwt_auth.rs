@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
+use envoy_runner::fixture;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value, json};
 use test_harness::{Action, HarnessError, Host, LocalResponse, LogLevel, Plugin, Stream};
@@ -257,7 +258,7 @@ fn all_families() -> String {
 }
 
 const POLICY: &str = r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}],
-    "bypassPaths":["/healthz"],"bypassCorsPreflight":true,
+    "bypassPaths":[{"exact":"/healthz"}],"bypassCorsPreflight":true,
     "customerBinding":{"claim":"customer_id"},
     "outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-claim-sub"}],"filterStateClaims":["customer_id"]}"#;
 
@@ -603,10 +604,10 @@ fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
     cases.push(Case {
         path: "/healthz/../payments",
         ..case(
-            "unnormalized path",
+            "path with a dot segment",
             Some(good(claims(&host))),
             400,
-            "unnormalized-path",
+            "invalid-path",
             None,
         )
     });
@@ -632,9 +633,14 @@ fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
             .unwrap_or_else(|| panic!("{}: no local response", c.name));
         assert_eq!(reply.status as u16, c.status, "{}", c.name);
         let p = problem(&reply);
+        // The route model's problem types are shared by every filter: no `jwt-`.
+        let kind = match c.slug {
+            "invalid-path" => c.slug.to_string(),
+            _ => format!("jwt-{}", c.slug),
+        };
         assert_eq!(
             p["type"],
-            format!("urn:banking-filters:problem:jwt-{}", c.slug),
+            format!("urn:banking-filters:problem:{kind}"),
             "{}",
             c.name
         );
@@ -643,7 +649,7 @@ fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
             .header("www-authenticate")
             .map(|v| String::from_utf8(v.to_vec()).unwrap());
         match (c.bearer_error, c.slug) {
-            (_, "unnormalized-path") => assert_eq!(www, None, "{}", c.name),
+            (_, "invalid-path") => assert_eq!(www, None, "{}", c.name),
             (None, _) => assert_eq!(
                 www.as_deref(),
                 Some("Bearer realm=\"banking-api\""),
@@ -1352,4 +1358,58 @@ fn two_workers_racing_for_the_fetch_marker_start_one_fetch() {
     answer_fetch(&b, 200, &jwks(&[jwk("ec256", "k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&a, &token) && passes(&b, &token));
+}
+
+#[test]
+fn no_spelling_of_the_payment_route_escapes_its_scope_under_the_shipped_config() {
+    let path = envoy_runner::repo_root().join("wasmplugins/jwt-auth.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let config = serde_json::to_string(&doc["spec"]["pluginConfig"]).unwrap();
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &config);
+    answer_fetch(&plugin, 200, &jwks(&[jwk("rsa", "bank-2030")]));
+    // A reader: the shipped rules give POST /payments to payments:write only.
+    let reader = mint(
+        "RS256",
+        "bank-2030",
+        claims_with(&host, json!({"scope": "accounts:read"})),
+    );
+    let refusal_of = |path: &str| {
+        let (action, s) = request(&plugin, "POST", path, &reader, &[]);
+        assert_eq!(action, Action::Pause, "{path}");
+        let reply = s.local_response().unwrap();
+        (
+            reply.status,
+            problem(&reply)["type"].as_str().unwrap().to_string(),
+        )
+    };
+    let insufficient = (
+        403,
+        "urn:banking-filters:problem:jwt-insufficient-scope".to_string(),
+    );
+    assert_eq!(refusal_of("/payments"), insufficient);
+    for path in fixture::PAYMENT_PATH_SPELLINGS {
+        assert_eq!(refusal_of(path), insufficient, "{path}");
+    }
+    for path in fixture::REFUSED_PAYMENT_PATHS {
+        assert_eq!(
+            refusal_of(path),
+            (400, "urn:banking-filters:problem:invalid-path".to_string()),
+            "{path}"
+        );
+    }
+    // A method no rule names under /payments is refused, not allowed on any valid token.
+    let (_, s) = request(&plugin, "PUT", "/payments/42", &reader, &[]);
+    let reply = s.local_response().expect("PUT /payments is refused");
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:route-not-allowed"
+    );
+    assert_eq!(
+        metric(&host, "denied_invalid_path"),
+        fixture::REFUSED_PAYMENT_PATHS.len() as u64
+    );
+    assert_eq!(metric(&host, "denied_route_not_allowed"), 1);
 }
