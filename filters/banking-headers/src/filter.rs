@@ -1,8 +1,14 @@
 //! The proxy-wasm shell: reads the request from Envoy, asks the policy, applies the decision.
+//!
+//! A refusal is also recorded in filter state (filter and reason slug, the common
+//! contract's `banking.decision.*`, declared read-only where the proxy can) for the
+//! audit-log filter.
 
 use crate::config::{BankingHeader, Config};
 use crate::policy::{self, Decision, Outcome};
+use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{self, Action, RootContext, StreamContext};
+use banking_filter_common::identity::names;
 use banking_filter_common::ids;
 use banking_filter_common::metrics::OutcomeCounters;
 use std::rc::Rc;
@@ -33,6 +39,7 @@ impl RootContext for Root {
             }
         };
         let counters = OutcomeCounters::define(METRICS_FILTER);
+        filter_state::declare_and_log(FILTER, &names::REFUSAL);
         self.plugin = Some(Rc::new(Plugin { config, counters }));
         true
     }
@@ -100,6 +107,8 @@ impl StreamContext for Stream {
             } => {
                 count();
                 log::debug!("{FILTER}: refused: {}", reason.slug());
+                // Best effort: the audit trail must not turn this answer into another one.
+                filter_state::record_refusal(FILTER, reason.slug());
                 let echo = problem
                     .correlation_id
                     .as_deref()

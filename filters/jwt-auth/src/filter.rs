@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use banking_filter_common::clock::{self, Timestamp};
-use banking_filter_common::host::filter_state::{self, RefusalRecord};
+use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{
     self, Action, CallResponse, HostError, RootContext, StreamContext,
 };
@@ -561,13 +561,7 @@ fn refuse(denial: &Denial, realm: &str) -> Action {
         denial.reason.slug()
     );
     // Best effort: the audit trail must not turn this answer into another one.
-    match filter_state::publish_refusal(FILTER, denial.reason.slug()) {
-        Ok(RefusalRecord::Published) => {}
-        Ok(RefusalRecord::AlreadyRecorded) => {
-            debug!("{FILTER}: an earlier refusal is already recorded");
-        }
-        Err(e) => warn!("{FILTER}: could not record the refusal in filter state: {e}"),
-    }
+    filter_state::record_refusal(FILTER, denial.reason.slug());
     let challenge = denial.www_authenticate(realm);
     let mut extra: Vec<(&str, &str)> = denial.extra_headers();
     if let Some(challenge) = &challenge {

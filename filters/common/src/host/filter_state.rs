@@ -219,6 +219,18 @@ pub fn publish_refusal(filter: &str, reason: &str) -> Result<RefusalRecord, Read
     Ok(RefusalRecord::Published)
 }
 
+/// [`publish_refusal`] for a filter about to answer: a failure is logged, never returned,
+/// so the answer the filter chose is the one the client gets.
+pub fn record_refusal(filter: &str, reason: &str) {
+    match publish_refusal(filter, reason) {
+        Ok(RefusalRecord::Published) => {}
+        Ok(RefusalRecord::AlreadyRecorded) => {
+            log::debug!("{filter}: an earlier refusal is already recorded; it stands");
+        }
+        Err(e) => log::warn!("{filter}: could not record the refusal in filter state: {e}"),
+    }
+}
+
 /// The refusal recorded on this request, if any.
 pub fn read_refusal() -> Result<Option<Refusal>, ReadError> {
     read_with(|lookup| Refusal::from_lookup(lookup))
