@@ -205,5 +205,4 @@ pub const REFUSED_PAYMENT_PATHS: &[&str] = &[
     "/payments%2f..",
     "/payments%2F..",
     "/payments%2F%2e%2e",
-    "/..;/payments",
 ];

@@ -429,52 +429,62 @@ fn refused_plugin_config_keeps_envoy_from_serving_and_names_the_field() {
     assert!(upstream.requests().is_empty());
 }
 
-/// Istio normalises `:path` before any filter by default (`pathNormalization` BASE), so a
-/// percent-encoded letter cannot slip a payment past the `/payments` rule; with normalisation
-/// off (`NONE`) the filter and the upstream see the bytes as sent. The demo upstream's echo
-/// shows which path reached it.
+/// No spelling of the payment route escapes its rule, with Envoy's path normalisation on
+/// (Istio's default `pathNormalization` BASE: Envoy decodes `%61` before the filter) or off
+/// (`NONE`: the filter sees the bytes as sent and decodes them itself): a read operation on
+/// `POST /payments` is refused as `operation-mismatch` on every spelling of the same resource,
+/// and every spelling an upstream may read as another resource (`;` parameters, `%2F`) is
+/// refused as `invalid-path`. Nothing reaches the upstream but the one valid payment.
 #[test]
-fn encoded_path_is_decoded_before_the_filter_by_default_and_left_as_sent_without_normalization() {
+fn no_spelling_of_the_payment_route_escapes_its_rule_with_normalization_on_or_off() {
     let plugins = fixture::shipped(&["banking-headers"]);
-    let encoded = |request: Request| Request {
-        path: "/p%61yments".to_string(),
-        ..request
+    let at = |path: &str, operation: &[u8]| {
+        let mut request = payment_with("x-banking-operation", Some(operation));
+        request.path = path.to_string();
+        request
     };
-    let echoed_path = |response: &HttpResponse| {
-        let echo = response
-            .json()
-            .unwrap_or_else(|e| panic!("no upstream echo ({e}): {}", response.body_text()));
-        echo["path"].as_str().unwrap_or_default().to_string()
-    };
-
-    let istio_default = EnvoyUnderTest::start(
-        "encoded_path_with_istio_default_normalization",
-        &plugins,
-        4,
-        |o| o,
-    );
-    let valid = istio_default.send(&encoded(payment()));
-    assert_eq!(valid.status, 200, "{}", valid.body_text());
-    assert_eq!(echoed_path(&valid), "/payments");
-    // Decoded first, the request meets the POST /payments rule and its required header.
-    let without_operation = istio_default.send(&encoded(payment_with("x-banking-operation", None)));
-    assert_problem(&without_operation, 400, "x-banking-operation");
-    drop(istio_default);
-
-    let unnormalized =
-        EnvoyUnderTest::start("encoded_path_without_normalization", &plugins, 4, |o| {
-            o.with_path_normalization(PathNormalization::None)
+    for (label, normalization) in [
+        (
+            "route_spellings_with_istio_default_normalization",
+            PathNormalization::Base,
+        ),
+        (
+            "route_spellings_without_normalization",
+            PathNormalization::None,
+        ),
+    ] {
+        let envoy = EnvoyUnderTest::start(label, &plugins, 20, |o| {
+            o.with_path_normalization(normalization)
         });
-    let valid = unnormalized.send(&encoded(payment()));
-    assert_eq!(valid.status, 200, "{}", valid.body_text());
-    assert_eq!(echoed_path(&valid), "/p%61yments");
-    // Unnormalised, the same bytes match no /payments rule: only the default rule applies.
-    let without_operation = unnormalized.send(&encoded(payment_with("x-banking-operation", None)));
-    assert_eq!(
-        without_operation.status,
-        200,
-        "{}",
-        without_operation.body_text()
-    );
-    assert_eq!(echoed_path(&without_operation), "/p%61yments");
+        let read = b"account.read";
+        let refusal = |path: &str| {
+            let response = envoy.send(&at(path, read));
+            let header = if response.status == 400 && response.body_text().contains(":invalid-path")
+            {
+                ":path"
+            } else {
+                "x-banking-operation"
+            };
+            let problem = assert_problem(&response, 400, header);
+            problem["type"].as_str().unwrap_or_default().to_string()
+        };
+        let mismatch = "urn:banking-filters:problem:operation-mismatch";
+        assert_eq!(refusal("/payments"), mismatch, "{label}");
+        for path in fixture::PAYMENT_PATH_SPELLINGS {
+            assert_eq!(refusal(path), mismatch, "{label}: {path}");
+        }
+        for path in fixture::REFUSED_PAYMENT_PATHS {
+            assert_eq!(
+                refusal(path),
+                "urn:banking-filters:problem:invalid-path",
+                "{label}: {path}"
+            );
+        }
+        assert!(envoy.upstream_saw().is_empty(), "{label}");
+        // The operation the route expects passes on a decoded spelling.
+        let valid = envoy.send(&at("/p%61yments", b"payment.create"));
+        assert_eq!(valid.status, 200, "{label}: {}", valid.body_text());
+        assert_eq!(envoy.upstream_saw().len(), 1, "{label}");
+        envoy.assert_no_crash();
+    }
 }

@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use demo_services::{JwksAvailability, JwksServer, SeenRequest, jwt_minter};
-use envoy_runner::WasmPlugin;
 use envoy_runner::client::{HttpResponse, Request};
 use envoy_runner::fixture::{self, EnvoyUnderTest};
+use envoy_runner::{PathNormalization, WasmPlugin};
 use serde_json::{Value, json};
 
 const MAX_REQUESTS: u32 = 50;
@@ -222,6 +222,8 @@ struct Setup {
     jwks: Value,
     /// Whether the JWKS server is reachable when Envoy starts.
     availability: JwksAvailability,
+    /// Envoy's path normalisation; Istio's default (BASE) unless a test says otherwise.
+    path_normalization: PathNormalization,
 }
 
 impl Setup {
@@ -232,6 +234,7 @@ impl Setup {
             overrides: Vec::new(),
             jwks,
             availability: JwksAvailability::Serving,
+            path_normalization: PathNormalization::Base,
         }
     }
 }
@@ -276,7 +279,9 @@ impl Deployment {
         jwks.set_availability(setup.availability)
             .expect("JWKS server availability");
         let base = EnvoyUnderTest::start(setup.label, &plugins, MAX_REQUESTS, |options| {
-            options.with_cluster(&provider.cluster, jwks.addr())
+            options
+                .with_cluster(&provider.cluster, jwks.addr())
+                .with_path_normalization(setup.path_normalization)
         });
         Deployment { base, jwks }
     }
@@ -963,4 +968,90 @@ fn runs_after_banking_headers_as_istiod_orders_them() {
     assert_eq!(deployment.send(&Request::get("/healthz")).status, 200);
     assert_eq!(deployment.upstream_saw().len(), 1);
     deployment.assert_no_crash();
+}
+
+/// A token that may read but not pay is refused `POST /payments` on every spelling of that
+/// route, with Envoy's path normalisation on (Istio's default) or off: the spellings of the
+/// same resource meet the scope rule (403), the ones an upstream may read as another resource
+/// are refused outright (400 `invalid-path`), and a method no rule names under `/payments` is
+/// refused (403 `route-not-allowed`) rather than allowed on any valid token.
+#[test]
+fn no_spelling_of_the_payment_route_escapes_its_scope_with_normalization_on_or_off() {
+    let provider = provider();
+    let minted = mint(
+        json!([ec_key("ec", "bank-ec-1")]),
+        json!([
+            signed(
+                "reader",
+                "ec",
+                "ES256",
+                claims(&provider, json!({"scope": "payments:read accounts:read"}))
+            ),
+            probe(&provider, "ec", "ES256"),
+        ]),
+    );
+    for (label, normalization) in [
+        (
+            "jwt_route_spellings_with_istio_default_normalization",
+            PathNormalization::Base,
+        ),
+        (
+            "jwt_route_spellings_without_normalization",
+            PathNormalization::None,
+        ),
+    ] {
+        let mut setup = Setup::new(label, minted.jwks(&["ec"]));
+        setup.path_normalization = normalization;
+        let deployment = Deployment::start(setup);
+        deployment.wait_for_keys(&payment(minted.token("probe")));
+        let token = minted.token("reader");
+        let at = |method: &str, path: &str| {
+            let mut request = payment(token);
+            request.method = method.to_string();
+            request.path = path.to_string();
+            deployment.send(&request)
+        };
+        assert_refused(
+            &at("POST", "/payments"),
+            403,
+            Some("insufficient_scope"),
+            "insufficient-scope",
+            Some(token),
+        );
+        for path in fixture::PAYMENT_PATH_SPELLINGS {
+            let response = at("POST", path);
+            assert_eq!(
+                response.status,
+                403,
+                "{label}: {path}: {}",
+                response.body_text()
+            );
+            assert!(
+                response.body_text().contains(":jwt-insufficient-scope"),
+                "{label}: {path}"
+            );
+        }
+        for path in fixture::REFUSED_PAYMENT_PATHS {
+            let response = at("POST", path);
+            assert_eq!(
+                response.status,
+                400,
+                "{label}: {path}: {}",
+                response.body_text()
+            );
+            let problem = response.json().unwrap_or_default();
+            assert_eq!(
+                problem["type"], "urn:banking-filters:problem:invalid-path",
+                "{label}: {path}"
+            );
+        }
+        let response = at("PUT", "/Payments/42");
+        assert_eq!(response.status, 403, "{label}: {}", response.body_text());
+        assert_eq!(
+            response.json().unwrap_or_default()["type"],
+            "urn:banking-filters:problem:route-not-allowed"
+        );
+        assert!(deployment.upstream_saw().is_empty(), "{label}");
+        deployment.assert_no_crash();
+    }
 }
