@@ -17,6 +17,7 @@ pub mod pattern;
 pub mod problem;
 pub mod route;
 pub mod shared;
+pub mod slots;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub mod host;

@@ -22,10 +22,18 @@
 //! | `property-get A.B.C`                 | result the value, or `none`                        |
 //! | `property-set A.B VALUE`             | sets a stream property                             |
 //! | `filter-state NAME`                  | result the one-segment property NAME (what another filter set), or `none` |
+//! | `set-filter-state NAME VALUE`        | sets the one-segment property NAME; result `ok`, or the status name the host answered (`BadArgument` for a read-only one) |
 //! | `time` / `wasi-time` / `random N`    | result the proxy-wasm / WASI clock in nanoseconds, or N random bytes in hex |
 //! | `env NAME`                           | result the WASI environment variable, or `unset`   |
 //! | `foreign NAME ARG`                   | calls foreign function NAME with ARG; result its answer, or `error STATUS` |
 //! | `panic`                              | panics (the hook logs it at critical)              |
+//! | `slot-setup`                         | creates the slot table (below); result `created N` |
+//! | `slot-incr KEY`                      | adds one to KEY's counter in the slot table at the proxy-wasm clock; result the new count, or `error ...` |
+//! | `slot-home KEY`                      | result the slot KEY's probe starts at              |
+//!
+//! The slot table is `banking_filter_common::slots` over shared data, compiled in from source
+//! (see [`shared`]): namespace `probe/slots`, 8 slots, a probe of 4, keys up to 64 bytes,
+//! counts kept 60 s. Each `slot-incr` logs the table's events (`slot events [...]`).
 //!
 //! A request trailer `x-probe-trailer` gets `x-probe-trailer-seen: yes` added beside it.
 //! Every response gets `x-probe-saw-status` with the `:status` the filter saw, which shows a
@@ -41,6 +49,77 @@
 //! the next tick).
 
 use std::time::{Duration, UNIX_EPOCH};
+
+// `banking_filter_common` exports the proxy-wasm ABI itself, so it cannot link beside the
+// SDK (the linker sees every `proxy_on_*` twice). Its shared-data store and slot table are
+// plain Rust, so they are compiled in from source, over `host` below in place of common's
+// host module: the .wasm runs the very code the filters use.
+#[allow(dead_code)]
+#[path = "../../../filters/common/src/shared.rs"]
+mod shared;
+#[allow(dead_code)]
+#[path = "../../../filters/common/src/slots.rs"]
+mod slots;
+
+/// The two calls of `banking_filter_common::host` that [`shared::HostSharedData`] makes, over the SDK.
+/// (This and `metrics` are all of common that the two files name beyond themselves.)
+mod host {
+    use proxy_wasm::hostcalls;
+    use std::fmt;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Status(pub u32);
+
+    impl Status {
+        pub const CAS_MISMATCH: Status = Status(8);
+        const OTHER: Status = Status(u32::MAX);
+    }
+
+    #[derive(Debug)]
+    pub struct HostError {
+        pub status: Status,
+    }
+
+    impl fmt::Display for HostError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "shared data answered status {}", self.status.0)
+        }
+    }
+
+    fn error(status: proxy_wasm::types::Status) -> HostError {
+        let status = match status {
+            proxy_wasm::types::Status::CasMismatch => Status::CAS_MISMATCH,
+            _ => Status::OTHER,
+        };
+        HostError { status }
+    }
+
+    pub fn shared_data(key: &str) -> Result<(Option<Vec<u8>>, u32), HostError> {
+        let (value, cas) = hostcalls::get_shared_data(key).map_err(error)?;
+        Ok((value, cas.unwrap_or(0)))
+    }
+
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        hostcalls::set_shared_data(key, Some(value), Some(cas)).map_err(error)
+    }
+}
+
+/// `banking_filter_common::metrics::Outcome`, which [`slots::SlotEvent`] implements.
+#[allow(dead_code)]
+mod metrics {
+    pub trait Outcome: Copy + 'static {
+        const ALL: &'static [Self];
+        fn suffix(self) -> &'static str;
+    }
+}
+
+/// The probe's slot table; see the module doc.
+fn slot_table() -> Result<slots::SlotTable, slots::InvalidTable> {
+    slots::SlotTable::new("probe/slots", 8, 4, 64, 32)
+}
+
+/// How long a `slot-incr` count lives.
+const SLOT_TTL_MS: u64 = 60_000;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -309,6 +388,19 @@ impl Probe {
             ["property-set", path, value] => {
                 self.set_property(path.split('.').collect(), Some(value.as_bytes()));
             }
+            ["set-filter-state", name, value] => {
+                // Straight to the import: the SDK's wrapper panics on any status but Ok.
+                let status = unsafe {
+                    raw::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())
+                };
+                let result = match status {
+                    0 => "ok".to_string(),
+                    1 => "NotFound".to_string(),
+                    2 => "BadArgument".to_string(),
+                    other => format!("status {other}"),
+                };
+                self.report(&result);
+            }
             ["time"] => {
                 let nanos = self
                     .get_current_time()
@@ -343,6 +435,57 @@ impl Probe {
                     }
                     Err(status) => self.report(&format!("error {status:?}")),
                 }
+            }
+            ["slot-setup"] => {
+                let result =
+                    match slot_table().map(|t| t.ensure_created(&shared::HostSharedData, |_| {})) {
+                        Ok(Ok(created)) => format!("created {created}"),
+                        Ok(Err(e)) => format!("error {e:?}"),
+                        Err(e) => format!("error {e:?}"),
+                    };
+                self.report(&result);
+            }
+            ["slot-incr", key] => {
+                let now_ms = self
+                    .get_current_time()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let mut events = Vec::new();
+                let result = slot_table().map(|t| {
+                    t.update(
+                        &shared::HostSharedData,
+                        key.as_bytes(),
+                        now_ms,
+                        8,
+                        |e| events.push(e),
+                        |current| {
+                            let n = current
+                                .and_then(|b| std::str::from_utf8(b).ok())
+                                .and_then(|s| s.parse::<u64>().ok())
+                                .unwrap_or(0)
+                                + 1;
+                            slots::SlotStep::Write {
+                                value: n.to_string().into_bytes(),
+                                expires_at_ms: now_ms.saturating_add(SLOT_TTL_MS),
+                                result: n,
+                            }
+                        },
+                    )
+                });
+                log(LogLevel::Info, &format!("slot events {events:?}"));
+                let result = match result {
+                    Ok(Ok(n)) => n.to_string(),
+                    Ok(Err(e)) => format!("error {e:?}"),
+                    Err(e) => format!("error {e:?}"),
+                };
+                self.report(&result);
+            }
+            ["slot-home", key] => {
+                let result = slot_table().map_or_else(
+                    |e| format!("error {e:?}"),
+                    |t| t.home_slot(key.as_bytes()).to_string(),
+                );
+                self.report(&result);
             }
             ["panic"] => {
                 // The probe exists to prove the harness reports a trap and the panic hook's log.
@@ -429,5 +572,17 @@ impl HttpContext for Probe {
             .unwrap_or_default();
         self.set_http_response_header_bytes("x-probe-saw-status", Some(&status));
         Action::Continue
+    }
+}
+
+mod raw {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
     }
 }
