@@ -28,8 +28,10 @@
 //! jwt-auth writes all six identity names on every request it lets through, empty ones
 //! included, so that each exists, created by jwt-auth, before any later filter runs: where the
 //! host supports read-only declarations (see `host::filter_state`), a later filter can then
-//! neither overwrite one nor add one jwt-auth left out. A reader fails closed on anything that
-//! does not follow this table ([`ContractError`]): a partial set, a bypass that also names an
+//! neither overwrite one nor add one jwt-auth left out. A reader takes an absent name as an
+//! empty one: Envoy hands an empty value back as a null buffer, which the Rust SDK reads as
+//! "no such property". It fails closed on anything else that does not follow this table
+//! ([`ContractError`]): identity values without an issuer, a bypass that also names an
 //! identity, bytes that are not UTF-8, a scope list with empty entries.
 //!
 //! # Refusals
@@ -91,7 +93,7 @@ pub enum ContractError {
     NotUtf8(&'static str),
     /// The value is not one the contract allows for this name.
     Malformed(&'static str),
-    /// Some names of a set are there, this one is not.
+    /// Some names of a set are there, this one, which the others need, is not (or is empty).
     Missing(&'static str),
     /// Identity values beside a bypass: an authenticated and an unauthenticated request at once.
     BypassWithIdentity,
@@ -224,8 +226,9 @@ impl Authentication {
     }
 
     /// Reads what jwt-auth published through `lookup` (a property's bytes, `None` when the
-    /// host has no such property). `Ok(None)` when none of the identity names is set (jwt-auth
-    /// did not run on this request); an error for anything the contract does not allow.
+    /// host has no such property, read as empty). `Ok(None)` when none of the identity names
+    /// is set (jwt-auth did not run on this request); an error for anything the contract does
+    /// not allow.
     pub fn from_lookup(
         mut lookup: impl FnMut(&str) -> Option<Vec<u8>>,
     ) -> Result<Option<Authentication>, ContractError> {
@@ -239,14 +242,10 @@ impl Authentication {
         if values.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let mut present = Vec::with_capacity(values.len());
-        for (name, value) in names::IDENTITY.iter().zip(values) {
-            present.push(value.ok_or(ContractError::Missing(name))?);
-        }
-        let [issuer, subject, customer, client, scopes, bypass]: [String; 6] =
-            present
-                .try_into()
-                .map_err(|_| ContractError::Missing(names::ISSUER))?;
+        let values: Vec<String> = values.into_iter().map(Option::unwrap_or_default).collect();
+        let [issuer, subject, customer, client, scopes, bypass]: [String; 6] = values
+            .try_into()
+            .map_err(|_| ContractError::Missing(names::ISSUER))?;
         if !bypass.is_empty() {
             let why = Bypass::parse(&bypass).ok_or(ContractError::Malformed(names::BYPASS))?;
             let identity = [&issuer, &subject, &customer, &client, &scopes];
@@ -256,7 +255,7 @@ impl Authentication {
             return Ok(Some(Authentication::Bypassed(why)));
         }
         if issuer.is_empty() {
-            return Err(ContractError::Malformed(names::ISSUER));
+            return Err(ContractError::Missing(names::ISSUER));
         }
         Ok(Some(Authentication::Verified(VerifiedIdentity {
             issuer,
@@ -451,13 +450,33 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn a_subject_without_the_rest_fails_closed() {
+    fn a_subject_without_an_issuer_fails_closed() {
         let mut state = HashMap::new();
         state.insert(names::SUBJECT.to_string(), b"forged".to_vec());
         assert_eq!(read(&state), Err(ContractError::Missing(names::ISSUER)));
+        let blank = store(
+            names::IDENTITY
+                .iter()
+                .map(|name| (*name, Vec::new()))
+                .collect(),
+        );
+        assert_eq!(read(&blank), Err(ContractError::Missing(names::ISSUER)));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn an_absent_name_reads_as_an_empty_one() {
+        // What an SDK-based reader sees for the empty values jwt-auth writes.
         let mut state = store(identity().to_properties());
         state.remove(names::SCOPES);
-        assert_eq!(read(&state), Err(ContractError::Missing(names::SCOPES)));
+        state.remove(names::BYPASS);
+        let read = VerifiedIdentity::from_lookup(|n| state.get(n).cloned());
+        assert_eq!(read.unwrap().unwrap().scopes, Vec::<String>::new());
+        let mut state = HashMap::new();
+        state.insert(names::BYPASS.to_string(), b"path".to_vec());
+        assert_eq!(
+            Authentication::from_lookup(|n| state.get(n).cloned()),
+            Ok(Some(Authentication::Bypassed(Bypass::Path)))
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -493,7 +512,7 @@ mod tests {
                 b"yes",
                 ContractError::Malformed(names::BYPASS),
             ),
-            (names::ISSUER, b"", ContractError::Malformed(names::ISSUER)),
+            (names::ISSUER, b"", ContractError::Missing(names::ISSUER)),
         ];
         for (name, value, error) in cases {
             let mut state = store(identity().to_properties());

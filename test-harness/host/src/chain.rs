@@ -18,7 +18,7 @@
 
 use crate::error::HarnessError;
 use crate::host::Host;
-use crate::plugin::{Plugin, Stream};
+use crate::plugin::{FilterStateEntry, Plugin, Stream};
 use crate::types::{Action, LocalResponse};
 
 type Headers = Vec<(String, Vec<u8>)>;
@@ -88,8 +88,8 @@ pub struct ChainStream {
     end_of_stream: bool,
     replied_by: Option<usize>,
     reply: Option<LocalResponse>,
-    /// The stream's filter state: (property key, value), latest write wins.
-    filter_state: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The stream's filter state: (property key, value, read-only), latest write wins.
+    filter_state: Vec<FilterStateEntry>,
 }
 
 impl ChainStream {
@@ -333,10 +333,11 @@ impl ChainStream {
 
     /// Takes back what the filter just called set (the latest write wins).
     fn collect_filter_state(&mut self, index: usize) {
-        for (key, value) in self.streams[index].filter_state_set() {
-            match self.filter_state.iter_mut().find(|(k, _)| *k == key) {
+        for (key, value, read_only) in self.streams[index].filter_state_set() {
+            match self.filter_state.iter_mut().find(|(k, _, _)| *k == key) {
+                // The host refused any write to a read-only entry, so it keeps its flag.
                 Some(entry) => entry.1 = value,
-                None => self.filter_state.push((key, value)),
+                None => self.filter_state.push((key, value, read_only)),
             }
         }
     }

@@ -223,6 +223,8 @@ impl Host {
             http_calls: Default::default(),
             call_response: None,
             root_properties: HashMap::new(),
+            declared_read_only: Default::default(),
+            declared: Default::default(),
             done_requested: false,
             shutdown_asked: false,
             shutdown_deferred: false,
@@ -547,6 +549,16 @@ impl Host {
             .borrow_mut()
             .foreign_functions
             .insert(name.to_string(), Rc::new(function));
+    }
+
+    /// A proxy without Envoy's `declare_property` foreign function (an Envoy built without
+    /// it, or another proxy): calling it answers NotFound, and every filter-state property
+    /// stays writable. With it (the default) a filter's root context can declare a property
+    /// read-only: the stream's first write creates it, every later write from any filter is
+    /// refused with BadArgument, as in Envoy.
+    pub fn without_declare_property(self) -> Host {
+        self.inner.state.borrow_mut().declare_property = false;
+        self
     }
 
     /// How many times the filters called foreign function `name` (registered or not).

@@ -12,6 +12,9 @@ use crate::state::{CallResponse, StreamState};
 use crate::types::{Action, HostStatus, HttpCall, LocalResponse, LogEntry, LogLevel};
 use crate::vm::Vm;
 
+/// One filter-state value as a chain shares it: key, value, created read-only.
+pub(crate) type FilterStateEntry = (Vec<u8>, Vec<u8>, bool);
+
 fn headers_from<V: AsRef<[u8]>>(headers: &[(&str, V)]) -> HeaderList {
     headers
         .iter()
@@ -372,24 +375,32 @@ impl Stream {
             .unwrap_or(0)
     }
 
-    /// Properties the filter set on this stream (filter state), for a chain to share.
-    pub(crate) fn filter_state_set(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Properties the filter set on this stream (filter state), for a chain to share, each
+    /// with whether it was created read-only.
+    pub(crate) fn filter_state_set(&self) -> Vec<FilterStateEntry> {
         self.vm
             .with_stream(self.id, |s| {
                 s.filter_state
                     .iter()
-                    .filter_map(|k| Some((k.clone(), s.properties.get(k)?.clone())))
+                    .filter_map(|k| {
+                        let value = s.properties.get(k)?.clone();
+                        Some((k.clone(), value, s.read_only.contains(k)))
+                    })
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// Lends a chain's filter state to this stream: readable as properties, not counted as
-    /// set by this filter (so it is not handed back, stale, after the call).
-    pub(crate) fn merge_filter_state(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+    /// Lends a chain's filter state to this stream: readable as properties (read-only ones
+    /// refusing a write, as Envoy's), not counted as set by this filter (so it is not handed
+    /// back, stale, after the call).
+    pub(crate) fn merge_filter_state(&mut self, entries: Vec<FilterStateEntry>) {
         self.vm.with_stream(self.id, |s| {
             s.filter_state.clear();
-            for (key, value) in entries {
+            for (key, value, read_only) in entries {
+                if read_only {
+                    s.read_only.insert(key.clone());
+                }
                 s.properties.insert(key, value);
             }
         });

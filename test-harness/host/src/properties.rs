@@ -2,8 +2,71 @@
 //! stream's headers, then values the filter set on its root context, then the test's defaults
 //! on the `Host`, then the plugin's identity.
 
-use crate::abi::HeaderList;
+use crate::abi::{HeaderList, Status};
 use crate::state::VmState;
+
+/// Envoy's foreign function that declares a filter-state property.
+pub(crate) const DECLARE_PROPERTY: &str = "declare_property";
+
+/// Envoy's `declare_property` (`source/extensions/common/wasm/foreign.cc`, `context.cc`):
+/// `args` is a serialized `DeclarePropertyArguments` { name = 1, readonly = 2, type = 3,
+/// schema = 4, span = 5 }. The declaration belongs to the context that calls (in practice
+/// the root context, at configure time; `set_property` only consults the root context's);
+/// declaring a name twice there is BadArgument, as are arguments that do not parse.
+pub(crate) fn declare(vm: &mut VmState, args: &[u8]) -> Status {
+    let Some((name, readonly)) = parse_declaration(args) else {
+        return Status::BadArgument;
+    };
+    if vm.current_context() != vm.root_context {
+        // Envoy stores it on the stream's own context, where nothing ever looks.
+        return Status::Ok;
+    }
+    if !vm.declared.insert(name.clone()) {
+        return Status::BadArgument;
+    }
+    if readonly {
+        vm.declared_read_only.insert(name);
+    }
+    Status::Ok
+}
+
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// `(name, readonly)` of a `DeclarePropertyArguments`; `None` when it is no valid protobuf.
+fn parse_declaration(bytes: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let (mut name, mut readonly, mut at) = (Vec::new(), false, 0);
+    while at < bytes.len() {
+        let key = varint(bytes, &mut at)?;
+        match (key >> 3, key & 7) {
+            (2, 0) => readonly = varint(bytes, &mut at)? != 0,
+            (_, 0) => {
+                varint(bytes, &mut at)?;
+            }
+            (field, 2) => {
+                let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
+                let value = bytes.get(at..at.checked_add(len)?)?;
+                at += len;
+                if field == 1 {
+                    std::str::from_utf8(value).ok()?;
+                    name = value.to_vec();
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some((name, readonly))
+}
 
 /// Resolves a NUL-joined property path; `None` means NotFound.
 pub(crate) fn lookup(vm: &mut VmState, path: &[u8]) -> Option<Vec<u8>> {

@@ -479,8 +479,17 @@ fn proxy_set_property(
     let path = arg!(read(&mut c, path_ptr, path_len));
     let value = arg!(read(&mut c, ptr, len));
     let vm = c.data_mut();
+    let declared_read_only = vm.declared_read_only.contains(&path);
     match vm.current_stream() {
         Some(stream) => {
+            // Envoy: an existing value keeps the prototype it was created with; a new one
+            // takes the writing plugin's declaration. A read-only value takes one write.
+            if stream.read_only.contains(&path) {
+                return status(Status::BadArgument);
+            }
+            if declared_read_only && !stream.properties.contains_key(&path) {
+                stream.read_only.insert(path.clone());
+            }
             if !stream.filter_state.contains(&path) {
                 stream.filter_state.push(path.clone());
             }
@@ -884,6 +893,9 @@ fn proxy_call_foreign_function(
         host.foreign_functions.get(&name).cloned()
     };
     let Some(function) = function else {
+        if name == properties::DECLARE_PROPERTY && c.data().host.borrow().declare_property {
+            return status(properties::declare(c.data_mut(), &args));
+        }
         return status(Status::NotFound);
     };
     match function(&args) {

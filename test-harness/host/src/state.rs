@@ -2,7 +2,7 @@
 //! metrics, property defaults) and what each VM and stream holds.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use crate::abi::HeaderList;
@@ -57,6 +57,8 @@ pub(crate) struct HostState {
     pub(crate) call_counts: HashMap<String, u64>,
     pub(crate) foreign_functions: HashMap<String, ForeignFunction>,
     pub(crate) foreign_calls: HashMap<String, u64>,
+    /// Whether Envoy's built-in `declare_property` answers (see `properties::declare`).
+    pub(crate) declare_property: bool,
     /// How each VM was loaded, for a restart.
     pub(crate) load_options: HashMap<usize, crate::host::LoadOptions>,
 }
@@ -89,6 +91,7 @@ impl HostState {
             call_counts: HashMap::new(),
             foreign_functions: HashMap::new(),
             foreign_calls: HashMap::new(),
+            declare_property: true,
             load_options: HashMap::new(),
         }
     }
@@ -172,6 +175,8 @@ pub(crate) struct StreamState {
     pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
     /// Keys of `properties` a filter set (rather than the test), in the order set.
     pub(crate) filter_state: Vec<Vec<u8>>,
+    /// Filter state created from a read-only declaration: a further write is refused.
+    pub(crate) read_only: HashSet<Vec<u8>>,
     pub(crate) request_resumed: usize,
     pub(crate) response_resumed: usize,
     pub(crate) request_closed: bool,
@@ -223,6 +228,11 @@ pub(crate) struct VmState {
     pub(crate) http_calls: BTreeMap<u32, PendingCall>,
     pub(crate) call_response: Option<CallResponse>,
     pub(crate) root_properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Properties the root context declared read-only (`declare_property`), as Envoy keeps
+    /// them per root context.
+    pub(crate) declared_read_only: HashSet<Vec<u8>>,
+    /// Every property the root context declared, read-only or not.
+    pub(crate) declared: HashSet<Vec<u8>>,
     pub(crate) done_requested: bool,
     /// `proxy_on_done` was called on the root context.
     pub(crate) shutdown_asked: bool,

@@ -31,14 +31,22 @@ impl Idp {
 
     /// A token the shipped jwt-auth config accepts for reads, at the host's time.
     pub fn token(&self, host: &Host) -> String {
+        self.token_with(host, serde_json::json!({}))
+    }
+
+    /// [`Idp::token`] with the claims in `extra` added or replaced.
+    pub fn token_with(&self, host: &Host, extra: serde_json::Value) -> String {
         let now = host.now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut claims = serde_json::json!({
+            "iss": "https://idp.bank.example", "aud": "payments-api", "sub": "user-7",
+            "customer_id": "CUST-00000042", "scope": "payments:read",
+            "iat": now - 5, "nbf": now - 5, "exp": now + 300,
+        });
+        for (name, value) in extra.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
         let claims: JWTClaims<serde_json::Map<String, serde_json::Value>> =
-            serde_json::from_value(serde_json::json!({
-                "iss": "https://idp.bank.example", "aud": "payments-api", "sub": "user-7",
-                "customer_id": "CUST-00000042", "scope": "payments:read",
-                "iat": now - 5, "nbf": now - 5, "exp": now + 300,
-            }))
-            .unwrap();
+            serde_json::from_value(claims).unwrap();
         self.key.sign(claims).unwrap()
     }
 
