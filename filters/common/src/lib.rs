@@ -15,6 +15,7 @@ pub mod ids;
 pub mod metrics;
 pub mod pattern;
 pub mod problem;
+pub mod record;
 pub mod route;
 pub mod shared;
 pub mod slots;

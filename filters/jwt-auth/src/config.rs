@@ -8,10 +8,14 @@
 use std::time::Duration;
 
 use banking_filter_common::config::{self as common_config, ConfigError, duration, whole_number};
+use banking_filter_common::record;
 use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
 use serde::Deserialize;
 
 use crate::jwks::{Algorithm, KeyOrigin, KeySet};
+
+/// The filter's name in shared-data keys.
+pub const FILTER_NAME: &str = "jwt-auth";
 
 /// Defaults, shown in the config reference.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -30,6 +34,12 @@ pub const DEFAULT_CUSTOMER_HEADER: &str = "x-customer-id";
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
+    /// This plugin's name among the jwt-auth plugins on a proxy (required): 1 to 63
+    /// lower-case letters, digits and `-`, e.g. the WasmPlugin's own name. It namespaces the
+    /// JWKS records the proxy's workers share (`jwt-auth/<instance>/...`): Istio gives every
+    /// WasmPlugin on a proxy one shared-data space, and two plugins must not read each
+    /// other's records.
+    pub instance: String,
     /// Token issuers this filter trusts (at least one). A token is matched to the provider
     /// whose `issuer` equals its `iss` claim.
     pub providers: Vec<ProviderConfig>,
@@ -276,6 +286,8 @@ pub enum KeySource {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteJwks {
+    /// `jwt-auth/<instance>/`: where this plugin's shared records live.
+    pub key_prefix: String,
     pub cluster: String,
     pub authority: String,
     pub path: String,
@@ -349,13 +361,18 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
     let mut warnings = Vec::new();
+    record::check_instance(&raw.instance).map_err(|m| err("instance", m))?;
+    let key_prefix = record::key_prefix(FILTER_NAME, &raw.instance);
     if raw.providers.is_empty() {
         return Err(err("providers", "at least one provider is required"));
     }
     let mut providers = Vec::with_capacity(raw.providers.len());
     for (i, p) in raw.providers.into_iter().enumerate() {
         let at = format!("providers[{i}]");
-        let provider = validate_provider(p, &at, &mut warnings)?;
+        let mut provider = validate_provider(p, &at, &mut warnings)?;
+        if let KeySource::Remote(remote) = &mut provider.keys {
+            remote.key_prefix.clone_from(&key_prefix);
+        }
         if providers
             .iter()
             .any(|existing: &Provider| existing.issuer == provider.issuer)
@@ -625,6 +642,7 @@ fn validate_remote(r: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigEr
         ));
     }
     Ok(RemoteJwks {
+        key_prefix: String::new(),
         cluster: r.cluster,
         authority: r.authority,
         path: r.path,
@@ -770,7 +788,7 @@ mod tests {
 
     fn with_provider(provider_extra: &str, top_extra: &str) -> String {
         format!(
-            r#"{{"providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],{}{}}}]{}}}"#,
+            r#"{{"instance":"test","providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],{}{}}}]{}}}"#,
             remote(),
             provider_extra,
             top_extra
@@ -825,8 +843,9 @@ mod tests {
     fn inline_jwks_as_object_or_string() {
         let jwks = testkeys::jwks(&[testkeys::ec256_jwk("k1", None)]);
         for inline in [jwks.clone(), serde_json::to_string(&jwks).unwrap()] {
-            let text =
-                format!(r#"{{"providers":[{{"issuer":"i","audiences":["a"],"jwks":{inline}}}]}}"#);
+            let text = format!(
+                r#"{{"instance":"test","providers":[{{"issuer":"i","audiences":["a"],"jwks":{inline}}}]}}"#
+            );
             let c = parse(&text).unwrap();
             let KeySource::Inline(set) = &c.providers[0].keys else {
                 panic!()
@@ -841,7 +860,9 @@ mod tests {
             testkeys::ec256_jwk("k1", None),
             r#"{"kty":"EC","kid":"k2","crv":"P-521","x":"AA","y":"AA"}"#.to_owned(),
         ]);
-        let text = format!(r#"{{"providers":[{{"issuer":"i","audiences":["a"],"jwks":{jwks}}}]}}"#);
+        let text = format!(
+            r#"{{"instance":"test","providers":[{{"issuer":"i","audiences":["a"],"jwks":{jwks}}}]}}"#
+        );
         let parsed = Config::parse(text.as_bytes()).unwrap();
         assert_eq!(parsed.warnings.len(), 1);
         assert!(parsed.warnings[0].contains("providers[0].jwks: skipped key 1 (kid \"k2\")"));
@@ -854,7 +875,7 @@ mod tests {
     #[test]
     fn refuses_bad_configs_naming_the_field() {
         let cases: Vec<(String, &str, &str)> = vec![
-            (r#"{"providers":[]}"#.into(), "providers", "at least one"),
+            (r#"{"instance":"test","providers":[]}"#.into(), "providers", "at least one"),
             (
                 with_provider(r#","clockSkew":"1h""#, ""),
                 "providers[0].clockSkew",
@@ -960,17 +981,17 @@ mod tests {
                 "positive",
             ),
             (
-                r#"{"providers":[{"issuer":"i","audiences":["a"]}]}"#.into(),
+                r#"{"instance":"test","providers":[{"issuer":"i","audiences":["a"]}]}"#.into(),
                 "providers[0]",
                 "exactly one of `jwks` and `remoteJwks`",
             ),
             (
-                r#"{"providers":[{"issuer":"i","audiences":[],"jwks":{"keys":[]}}]}"#.into(),
+                r#"{"instance":"test","providers":[{"issuer":"i","audiences":[],"jwks":{"keys":[]}}]}"#.into(),
                 "providers[0].audiences",
                 "at least one audience",
             ),
             (
-                r#"{"providers":[{"issuer":"i","audiences":["a"],"jwks":{"keys":[]}}]}"#.into(),
+                r#"{"instance":"test","providers":[{"issuer":"i","audiences":["a"],"jwks":{"keys":[]}}]}"#.into(),
                 "providers[0].jwks",
                 "no usable key",
             ),
@@ -986,19 +1007,19 @@ mod tests {
     fn refuses_the_same_issuer_twice() {
         let jwks = testkeys::jwks(&[testkeys::ec256_jwk("k1", None)]);
         let text = format!(
-            r#"{{"providers":[{{"issuer":"i","audiences":["a"],"jwks":{jwks}}},{{"issuer":"i","audiences":["a"],"jwks":{jwks}}}]}}"#
+            r#"{{"instance":"test","providers":[{{"issuer":"i","audiences":["a"],"jwks":{jwks}}},{{"issuer":"i","audiences":["a"],"jwks":{jwks}}}]}}"#
         );
         assert_eq!(refused(&text).path, "providers[1].issuer");
     }
 
     #[test]
     fn remote_timers_have_floors() {
-        let bad = r#"{"providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"/j","minRefetchInterval":"10ms"}}]}"#;
+        let bad = r#"{"instance":"test","providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"/j","minRefetchInterval":"10ms"}}]}"#;
         assert_eq!(
             refused(bad).path,
             "providers[0].remoteJwks.minRefetchInterval"
         );
-        let bad = r#"{"providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"j"}}]}"#;
+        let bad = r#"{"instance":"test","providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"j"}}]}"#;
         assert_eq!(refused(bad).path, "providers[0].remoteJwks.path");
     }
 

@@ -1,16 +1,23 @@
 //! Remote JWKS: when to fetch, and how the worker VMs share one fetch and its result.
 //!
 //! Envoy runs one VM per worker; they meet only in shared data. Per remote JWKS there are
-//! two keys (both named after the cluster, authority and path, so two plugins reading the
-//! same endpoint share them):
+//! two keys, under this plugin's namespace (`jwt-auth/<instance>/`, see
+//! `banking_filter_common::record`) and named after the cluster, authority and path:
 //!
-//! - `jwt-auth/jwks/<cluster>/<authority><path>`: the last good set, as
-//!   `jwks1 <fetched_at_ms>\n<JWKS body>`. Every VM installs it when `fetched_at` changes.
-//! - `jwt-auth/jwks-fetch/<cluster>/<authority><path>`: the fetch marker,
-//!   `fetch1 <owner> <until_ms> <attempted_at_ms>`. A VM fetches only after taking it with
-//!   a CAS write while it is free (`until` passed); it holds it for the call's timeout, and
-//!   on completion leaves it free (success) or held for `retryInterval` (failure), so the
-//!   whole proxy makes one call at a time and backs off together.
+//! - `jwt-auth/<instance>/jwks/<cluster>/<authority><path>`: the last good set, a record
+//!   (version [`JWKS_RECORD_VERSION`]) stamped with when it was fetched, holding the JWKS
+//!   body. Every VM installs it when its stamp is newer than the set it has.
+//! - `jwt-auth/<instance>/jwks-fetch/<cluster>/<authority><path>`: the fetch marker, a record
+//!   (version [`MARKER_RECORD_VERSION`]) holding `owner`, `until` and `attempted_at`. A VM
+//!   fetches only after taking it with a CAS write while it is free (`until` passed); it
+//!   holds it for the call's timeout, and on completion leaves it free (success) or held for
+//!   `retryInterval` (failure), so the whole proxy makes one call at a time and backs off
+//!   together.
+//!
+//! Every plugin on a proxy shares the key space, so a record that is not this build's
+//! (malformed, another version, stamped in the future) is treated as absent: the set is
+//! fetched again and the record overwritten. A marker held further ahead than any VM ever
+//! holds it counts as free, so no stored stamp can stop a refresh.
 //!
 //! A never-written key has no CAS protection in Envoy, so each VM creates the marker as
 //! free when it starts; two VMs starting together may both fetch once, which is harmless.
@@ -18,9 +25,15 @@
 use std::time::Duration;
 
 use banking_filter_common::clock::Timestamp;
+use banking_filter_common::record::{self, RecordError};
 use banking_filter_common::shared::{SharedStore, Step, StoreError, UpdateError, update};
 
 use crate::config::RemoteJwks;
+
+/// Schema version of the JWKS record.
+pub const JWKS_RECORD_VERSION: u16 = 1;
+/// Schema version of the fetch marker.
+pub const MARKER_RECORD_VERSION: u16 = 1;
 
 /// Largest JWKS body accepted; real sets are a few KiB.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -34,12 +47,19 @@ fn endpoint(remote: &RemoteJwks) -> String {
 
 /// Shared-data key of the last good set.
 pub fn record_key(remote: &RemoteJwks) -> String {
-    format!("jwt-auth/jwks/{}", endpoint(remote))
+    format!("{}jwks/{}", remote.key_prefix, endpoint(remote))
 }
 
 /// Shared-data key of the fetch marker.
 pub fn marker_key(remote: &RemoteJwks) -> String {
-    format!("jwt-auth/jwks-fetch/{}", endpoint(remote))
+    format!("{}jwks-fetch/{}", remote.key_prefix, endpoint(remote))
+}
+
+/// The longest a VM ever holds the marker: a fetch's timeout plus a second, or the
+/// back-off after a failure. A marker held beyond `now` plus this was not written by a VM of
+/// this plugin and counts as free.
+fn longest_hold(remote: &RemoteJwks) -> Duration {
+    (remote.timeout + Duration::from_secs(1)).max(remote.retry_interval)
 }
 
 /// A fetched JWKS as kept in shared data.
@@ -51,28 +71,26 @@ pub struct JwksRecord {
 
 impl JwksRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = format!("jwks1 {}\n", self.fetched_at.unix_millis()).into_bytes();
-        out.extend_from_slice(&self.body);
-        out
+        record::encode(
+            JWKS_RECORD_VERSION,
+            self.fetched_at.unix_millis(),
+            &self.body,
+        )
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<JwksRecord> {
-        let (fetched_at, body) = Self::split(bytes)?;
-        Some(JwksRecord {
+    /// The record in `bytes`, refused unless it is this build's and not from the future.
+    pub fn decode(bytes: &[u8], now: Timestamp) -> Result<JwksRecord, RecordError> {
+        let (fetched_at, body) = Self::split(bytes, now)?;
+        Ok(JwksRecord {
             fetched_at,
             body: body.to_vec(),
         })
     }
 
-    /// The `fetched_at` line and the body, without copying the body.
-    fn split(bytes: &[u8]) -> Option<(Timestamp, &[u8])> {
-        let newline = bytes.iter().position(|b| *b == b'\n')?;
-        let head = std::str::from_utf8(bytes.get(..newline)?).ok()?;
-        let millis: u64 = head.strip_prefix("jwks1 ")?.parse().ok()?;
-        Some((
-            Timestamp(millis.saturating_mul(1_000_000)),
-            bytes.get(newline + 1..)?,
-        ))
+    /// The stamp and the body, without copying the body.
+    fn split(bytes: &[u8], now: Timestamp) -> Result<(Timestamp, &[u8]), RecordError> {
+        let (millis, body) = record::decode(bytes, JWKS_RECORD_VERSION, now.unix_millis())?;
+        Ok((Timestamp(millis.saturating_mul(1_000_000)), body))
     }
 }
 
@@ -94,23 +112,26 @@ impl FetchMarker {
         attempted_at: Timestamp(0),
     };
 
+    /// Stamped with `attempted_at`; the payload is `owner`, `until` (ms) as big-endian u64s.
     pub fn encode(&self) -> Vec<u8> {
-        format!(
-            "fetch1 {} {} {}",
-            self.owner,
-            self.until.unix_millis(),
-            self.attempted_at.unix_millis()
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&self.owner.to_be_bytes());
+        payload.extend_from_slice(&self.until.unix_millis().to_be_bytes());
+        record::encode(
+            MARKER_RECORD_VERSION,
+            self.attempted_at.unix_millis(),
+            &payload,
         )
-        .into_bytes()
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<FetchMarker> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut parts = text.strip_prefix("fetch1 ")?.split(' ');
-        let mut next = || parts.next().and_then(|p| p.parse::<u64>().ok());
-        let (owner, until, attempted) = (next()?, next()?, next()?);
+    /// The marker in `bytes`, refused unless it is this build's and not from the future.
+    pub fn decode(bytes: &[u8], now: Timestamp) -> Result<FetchMarker, RecordError> {
+        let (attempted, payload) = record::decode(bytes, MARKER_RECORD_VERSION, now.unix_millis())?;
+        let (owner, until) = payload.split_at_checked(8).ok_or(RecordError::Malformed)?;
+        let owner = u64::from_be_bytes(owner.try_into().map_err(|_| RecordError::Malformed)?);
+        let until = u64::from_be_bytes(until.try_into().map_err(|_| RecordError::Malformed)?);
         let ms = |m: u64| Timestamp(m.saturating_mul(1_000_000));
-        Some(FetchMarker {
+        Ok(FetchMarker {
             owner,
             until: ms(until),
             attempted_at: ms(attempted),
@@ -141,38 +162,60 @@ pub fn fetch_due(
 }
 
 /// Reads the last good set; an unreadable record counts as none.
-pub fn read_record<S: SharedStore + ?Sized>(store: &S, remote: &RemoteJwks) -> Option<JwksRecord> {
+pub fn read_record<S: SharedStore + ?Sized>(
+    store: &S,
+    remote: &RemoteJwks,
+    now: Timestamp,
+) -> Option<JwksRecord> {
     match store.get(&record_key(remote)) {
-        Ok((Some(bytes), _)) => JwksRecord::decode(&bytes),
+        Ok((Some(bytes), _)) => JwksRecord::decode(&bytes, now).ok(),
         _ => None,
     }
 }
 
+/// What the shared set is to a VM that has the set stamped `installed`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SharedSet {
+    /// Nothing newer than the installed set (or nothing at all).
+    NothingNewer,
+    /// A newer set to install.
+    Newer(JwksRecord),
+    /// A value that is not this plugin's record: ignored, as if absent.
+    Ignored(RecordError),
+}
+
 /// Reads the last good set if it was fetched after `installed` (any set when nothing is
-/// installed). Looks at the `fetched_at` line first, so a request that finds the set it
-/// already has costs one shared-data read and no JWKS parse.
+/// installed). Looks at the stamp first, so a request that finds the set it already has
+/// costs one shared-data read and no JWKS parse.
 pub fn read_newer_record<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
     installed: Option<Timestamp>,
-) -> Option<JwksRecord> {
+    now: Timestamp,
+) -> SharedSet {
     let Ok((Some(bytes), _)) = store.get(&record_key(remote)) else {
-        return None;
+        return SharedSet::NothingNewer;
     };
-    let (fetched_at, body) = JwksRecord::split(&bytes)?;
-    if installed.is_some_and(|mine| fetched_at <= mine) {
-        return None;
+    match JwksRecord::split(&bytes, now) {
+        Err(e) => SharedSet::Ignored(e),
+        Ok((fetched_at, _)) if installed.is_some_and(|mine| fetched_at <= mine) => {
+            SharedSet::NothingNewer
+        }
+        Ok((fetched_at, body)) => SharedSet::Newer(JwksRecord {
+            fetched_at,
+            body: body.to_vec(),
+        }),
     }
-    Some(JwksRecord {
-        fetched_at,
-        body: body.to_vec(),
-    })
 }
 
-/// Reads the fetch marker.
-pub fn read_marker<S: SharedStore + ?Sized>(store: &S, remote: &RemoteJwks) -> Option<FetchMarker> {
+/// Reads the fetch marker; one that is not this plugin's counts as none.
+pub fn read_marker<S: SharedStore + ?Sized>(
+    store: &S,
+    remote: &RemoteJwks,
+    now: Timestamp,
+) -> Option<FetchMarker> {
     match store.get(&marker_key(remote)) {
-        Ok((Some(bytes), _)) => FetchMarker::decode(&bytes),
+        Ok((Some(bytes), _)) => FetchMarker::decode(&bytes, now).ok(),
         _ => None,
     }
 }
@@ -200,9 +243,10 @@ pub fn try_take<S: SharedStore + ?Sized>(
 ) -> bool {
     let taken = update(store, &marker_key(remote), 1, |current| {
         let marker = current
-            .and_then(FetchMarker::decode)
+            .and_then(|bytes| FetchMarker::decode(bytes, now).ok())
             .unwrap_or(FetchMarker::FREE);
-        if now < marker.until {
+        // Held, unless held beyond what any VM of this plugin ever holds it for.
+        if now < marker.until && marker.until <= now.plus(longest_hold(remote)) {
             return Step::Keep(false);
         }
         let mine = FetchMarker {
@@ -228,7 +272,7 @@ pub fn release<S: SharedStore + ?Sized>(
         store,
         &marker_key(remote),
         CAS_ATTEMPTS,
-        |current| match current.and_then(FetchMarker::decode) {
+        |current| match current.and_then(|bytes| FetchMarker::decode(bytes, free_at).ok()) {
             Some(marker) if marker.owner == owner => {
                 let released = FetchMarker {
                     until: free_at,
@@ -241,18 +285,20 @@ pub fn release<S: SharedStore + ?Sized>(
     )
 }
 
-/// Publishes a freshly fetched set unless a newer one is already there.
+/// Publishes a freshly fetched set unless a newer one is already there; a value that is
+/// not this plugin's record is overwritten.
 pub fn publish<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
     record: &JwksRecord,
+    now: Timestamp,
 ) -> Result<bool, UpdateError> {
     update(
         store,
         &record_key(remote),
         CAS_ATTEMPTS,
-        |current| match current.and_then(JwksRecord::decode) {
-            Some(existing) if existing.fetched_at >= record.fetched_at => Step::Keep(false),
+        |current| match current.and_then(|bytes| JwksRecord::split(bytes, now).ok()) {
+            Some((fetched_at, _)) if fetched_at >= record.fetched_at => Step::Keep(false),
             _ => Step::Write(record.encode(), true),
         },
     )
@@ -277,6 +323,7 @@ mod tests {
 
     fn remote() -> RemoteJwks {
         RemoteJwks {
+            key_prefix: "jwt-auth/edge/".into(),
             cluster: "outbound|443||idp.bank.svc.cluster.local".into(),
             authority: "idp.bank.svc.cluster.local".into(),
             path: "/jwks.json".into(),
@@ -295,9 +342,9 @@ mod tests {
     fn keys_name_the_endpoint() {
         assert_eq!(
             record_key(&remote()),
-            "jwt-auth/jwks/outbound|443||idp.bank.svc.cluster.local/idp.bank.svc.cluster.local/jwks.json"
+            "jwt-auth/edge/jwks/outbound|443||idp.bank.svc.cluster.local/idp.bank.svc.cluster.local/jwks.json"
         );
-        assert!(marker_key(&remote()).starts_with("jwt-auth/jwks-fetch/outbound|443||"));
+        assert!(marker_key(&remote()).starts_with("jwt-auth/edge/jwks-fetch/outbound|443||"));
     }
 
     #[test]
@@ -306,15 +353,20 @@ mod tests {
             fetched_at: Timestamp::from_unix_seconds(1234),
             body: b"{\"keys\":[]}\n".to_vec(),
         };
-        assert_eq!(JwksRecord::decode(&r.encode()), Some(r));
-        assert_eq!(JwksRecord::decode(b"garbage"), None);
+        assert_eq!(JwksRecord::decode(&r.encode(), t(1234)), Ok(r));
+        assert_eq!(
+            JwksRecord::decode(b"garbage", t(1234)),
+            Err(RecordError::Malformed)
+        );
         let m = FetchMarker {
             owner: 42,
             until: t(10),
             attempted_at: t(5),
         };
-        assert_eq!(FetchMarker::decode(&m.encode()), Some(m));
-        assert_eq!(FetchMarker::decode(b"fetch1 x"), None);
+        assert_eq!(FetchMarker::decode(&m.encode(), t(5)), Ok(m));
+        assert!(FetchMarker::decode(b"fetch1 x", t(5)).is_err());
+        // A JWKS record is not a marker, nor the other way round.
+        assert!(FetchMarker::decode(&record::encode(2, 5_000, &[0; 16]), t(5)).is_err());
     }
 
     #[test]
@@ -346,7 +398,7 @@ mod tests {
         assert!(!try_take(&store, &r, 2, t(101), Duration::from_secs(6)));
         // An abandoned marker frees itself when its hold runs out.
         assert!(try_take(&store, &r, 2, t(106), Duration::from_secs(6)));
-        let m = read_marker(&store, &r).unwrap();
+        let m = read_marker(&store, &r, t(106)).unwrap();
         assert_eq!((m.owner, m.until, m.attempted_at), (2, t(112), t(106)));
     }
 
@@ -371,7 +423,7 @@ mod tests {
         ensure_marker(&store, &r).unwrap();
         assert!(try_take(&store, &r, 1, t(100), Duration::from_secs(6)));
         ensure_marker(&store, &r).unwrap();
-        assert_eq!(read_marker(&store, &r).unwrap().owner, 1);
+        assert_eq!(read_marker(&store, &r, t(100)).unwrap().owner, 1);
     }
 
     #[test]
@@ -386,25 +438,102 @@ mod tests {
             fetched_at: t(100),
             body: b"old".to_vec(),
         };
-        assert_eq!(publish(&store, &r, &newer), Ok(true));
-        assert_eq!(publish(&store, &r, &older), Ok(false));
-        assert_eq!(read_record(&store, &r).unwrap().body, b"new");
+        assert_eq!(publish(&store, &r, &newer, t(200)), Ok(true));
+        assert_eq!(publish(&store, &r, &older, t(200)), Ok(false));
+        assert_eq!(read_record(&store, &r, t(200)).unwrap().body, b"new");
     }
 
     #[test]
     fn only_a_newer_shared_set_is_read_back() {
         let store = MemoryStore::new();
         let r = remote();
-        assert_eq!(read_newer_record(&store, &r, None), None);
+        let now = t(300);
+        assert_eq!(
+            read_newer_record(&store, &r, None, now),
+            SharedSet::NothingNewer
+        );
         let record = JwksRecord {
             fetched_at: t(200),
             body: b"{}".to_vec(),
         };
-        publish(&store, &r, &record).unwrap();
-        assert_eq!(read_newer_record(&store, &r, None), Some(record.clone()));
-        assert_eq!(read_newer_record(&store, &r, Some(t(100))), Some(record));
-        assert_eq!(read_newer_record(&store, &r, Some(t(200))), None);
-        assert_eq!(read_newer_record(&store, &r, Some(t(300))), None);
+        publish(&store, &r, &record, now).unwrap();
+        assert_eq!(
+            read_newer_record(&store, &r, None, now),
+            SharedSet::Newer(record.clone())
+        );
+        assert_eq!(
+            read_newer_record(&store, &r, Some(t(100)), now),
+            SharedSet::Newer(record)
+        );
+        assert_eq!(
+            read_newer_record(&store, &r, Some(t(200)), now),
+            SharedSet::NothingNewer
+        );
+        assert_eq!(
+            read_newer_record(&store, &r, Some(t(300)), now),
+            SharedSet::NothingNewer
+        );
+    }
+
+    #[test]
+    fn a_neighbours_record_is_ignored_and_overwritten_by_the_next_fetch() {
+        let r = remote();
+        let now = t(1_000);
+        let future = JwksRecord {
+            fetched_at: t(1_000_000),
+            body: b"{\"keys\":[]}".to_vec(),
+        };
+        let neighbours: [(Vec<u8>, RecordError); 3] = [
+            (b"jwks1 99999999999999\n{}".to_vec(), RecordError::Malformed),
+            (
+                record::encode(7, now.unix_millis(), b"{}"),
+                RecordError::UnknownVersion(7),
+            ),
+            (future.encode(), RecordError::FromTheFuture),
+        ];
+        for (value, why) in neighbours {
+            let store = MemoryStore::new();
+            store.set(&record_key(&r), &value, None).unwrap();
+            assert_eq!(
+                read_newer_record(&store, &r, None, now),
+                SharedSet::Ignored(why)
+            );
+            assert!(read_record(&store, &r, now).is_none());
+            // The fetch is due as if there were no set, and its result replaces the value.
+            assert!(fetch_due(&r, None, None, false, now));
+            let fetched = JwksRecord {
+                fetched_at: now,
+                body: b"real".to_vec(),
+            };
+            assert_eq!(publish(&store, &r, &fetched, now), Ok(true));
+            assert_eq!(read_record(&store, &r, now).unwrap().body, b"real");
+        }
+    }
+
+    #[test]
+    fn no_stored_marker_can_hold_the_fetch_off_for_longer_than_a_vm_would() {
+        let r = remote();
+        let now = t(1_000);
+        let store = MemoryStore::new();
+        // Held for a day, stamped now: no VM of this plugin holds it that long.
+        let stuck = FetchMarker {
+            owner: 9,
+            until: t(1_000 + 86_400),
+            attempted_at: now,
+        };
+        store.set(&marker_key(&r), &stuck.encode(), None).unwrap();
+        assert!(try_take(&store, &r, 1, now, Duration::from_secs(6)));
+        // Malformed or future-stamped markers count as free too.
+        for value in [
+            b"fetch1 1 2 3".to_vec(),
+            record::encode(1, u64::MAX, &[0; 16]),
+        ] {
+            store.set(&marker_key(&r), &value, None).unwrap();
+            assert!(read_marker(&store, &r, now).is_none());
+            assert!(try_take(&store, &r, 2, now, Duration::from_secs(6)));
+        }
+        // A marker legitimately held for the fetch's timeout still holds.
+        assert!(!try_take(&store, &r, 3, t(1_001), Duration::from_secs(6)));
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! root context declares those names read-only where the proxy can (see
 //! `host::filter_state`), so a later filter cannot overwrite what this one verified.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,10 +42,11 @@ use log::{debug, error, info, warn};
 use crate::cache::TokenCache;
 use crate::config::{Config, KeySource, RemoteJwks};
 use crate::decision::{self, Allow, AllowKind, Decision, Denial, DenyReason};
-use crate::fetch::{self, JwksRecord};
+use crate::fetch::{self, JwksRecord, SharedSet};
 use crate::jwks::{KeyOrigin, KeySet};
 use crate::policy::{self, CacheUse, ProviderKeys, Request};
 use crate::token::{self, Found};
+use banking_filter_common::record::RecordError;
 
 /// Metric names use this filter segment: `banking_jwt_auth_<what>`.
 pub const METRIC_FILTER: &str = "jwt_auth";
@@ -67,6 +68,9 @@ struct Metrics {
     cache_miss: Counter,
     jwks_fetch_ok: Counter,
     jwks_fetch_failed: Counter,
+    /// A value under this plugin's shared-data keys that is not its record (a neighbour's
+    /// mistake, an old build's format, a stamp in the future): ignored and refetched.
+    shared_record_ignored: Counter,
     denied: OutcomeCounters<DenyReason>,
 }
 
@@ -80,6 +84,7 @@ impl Metrics {
             cache_miss: counter("cache_miss"),
             jwks_fetch_ok: counter("jwks_fetch_ok"),
             jwks_fetch_failed: counter("jwks_fetch_failed"),
+            shared_record_ignored: counter("shared_record_ignored"),
             denied: OutcomeCounters::define(METRIC_FILTER),
         }
     }
@@ -98,6 +103,9 @@ struct VmState {
     /// Per provider: `fetched_at` of the newest shared record this VM found unusable, so
     /// that requests do not parse it (and log about it) again.
     unusable: RefCell<Vec<Option<Timestamp>>>,
+    /// The last reason a shared record was ignored, so the warning is logged once per
+    /// reason rather than on every read.
+    ignored_logged: Cell<Option<RecordError>>,
 }
 
 impl VmState {
@@ -114,15 +122,27 @@ impl VmState {
 
     /// Installs the shared set of a remote provider if another VM fetched a newer one than
     /// this VM has. True when the keys changed.
-    fn adopt_shared(&self, index: usize) -> bool {
+    fn adopt_shared(&self, index: usize, now: Timestamp) -> bool {
         let Some(remote) = self.remote(index) else {
             return false;
         };
         let unusable = self.unusable.borrow().get(index).copied().flatten();
         let seen = self.installed(index).max(unusable);
-        match fetch::read_newer_record(&HostSharedData, remote, seen) {
-            Some(record) => self.install(index, &record),
-            None => false,
+        match fetch::read_newer_record(&HostSharedData, remote, seen, now) {
+            SharedSet::Newer(record) => self.install(index, &record),
+            SharedSet::NothingNewer => false,
+            SharedSet::Ignored(why) => {
+                self.metrics.shared_record_ignored.increment();
+                if self.ignored_logged.replace(Some(why)) != Some(why) {
+                    warn!(
+                        "{FILTER}: the shared JWKS record under {} is not this plugin's ({}); \
+                         ignoring it and fetching the keys",
+                        fetch::record_key(remote),
+                        why.describe()
+                    );
+                }
+                false
+            }
         }
     }
 
@@ -209,12 +229,12 @@ impl Root {
         };
         let store = HostSharedData;
         for (index, remote) in Self::remotes(&state) {
-            state.adopt_shared(index);
+            state.adopt_shared(index, now);
             if self.in_flight.values().any(|p| *p == index) {
                 continue;
             }
             let fetched_at = state.installed(index);
-            let last_attempt = fetch::read_marker(&store, &remote)
+            let last_attempt = fetch::read_marker(&store, &remote, now)
                 .map(|m| m.attempted_at)
                 .filter(|t| t.0 > 0);
             let unknown_kid = state
@@ -303,7 +323,7 @@ impl Root {
                     fetched_at: now,
                     body,
                 };
-                if let Err(e) = fetch::publish(&store, &remote, &record) {
+                if let Err(e) = fetch::publish(&store, &remote, &record, now) {
                     warn!("jwt-auth: could not share the fetched JWKS: {e:?}");
                 }
                 state.install(index, &record);
@@ -382,6 +402,7 @@ impl RootContext for Root {
             unknown_kid_seen: RefCell::new(vec![false; providers]),
             installed: RefCell::new(vec![None; providers]),
             unusable: RefCell::new(vec![None; providers]),
+            ignored_logged: Cell::new(None),
         });
         let remotes = Self::remotes(&state);
         // Everything this filter publishes, read-only where the proxy can declare it.
@@ -475,7 +496,7 @@ impl StreamContext for Stream {
         // Another worker may have fetched the keys this one lacks since this VM's last
         // tick: look before refusing.
         if let Some(index) = evaluation.keys_wanted
-            && state.adopt_shared(index)
+            && state.adopt_shared(index, now)
         {
             evaluation = decide();
         }

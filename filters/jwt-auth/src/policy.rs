@@ -421,7 +421,7 @@ mod tests {
 
     fn world(extra: &str) -> World {
         let text = format!(
-            r#"{{"providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],"jwks":{}}}]{extra}}}"#,
+            r#"{{"instance":"test","providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],"jwks":{}}}]{extra}}}"#,
             testkeys::jwks(&[
                 testkeys::ec256_jwk("ec256", None),
                 testkeys::rsa_jwk("rsa", Some("RS256"))

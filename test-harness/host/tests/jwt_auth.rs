@@ -240,7 +240,7 @@ fn claims_with(host: &Host, changes: Value) -> Value {
 
 fn inline_config(jwks_json: &str, extra: &str) -> String {
     format!(
-        r#"{{"providers":[{{"issuer":"{ISSUER}","audiences":["{AUDIENCE}"],
+        r#"{{"instance":"test","providers":[{{"issuer":"{ISSUER}","audiences":["{AUDIENCE}"],
             "allowedAlgorithms":["RS256","RS384","RS512","PS256","PS384","PS512","ES256","ES384","EdDSA","HS256"],
             "maxLifetime":"1h","requiredClaims":["sub"],"jwks":{jwks_json}}}]{extra}}}"#
     )
@@ -264,7 +264,7 @@ const POLICY: &str = r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"
 
 fn remote_config(extra_provider: &str) -> String {
     format!(
-        r#"{{"providers":[{{"issuer":"{ISSUER}","audiences":["{AUDIENCE}"],
+        r#"{{"instance":"test","providers":[{{"issuer":"{ISSUER}","audiences":["{AUDIENCE}"],
             "remoteJwks":{{"cluster":"{CLUSTER}","authority":"idp.bank.svc.cluster.local","path":"/.well-known/jwks.json"{extra_provider}}}}}]}}"#
     )
 }
@@ -995,7 +995,7 @@ fn two_vms_share_one_fetch_and_one_key_set() {
     assert!(first.pending_http_calls().is_empty() && second.pending_http_calls().is_empty());
     assert_eq!(metric(&host, "jwks_fetch_ok"), 1);
     assert!(
-        host.shared_data("jwt-auth/jwks/outbound|443||idp.bank.svc.cluster.local/idp.bank.svc.cluster.local/.well-known/jwks.json")
+        host.shared_data("jwt-auth/test/jwks/outbound|443||idp.bank.svc.cluster.local/idp.bank.svc.cluster.local/.well-known/jwks.json")
             .is_some()
     );
 }
@@ -1412,4 +1412,89 @@ fn no_spelling_of_the_payment_route_escapes_its_scope_under_the_shipped_config()
         fixture::REFUSED_PAYMENT_PATHS.len() as u64
     );
     assert_eq!(metric(&host, "denied_route_not_allowed"), 1);
+}
+
+/// Every WasmPlugin on a proxy shares one shared-data key space (Istio sets no `vm_id`), so
+/// another plugin's module can write under jwt-auth's keys. Here the harness probe, a second
+/// plugin on the same host, plants a key set of its own under jwt-auth's JWKS record (in the
+/// old text format stamped far in the future, in an envelope of an unknown version, and in a
+/// current envelope stamped in the future) and a fetch marker held for a day. jwt-auth
+/// ignores each, fetches the real keys, overwrites the record, and a token signed with the
+/// planted key is refused.
+#[test]
+fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_keys_fetched() {
+    const ENDPOINT: &str =
+        "outbound|443||idp.bank.svc.cluster.local/idp.bank.svc.cluster.local/.well-known/jwks.json";
+    let record_key = format!("jwt-auth/test/jwks/{ENDPOINT}");
+    let marker_key = format!("jwt-auth/test/jwks-fetch/{ENDPOINT}");
+    // The planted set publishes the attacker's P-256 key under the real kid.
+    let planted_jwks = jwks(&[ec256_jwk_from(&keys().other_ec256, "k1")]);
+    let envelope = |version: u16, stamp_ms: u64, payload: &[u8]| {
+        let mut out = b"bwf\x01".to_vec();
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&stamp_ms.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    };
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let far_future_ms = 4_102_444_800_000u64; // 2100-01-01
+    let planted: [(&str, Vec<u8>); 3] = [
+        (
+            "malformed",
+            format!("jwks1 {far_future_ms}\n{planted_jwks}").into_bytes(),
+        ),
+        ("unknown version", envelope(9, 0, planted_jwks.as_bytes())),
+        (
+            "future stamp",
+            envelope(1, far_future_ms, planted_jwks.as_bytes()),
+        ),
+    ];
+    for (what, value) in planted {
+        let host = Host::new();
+        let plugin = load(&host, &remote_config(""));
+        let neighbour = host
+            .load("harness_probe", "")
+            .expect("run `make wasm` to build harness_probe.wasm");
+        let plant = |key: &str, bytes: &[u8]| {
+            let mut stream = neighbour.stream();
+            let command = format!("shared-set-hex {key} {}", hex(bytes));
+            stream.request_headers(&[(":path", "/"), ("x-probe", &command)], true);
+            assert_eq!(
+                stream.request_header("x-probe-result"),
+                Some(b"ok".to_vec()),
+                "{what}"
+            );
+        };
+        plant(&record_key, &value);
+        // A marker stamped now, held for a day: longer than any jwt-auth VM holds it.
+        let now_ms = host.now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let mut marker = 7u64.to_be_bytes().to_vec();
+        marker.extend_from_slice(&(now_ms + 86_400_000).to_be_bytes());
+        plant(&marker_key, &envelope(1, now_ms, &marker));
+
+        first_tick(&host, &plugin);
+        answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+        let real = mint("ES256", "k1", claims(&host));
+        assert!(passes(&plugin, &real), "{what}: the real key verifies");
+        let reply = refusal(&plugin, &forged("k1", claims(&host)));
+        assert_eq!(reply.status, 401, "{what}: the planted key is not trusted");
+        assert_eq!(
+            problem(&reply)["type"],
+            "urn:banking-filters:problem:jwt-invalid-signature",
+            "{what}"
+        );
+        let (stored, _) = host.shared_data(&record_key).expect("the record");
+        assert!(
+            stored.starts_with(b"bwf\x01\x00\x01"),
+            "{what}: overwritten"
+        );
+        assert!(metric(&host, "shared_record_ignored") >= 1, "{what}");
+        assert!(
+            plugin
+                .logs(LogLevel::Warn)
+                .iter()
+                .any(|l| l.contains("is not this plugin's")),
+            "{what}: the warning names the record"
+        );
+    }
 }

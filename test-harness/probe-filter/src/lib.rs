@@ -263,6 +263,24 @@ impl Probe {
                 };
                 self.report(&result);
             }
+            // A binary value, as hex: what a neighbour's module may leave under any key.
+            ["shared-set-hex", key, hex] => {
+                let bytes: Option<Vec<u8>> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| {
+                        hex.get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    })
+                    .collect();
+                let result = match bytes {
+                    Some(bytes) => match self.set_shared_data(key, Some(&bytes), None) {
+                        Ok(()) => "ok",
+                        Err(_) => "refused",
+                    },
+                    None => "bad-hex",
+                };
+                self.report(result);
+            }
             ["shared-set", key, value, rest @ ..] => {
                 let cas = rest.first().and_then(|c| c.parse::<u32>().ok());
                 let result = match self.set_shared_data(key, Some(value.as_bytes()), cas) {
