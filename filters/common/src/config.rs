@@ -156,6 +156,55 @@ impl Visitor<'_> for WholeNumber {
     }
 }
 
+/// JSON Schema stand-ins for the fields the helpers above read (`schema` feature): a field
+/// with `deserialize_with = "duration"` carries `#[schemars(with = "schema::DurationText")]`,
+/// one with `whole_number` carries `#[schemars(with = "schema::WholeNumber")]`, so the schema
+/// says what the parser accepts rather than what the Rust type holds.
+#[cfg(feature = "schema")]
+pub mod schema {
+    use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+    use std::borrow::Cow;
+
+    /// What [`super::parse_duration`] reads: `500ms`, `30s`, `5m`, `1h`. Never null.
+    pub struct DurationText;
+
+    impl JsonSchema for DurationText {
+        fn inline_schema() -> bool {
+            true
+        }
+        fn schema_name() -> Cow<'static, str> {
+            "DurationText".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "pattern": "^[0-9]+(ms|s|m|h)$"
+            })
+        }
+    }
+
+    /// What [`super::whole_number`] reads: a non-negative whole number, written `100` or, as
+    /// Istio hands it, `100.0`; at most 2^53. Never null.
+    pub struct WholeNumber;
+
+    impl JsonSchema for WholeNumber {
+        fn inline_schema() -> bool {
+            true
+        }
+        fn schema_name() -> Cow<'static, str> {
+            "WholeNumber".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "number",
+                "minimum": 0,
+                "maximum": super::MAX_EXACT_FLOAT_INT,
+                "multipleOf": 1
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

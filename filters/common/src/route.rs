@@ -43,6 +43,7 @@ pub const ROUTE_NOT_ALLOWED_TITLE: &str = "No rule allows this request";
 
 /// `pathMatching` in a filter's config.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PathMatching {
     /// How rules compare paths: `insensitive` (default: `/PAYMENTS` meets the `/payments`
@@ -59,6 +60,7 @@ pub struct PathMatching {
 
 /// See [`PathMatching::case`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum PathCase {
     #[default]
@@ -68,6 +70,7 @@ pub enum PathCase {
 
 /// See [`PathMatching::parameters`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum PathParameters {
     #[default]
@@ -77,6 +80,7 @@ pub enum PathParameters {
 
 /// One entry of `bypassPaths`: `{"exact": "/healthz"}` or `{"prefix": "/.well-known/"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum PathMatch {
     /// The normalised path equals this, byte for byte (query ignored).

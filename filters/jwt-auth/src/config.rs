@@ -32,6 +32,7 @@ pub const DEFAULT_CUSTOMER_HEADER: &str = "x-customer-id";
 
 /// The whole pluginConfig.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
     /// This plugin's name among the jwt-auth plugins on a proxy (required): 1 to 63
@@ -49,6 +50,10 @@ pub struct PluginConfig {
     pub token_sources: Option<Vec<TokenSourceConfig>>,
     /// Tokens longer than this many bytes are refused before any parsing. Default 8192.
     #[serde(default, deserialize_with = "opt_whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
     pub max_token_bytes: Option<usize>,
     /// Routes that need scopes beyond a valid token. The first rule whose `pathPrefix`
     /// and `methods` match applies; a request matching no rule needs only a valid token,
@@ -90,6 +95,7 @@ pub struct PluginConfig {
 
 /// One trusted issuer and its keys.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The exact `iss` of this issuer's tokens.
@@ -109,6 +115,10 @@ pub struct ProviderConfig {
     pub allowed_algorithms: Option<Vec<String>>,
     /// Tolerance for `exp`, `nbf` and `iat` against the proxy clock. Default "60s", at most "5m".
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub clock_skew: Option<Duration>,
     /// Refuse tokens without `exp`. Default true.
     #[serde(default)]
@@ -116,6 +126,10 @@ pub struct ProviderConfig {
     /// Longest accepted lifetime, `exp` minus `iat` (or `nbf` without `iat`); a token with
     /// neither is refused when this is set. Unset: no limit.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub max_lifetime: Option<Duration>,
     /// Claims every token of this issuer must carry (any non-null value).
     #[serde(default)]
@@ -124,6 +138,7 @@ pub struct ProviderConfig {
 
 /// A JWKS endpoint reached through an Envoy cluster.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RemoteJwksConfig {
     /// Envoy cluster to call, named the Istio way so one config works in the mesh and in a
@@ -135,22 +150,39 @@ pub struct RemoteJwksConfig {
     pub path: String,
     /// Fetch timeout. Default "5s".
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub timeout: Option<Duration>,
     /// How long a fetched set is fresh; it is refreshed from `on_tick` once 90% of this
     /// has passed, and kept (stale) while refreshes fail. Default "10m".
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub cache_duration: Option<Duration>,
     /// A token with an unknown `kid` triggers a re-fetch at most once per this interval.
     /// Default "30s".
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub min_refetch_interval: Option<Duration>,
     /// Wait after a failed fetch before trying again. Default "5s".
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub retry_interval: Option<Duration>,
 }
 
 /// Where to look for a token: exactly one of `header`, `queryParam`, `cookie`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenSourceConfig {
     /// A request header, e.g. `authorization` or `x-api-token`.
@@ -171,6 +203,7 @@ pub struct TokenSourceConfig {
 
 /// Scopes a route needs.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleConfig {
     /// Path prefix, matched on segment boundaries: `/payments` matches `/payments` and
@@ -187,6 +220,7 @@ pub struct RuleConfig {
 
 /// Customer binding: stops one customer's token acting on another customer's accounts.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomerBindingConfig {
     /// The claim holding the customer id, e.g. `sub` or `customer_id`.
@@ -198,6 +232,7 @@ pub struct CustomerBindingConfig {
 
 /// What a verified token hands on.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutputsConfig {
     /// Claims copied to request headers. Client-sent headers of these names are always
@@ -218,6 +253,7 @@ pub struct OutputsConfig {
 
 /// One claim-to-header copy.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimHeaderConfig {
     /// Claim name; strings, numbers, booleans and arrays of strings (joined with `,`) are copied.
@@ -228,14 +264,23 @@ pub struct ClaimHeaderConfig {
 
 /// The verified-token cache.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CacheConfig {
     /// Most tokens kept per worker; 0 turns the cache off. Default 1024.
     #[serde(default, deserialize_with = "opt_whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
     pub max_entries: Option<usize>,
     /// Longest a verified token is reused without re-verifying (never past its `exp`).
     /// Default "5m".
     #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub ttl: Option<Duration>,
 }
 

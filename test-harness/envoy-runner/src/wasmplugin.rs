@@ -279,7 +279,8 @@ pub fn parse_file(path: &Path) -> Result<Vec<WasmPlugin>, EnvoyError> {
     parse_documents(&text, path)
 }
 
-fn parse_documents(text: &str, path: &Path) -> Result<Vec<WasmPlugin>, EnvoyError> {
+/// The `WasmPlugin` documents of YAML text (other kinds skipped); `path` names it in errors.
+pub fn parse_documents(text: &str, path: &Path) -> Result<Vec<WasmPlugin>, EnvoyError> {
     use serde::Deserialize;
     let mut plugins = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
