@@ -7,6 +7,7 @@
 
 use banking_filter_common::config::{self, ConfigError, whole_number};
 use banking_filter_common::headers::NameMatcher;
+use banking_filter_common::mode::Mode;
 use banking_filter_common::pattern::Pattern;
 use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
 use serde::Deserialize;
@@ -66,6 +67,13 @@ impl BankingHeader {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
+    /// `enforce` (default) refuses what the checks refuse; `dryRun` never refuses: it
+    /// counts `banking_headers_would_deny_<reason>`, logs each reason once a minute, records
+    /// the would-be refusal in filter state (`banking.decision.would_deny`) and lets the
+    /// request through. Internal headers are stripped in both modes.
+    #[serde(default)]
+    pub mode: Mode,
+
     /// Route rules, tried in order; the first whose `pathPrefix` and `methods` match the
     /// request applies. Put specific routes before general ones. Paths are normalised and
     /// matched as the README's "Route model" says, the same in every filter.
@@ -220,6 +228,7 @@ const SAMPLE_GENERATED_ID: &str = "123e4567-e89b-42d3-a456-426614174000";
 /// The validated configuration every stream of the plugin shares.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub mode: Mode,
     /// The rules, bypass paths and protected prefixes.
     pub routes: RouteTable<Rule>,
     pub default_rule: Rule,
@@ -333,6 +342,7 @@ impl Config {
         }
 
         Ok(Config {
+            mode: raw.mode,
             routes,
             default_rule,
             operations: raw.operations,

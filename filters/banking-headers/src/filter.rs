@@ -6,11 +6,14 @@
 
 use crate::config::{BankingHeader, Config};
 use crate::policy::{self, Decision, Outcome};
+use banking_filter_common::clock;
 use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{self, Action, RootContext, StreamContext};
 use banking_filter_common::identity::names;
 use banking_filter_common::ids;
 use banking_filter_common::metrics::OutcomeCounters;
+use banking_filter_common::mode::WouldDenyLog;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Counter names are `banking_headers_<outcome>`.
@@ -22,6 +25,8 @@ const FILTER: &str = "banking-headers";
 struct Plugin {
     config: Config,
     counters: OutcomeCounters<Outcome>,
+    /// Dry-run: when each would-be refusal reason was last logged.
+    would_deny_log: RefCell<WouldDenyLog>,
 }
 
 #[derive(Default)]
@@ -40,7 +45,14 @@ impl RootContext for Root {
         };
         let counters = OutcomeCounters::define(METRICS_FILTER);
         filter_state::declare_and_log(FILTER, &names::REFUSAL);
-        self.plugin = Some(Rc::new(Plugin { config, counters }));
+        if config.mode.is_dry_run() {
+            log::warn!("{FILTER}: dry-run mode: requests are never refused, only counted");
+        }
+        self.plugin = Some(Rc::new(Plugin {
+            config,
+            counters,
+            would_deny_log: RefCell::default(),
+        }));
         true
     }
 
@@ -102,6 +114,35 @@ impl StreamContext for Stream {
                 }
                 Err(e) => host::fail_closed_on(FILTER, &e),
             },
+            Decision::Deny {
+                reason,
+                remove_headers,
+                ..
+            } if plugin.config.mode.is_dry_run() => {
+                // Internal headers still go: dry-run relaxes refusals, not protection.
+                if let Err(e) = apply(&remove_headers, &[]) {
+                    return host::fail_closed_on(FILTER, &e);
+                }
+                for outcome in &outcomes {
+                    plugin.counters.increment(match outcome {
+                        Outcome::Rejected(r) => Outcome::WouldDeny(*r),
+                        other => *other,
+                    });
+                }
+                let now_ms = clock::monotonic().map_or(0, |m| m.0 / 1_000_000);
+                if plugin
+                    .would_deny_log
+                    .borrow_mut()
+                    .should_log(reason.slug(), now_ms)
+                {
+                    log::info!(
+                        "{FILTER}: dry-run: would refuse with {} (logged once a minute per reason)",
+                        reason.slug()
+                    );
+                }
+                filter_state::record_would_deny(FILTER, reason.slug());
+                Action::Continue
+            }
             Decision::Deny {
                 reason, problem, ..
             } => {

@@ -41,6 +41,9 @@ pub enum Decision {
         reason: Reason,
         problem: Problem,
         correlation_generated: bool,
+        /// Spoofable internal headers the request carries: removed if the request goes on
+        /// anyway (dry-run).
+        remove_headers: Vec<String>,
     },
 }
 
@@ -60,25 +63,28 @@ pub enum Reason {
 }
 
 /// Everything about one reason, written once: the problem type's slug, the status, the
-/// problem's title and the counter (`banking_headers_<counter>`).
+/// problem's title, and the counters (`banking_headers_<counter>`) of a refusal and of a
+/// dry-run's would-be refusal.
 struct ReasonRow {
     slug: &'static str,
     status: u16,
     title: &'static str,
     counter: &'static str,
+    would_deny: &'static str,
 }
 
 const fn row(
     slug: &'static str,
     status: u16,
     title: &'static str,
-    counter: &'static str,
+    counters: (&'static str, &'static str),
 ) -> ReasonRow {
     ReasonRow {
         slug,
         status,
         title,
-        counter,
+        counter: counters.0,
+        would_deny: counters.1,
     }
 }
 
@@ -103,61 +109,73 @@ impl Reason {
                 route::INVALID_PATH,
                 400,
                 route::INVALID_PATH_TITLE,
-                "rejected_invalid_path",
+                ("rejected_invalid_path", "would_deny_invalid_path"),
             ),
             Reason::RouteNotAllowed => row(
                 route::ROUTE_NOT_ALLOWED,
                 403,
                 route::ROUTE_NOT_ALLOWED_TITLE,
-                "rejected_route_not_allowed",
+                ("rejected_route_not_allowed", "would_deny_route_not_allowed"),
             ),
             Reason::MissingHeader => row(
                 "missing-header",
                 400,
                 "Missing banking header",
-                "rejected_missing_header",
+                ("rejected_missing_header", "would_deny_missing_header"),
             ),
             Reason::DuplicateHeader => row(
                 "duplicate-header",
                 400,
                 "Banking header sent more than once",
-                "rejected_duplicate_header",
+                ("rejected_duplicate_header", "would_deny_duplicate_header"),
             ),
             Reason::HeaderTooLong => row(
                 "header-too-long",
                 400,
                 "Banking header too long",
-                "rejected_header_too_long",
+                ("rejected_header_too_long", "would_deny_header_too_long"),
             ),
             Reason::InvalidEncoding => row(
                 "invalid-header-encoding",
                 400,
                 "Banking header is not valid UTF-8",
-                "rejected_invalid_header_encoding",
+                (
+                    "rejected_invalid_header_encoding",
+                    "would_deny_invalid_header_encoding",
+                ),
             ),
             Reason::InvalidFormat => row(
                 "invalid-header-format",
                 400,
                 "Malformed banking header",
-                "rejected_invalid_header_format",
+                (
+                    "rejected_invalid_header_format",
+                    "would_deny_invalid_header_format",
+                ),
             ),
             Reason::UnknownOperation => row(
                 "unknown-operation",
                 400,
                 "Unknown banking operation",
-                "rejected_unknown_operation",
+                ("rejected_unknown_operation", "would_deny_unknown_operation"),
             ),
             Reason::OperationMismatch => row(
                 "operation-mismatch",
                 400,
                 "Banking operation does not match the route",
-                "rejected_operation_mismatch",
+                (
+                    "rejected_operation_mismatch",
+                    "would_deny_operation_mismatch",
+                ),
             ),
             Reason::CorrelationUnavailable => row(
                 "correlation-id-unavailable",
                 500,
                 "Correlation id could not be generated",
-                "rejected_correlation_id_unavailable",
+                (
+                    "rejected_correlation_id_unavailable",
+                    "would_deny_correlation_id_unavailable",
+                ),
             ),
         }
     }
@@ -183,6 +201,8 @@ pub enum Outcome {
     /// or a misconfigured client: worth watching).
     InternalHeadersStripped,
     Rejected(Reason),
+    /// Dry-run: the request would have been refused for this reason and went on.
+    WouldDeny(Reason),
 }
 
 impl metrics::Outcome for Outcome {
@@ -201,6 +221,16 @@ impl metrics::Outcome for Outcome {
         Outcome::Rejected(Reason::UnknownOperation),
         Outcome::Rejected(Reason::OperationMismatch),
         Outcome::Rejected(Reason::CorrelationUnavailable),
+        Outcome::WouldDeny(Reason::InvalidPath),
+        Outcome::WouldDeny(Reason::RouteNotAllowed),
+        Outcome::WouldDeny(Reason::MissingHeader),
+        Outcome::WouldDeny(Reason::DuplicateHeader),
+        Outcome::WouldDeny(Reason::HeaderTooLong),
+        Outcome::WouldDeny(Reason::InvalidEncoding),
+        Outcome::WouldDeny(Reason::InvalidFormat),
+        Outcome::WouldDeny(Reason::UnknownOperation),
+        Outcome::WouldDeny(Reason::OperationMismatch),
+        Outcome::WouldDeny(Reason::CorrelationUnavailable),
     ];
 
     fn suffix(self) -> &'static str {
@@ -210,6 +240,7 @@ impl metrics::Outcome for Outcome {
             Outcome::CorrelationGenerated => "correlation_generated",
             Outcome::InternalHeadersStripped => "internal_headers_stripped",
             Outcome::Rejected(r) => r.row().counter,
+            Outcome::WouldDeny(r) => r.row().would_deny,
         }
     }
 }
@@ -283,22 +314,20 @@ pub fn decide(
         // The path itself is never quoted: it may carry account numbers.
         Err(defect) => {
             let detail = defect.detail().to_string();
-            return deny(refuse(Reason::InvalidPath, ":path", detail), None, false);
+            let r = refuse(Reason::InvalidPath, ":path", detail);
+            return deny(r, None, false, remove_headers);
         }
         Ok(Route::NotAllowed) => {
             let detail = route::route_not_allowed().detail;
-            return deny(
-                refuse(Reason::RouteNotAllowed, ":path", detail),
-                None,
-                false,
-            );
+            let r = refuse(Reason::RouteNotAllowed, ":path", detail);
+            return deny(r, None, false, remove_headers);
         }
     };
 
     // The correlation id first, so later problems can quote it.
     let (correlation_id, generated) = match settle_correlation_id(config, rule, headers, fresh_id) {
         Ok(settled) => settled,
-        Err(r) => return deny(r, None, false),
+        Err(r) => return deny(r, None, false, remove_headers),
     };
     let mut set_headers = Vec::new();
     if generated {
@@ -309,7 +338,7 @@ pub fn decide(
     }
 
     if let Err(r) = check_identifiers(config, rule, headers) {
-        return deny(r, Some(correlation_id), generated);
+        return deny(r, Some(correlation_id), generated, remove_headers);
     }
 
     Decision::Allow {
@@ -320,7 +349,12 @@ pub fn decide(
     }
 }
 
-fn deny(r: Refusal, correlation_id: Option<String>, correlation_generated: bool) -> Decision {
+fn deny(
+    r: Refusal,
+    correlation_id: Option<String>,
+    correlation_generated: bool,
+    remove_headers: Vec<String>,
+) -> Decision {
     let problem = r.reason.problem(r.header, r.detail);
     let problem = match correlation_id {
         Some(id) => problem.with_correlation_id(id),
@@ -330,6 +364,7 @@ fn deny(r: Refusal, correlation_id: Option<String>, correlation_generated: bool)
         reason: r.reason,
         problem,
         correlation_generated,
+        remove_headers,
     }
 }
 
@@ -981,7 +1016,7 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn counter_names_are_stable() {
         let names = outcome_names::<Outcome>("headers");
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 24);
         for expected in [
             "banking_headers_allowed",
             "banking_headers_bypassed",
@@ -1002,6 +1037,10 @@ mod tests {
             assert!(<Outcome as metrics::Outcome>::ALL.contains(&o), "{r:?}");
             let counter = <Outcome as metrics::Outcome>::suffix(o);
             assert_eq!(counter, format!("rejected_{}", r.slug().replace('-', "_")));
+            let dry = Outcome::WouldDeny(r);
+            assert!(<Outcome as metrics::Outcome>::ALL.contains(&dry), "{r:?}");
+            let would = <Outcome as metrics::Outcome>::suffix(dry);
+            assert_eq!(would, format!("would_deny_{}", r.slug().replace('-', "_")));
         }
     }
 

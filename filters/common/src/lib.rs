@@ -13,6 +13,7 @@ pub mod headers;
 pub mod identity;
 pub mod ids;
 pub mod metrics;
+pub mod mode;
 pub mod pattern;
 pub mod problem;
 pub mod record;

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use banking_filter_common::config::{self as common_config, ConfigError, duration, whole_number};
+use banking_filter_common::mode::Mode;
 use banking_filter_common::record;
 use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
 use serde::Deserialize;
@@ -41,6 +42,12 @@ pub struct PluginConfig {
     /// WasmPlugin on a proxy one shared-data space, and two plugins must not read each
     /// other's records.
     pub instance: String,
+    /// `enforce` (default) refuses what fails; `dryRun` never refuses: it counts
+    /// `banking_jwt_auth_would_deny_<reason>`, logs each reason once a minute, records the
+    /// would-be refusal in filter state (`banking.decision.would_deny`), strips the headers
+    /// this filter owns and lets the request through without publishing an identity.
+    #[serde(default)]
+    pub mode: Mode,
     /// Token issuers this filter trusts (at least one). A token is matched to the provider
     /// whose `issuer` equals its `iss` claim.
     pub providers: Vec<ProviderConfig>,
@@ -246,7 +253,7 @@ pub struct OutputsConfig {
     #[serde(default)]
     pub remove_token_header: bool,
     /// Claims published to later filters as Envoy filter state `banking.jwt.claim.<name>`
-    /// (besides `banking.jwt.issuer` and `banking.jwt.subject`, always set).
+    /// (besides the six identity names of the common filter-state contract, always set).
     #[serde(default)]
     pub filter_state_claims: Vec<String>,
 }
@@ -298,6 +305,7 @@ fn opt_whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<us
 /// The validated configuration every stream shares.
 #[derive(Debug)]
 pub struct Config {
+    pub mode: Mode,
     pub providers: Vec<Provider>,
     pub token_sources: Vec<TokenSource>,
     pub max_token_bytes: usize,
@@ -513,6 +521,7 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
 
     Ok(Parsed {
         config: Config {
+            mode: raw.mode,
             providers,
             token_sources,
             max_token_bytes,

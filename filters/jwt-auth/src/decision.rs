@@ -44,6 +44,61 @@ pub enum DenyReason {
     KeysUnavailable,
 }
 
+/// Everything about one reason, written once. `slug` names the reason in filter state and
+/// logs; the problem type is `jwt-<slug>` unless `shared_type` (the route model's types,
+/// which every filter shares); `description` is a fixed sentence, safe for the quoted
+/// `error_description` (RFC 6750 §3 allows printable ASCII except `"` and `\`).
+struct ReasonRow {
+    status: u16,
+    slug: &'static str,
+    shared_type: bool,
+    title: &'static str,
+    description: &'static str,
+    /// RFC 6750 §3.1 error code of the challenge; `None` for a bare challenge.
+    bearer_error: Option<&'static str>,
+    /// Whether the response carries a `WWW-Authenticate` challenge at all.
+    challenges: bool,
+    /// Counter suffixes: `banking_jwt_auth_<denied>`, and in dry-run `..._<would_deny>`.
+    denied: &'static str,
+    would_deny: &'static str,
+}
+
+const INVALID_TOKEN: &str = "Invalid access token";
+const NOT_PERMITTED: &str = "Access token does not permit this request";
+
+/// A 401 `invalid_token` row, the most common kind.
+const fn invalid_token(
+    slug: &'static str,
+    description: &'static str,
+    counters: (&'static str, &'static str),
+) -> ReasonRow {
+    ReasonRow {
+        status: 401,
+        slug,
+        shared_type: false,
+        title: INVALID_TOKEN,
+        description,
+        bearer_error: Some("invalid_token"),
+        challenges: true,
+        denied: counters.0,
+        would_deny: counters.1,
+    }
+}
+
+/// A 403 `insufficient_scope` row.
+const fn not_permitted(
+    slug: &'static str,
+    description: &'static str,
+    counters: (&'static str, &'static str),
+) -> ReasonRow {
+    ReasonRow {
+        status: 403,
+        title: NOT_PERMITTED,
+        bearer_error: Some("insufficient_scope"),
+        ..invalid_token(slug, description, counters)
+    }
+}
+
 impl DenyReason {
     pub const ALL: &'static [DenyReason] = &[
         DenyReason::MissingToken,
@@ -68,112 +123,184 @@ impl DenyReason {
         DenyReason::KeysUnavailable,
     ];
 
-    pub fn status(self) -> u16 {
+    /// The reason table.
+    const fn row(self) -> ReasonRow {
         match self {
-            DenyReason::MultipleTokens | DenyReason::InvalidPath => 400,
-            DenyReason::RouteNotAllowed
-            | DenyReason::AudienceMismatch
-            | DenyReason::InsufficientScope
-            | DenyReason::CustomerMismatch => 403,
-            DenyReason::KeysUnavailable => 503,
-            _ => 401,
+            DenyReason::MissingToken => ReasonRow {
+                title: "Access token required",
+                // §3.1: a request without credentials gets a bare challenge.
+                bearer_error: None,
+                ..invalid_token(
+                    "missing-token",
+                    "An access token is required",
+                    ("denied_missing_token", "would_deny_missing_token"),
+                )
+            },
+            DenyReason::MultipleTokens => ReasonRow {
+                status: 400,
+                title: "More than one access token",
+                bearer_error: Some("invalid_request"),
+                ..invalid_token(
+                    "multiple-tokens",
+                    "The request carries more than one access token",
+                    ("denied_multiple_tokens", "would_deny_multiple_tokens"),
+                )
+            },
+            DenyReason::InvalidPath => ReasonRow {
+                status: 400,
+                shared_type: true,
+                title: route::INVALID_PATH_TITLE,
+                bearer_error: None,
+                challenges: false,
+                ..invalid_token(
+                    route::INVALID_PATH,
+                    "The request path is not normalised",
+                    ("denied_invalid_path", "would_deny_invalid_path"),
+                )
+            },
+            DenyReason::RouteNotAllowed => ReasonRow {
+                status: 403,
+                shared_type: true,
+                title: route::ROUTE_NOT_ALLOWED_TITLE,
+                bearer_error: None,
+                challenges: false,
+                ..invalid_token(
+                    route::ROUTE_NOT_ALLOWED,
+                    "No rule allows this request",
+                    ("denied_route_not_allowed", "would_deny_route_not_allowed"),
+                )
+            },
+            DenyReason::TokenTooLarge => invalid_token(
+                "token-too-large",
+                "The access token is too large",
+                ("denied_token_too_large", "would_deny_token_too_large"),
+            ),
+            DenyReason::MalformedToken => invalid_token(
+                "malformed-token",
+                "The access token is malformed",
+                ("denied_malformed_token", "would_deny_malformed_token"),
+            ),
+            DenyReason::AlgorithmNotAllowed => invalid_token(
+                "algorithm-not-allowed",
+                "The access token algorithm is not accepted",
+                (
+                    "denied_algorithm_not_allowed",
+                    "would_deny_algorithm_not_allowed",
+                ),
+            ),
+            DenyReason::UnknownIssuer => invalid_token(
+                "unknown-issuer",
+                "The access token issuer is not trusted",
+                ("denied_unknown_issuer", "would_deny_unknown_issuer"),
+            ),
+            DenyReason::UnknownKey => invalid_token(
+                "unknown-key",
+                "The access token signing key is unknown",
+                ("denied_unknown_key", "would_deny_unknown_key"),
+            ),
+            DenyReason::KeyAlgorithmMismatch => invalid_token(
+                "key-algorithm-mismatch",
+                "The access token algorithm does not match its signing key",
+                (
+                    "denied_key_algorithm_mismatch",
+                    "would_deny_key_algorithm_mismatch",
+                ),
+            ),
+            DenyReason::InvalidSignature => invalid_token(
+                "invalid-signature",
+                "The access token signature is invalid",
+                ("denied_invalid_signature", "would_deny_invalid_signature"),
+            ),
+            DenyReason::Expired => invalid_token(
+                "token-expired",
+                "The access token expired",
+                ("denied_expired", "would_deny_expired"),
+            ),
+            DenyReason::NotYetValid => invalid_token(
+                "token-not-yet-valid",
+                "The access token is not valid yet",
+                ("denied_not_yet_valid", "would_deny_not_yet_valid"),
+            ),
+            DenyReason::MissingExpiration => invalid_token(
+                "missing-expiration",
+                "The access token has no expiration",
+                ("denied_missing_expiration", "would_deny_missing_expiration"),
+            ),
+            DenyReason::LifetimeTooLong => invalid_token(
+                "lifetime-too-long",
+                "The access token lifetime is too long",
+                ("denied_lifetime_too_long", "would_deny_lifetime_too_long"),
+            ),
+            DenyReason::MissingClaim => invalid_token(
+                "missing-claim",
+                "The access token lacks a required claim",
+                ("denied_missing_claim", "would_deny_missing_claim"),
+            ),
+            DenyReason::AudienceMismatch => not_permitted(
+                "audience-mismatch",
+                "The access token is not intended for this API",
+                ("denied_audience_mismatch", "would_deny_audience_mismatch"),
+            ),
+            DenyReason::InsufficientScope => not_permitted(
+                "insufficient-scope",
+                "The access token lacks a required scope",
+                ("denied_insufficient_scope", "would_deny_insufficient_scope"),
+            ),
+            DenyReason::CustomerMismatch => not_permitted(
+                "customer-mismatch",
+                "The access token does not belong to the customer in the request",
+                ("denied_customer_mismatch", "would_deny_customer_mismatch"),
+            ),
+            DenyReason::KeysUnavailable => ReasonRow {
+                status: 503,
+                title: "Signing keys not yet available",
+                bearer_error: None,
+                challenges: false,
+                ..invalid_token(
+                    "signing-keys-unavailable",
+                    "The issuer signing keys are not available yet",
+                    ("denied_keys_unavailable", "would_deny_keys_unavailable"),
+                )
+            },
         }
+    }
+
+    pub fn status(self) -> u16 {
+        self.row().status
     }
 
     /// The RFC 6750 §3.1 error code, if the challenge carries one.
     pub fn bearer_error(self) -> Option<&'static str> {
-        match self {
-            // §3.1: a request without credentials gets a bare challenge.
-            DenyReason::MissingToken => None,
-            DenyReason::MultipleTokens => Some("invalid_request"),
-            DenyReason::InvalidPath | DenyReason::RouteNotAllowed | DenyReason::KeysUnavailable => {
-                None
-            }
-            DenyReason::AudienceMismatch
-            | DenyReason::InsufficientScope
-            | DenyReason::CustomerMismatch => Some("insufficient_scope"),
-            _ => Some("invalid_token"),
-        }
+        self.row().bearer_error
     }
 
     /// Whether the response carries a `WWW-Authenticate` challenge at all.
     pub fn challenges(self) -> bool {
-        !matches!(
-            self,
-            DenyReason::InvalidPath | DenyReason::RouteNotAllowed | DenyReason::KeysUnavailable
-        )
+        self.row().challenges
     }
 
-    /// Slug of the problem type: `jwt-<slug>`, except the route model's defects, whose
-    /// types every filter shares.
+    /// The reason's slug (filter state, logs, and the problem type after `jwt-`).
     pub fn slug(self) -> &'static str {
-        match self {
-            DenyReason::InvalidPath => route::INVALID_PATH,
-            DenyReason::RouteNotAllowed => route::ROUTE_NOT_ALLOWED,
-            DenyReason::MissingToken => "missing-token",
-            DenyReason::MultipleTokens => "multiple-tokens",
-            DenyReason::TokenTooLarge => "token-too-large",
-            DenyReason::MalformedToken => "malformed-token",
-            DenyReason::AlgorithmNotAllowed => "algorithm-not-allowed",
-            DenyReason::UnknownIssuer => "unknown-issuer",
-            DenyReason::UnknownKey => "unknown-key",
-            DenyReason::KeyAlgorithmMismatch => "key-algorithm-mismatch",
-            DenyReason::InvalidSignature => "invalid-signature",
-            DenyReason::Expired => "token-expired",
-            DenyReason::NotYetValid => "token-not-yet-valid",
-            DenyReason::MissingExpiration => "missing-expiration",
-            DenyReason::LifetimeTooLong => "lifetime-too-long",
-            DenyReason::MissingClaim => "missing-claim",
-            DenyReason::AudienceMismatch => "audience-mismatch",
-            DenyReason::InsufficientScope => "insufficient-scope",
-            DenyReason::CustomerMismatch => "customer-mismatch",
-            DenyReason::KeysUnavailable => "signing-keys-unavailable",
+        self.row().slug
+    }
+
+    /// The problem type's slug: `jwt-<slug>`, or the route model's shared type.
+    pub fn problem_type(self) -> String {
+        let row = self.row();
+        if row.shared_type {
+            row.slug.to_owned()
+        } else {
+            format!("jwt-{}", row.slug)
         }
     }
 
     pub fn title(self) -> &'static str {
-        match self {
-            DenyReason::MissingToken => "Access token required",
-            DenyReason::MultipleTokens => "More than one access token",
-            DenyReason::InvalidPath => route::INVALID_PATH_TITLE,
-            DenyReason::RouteNotAllowed => route::ROUTE_NOT_ALLOWED_TITLE,
-            DenyReason::KeysUnavailable => "Signing keys not yet available",
-            DenyReason::AudienceMismatch
-            | DenyReason::InsufficientScope
-            | DenyReason::CustomerMismatch => "Access token does not permit this request",
-            _ => "Invalid access token",
-        }
+        self.row().title
     }
 
-    /// A fixed description; safe for the quoted `error_description` (RFC 6750 §3 allows
-    /// printable ASCII except `"` and `\`).
+    /// A fixed description; safe for the quoted `error_description`.
     pub fn description(self) -> &'static str {
-        match self {
-            DenyReason::MissingToken => "An access token is required",
-            DenyReason::MultipleTokens => "The request carries more than one access token",
-            DenyReason::InvalidPath => "The request path is not normalised",
-            DenyReason::RouteNotAllowed => "No rule allows this request",
-            DenyReason::TokenTooLarge => "The access token is too large",
-            DenyReason::MalformedToken => "The access token is malformed",
-            DenyReason::AlgorithmNotAllowed => "The access token algorithm is not accepted",
-            DenyReason::UnknownIssuer => "The access token issuer is not trusted",
-            DenyReason::UnknownKey => "The access token signing key is unknown",
-            DenyReason::KeyAlgorithmMismatch => {
-                "The access token algorithm does not match its signing key"
-            }
-            DenyReason::InvalidSignature => "The access token signature is invalid",
-            DenyReason::Expired => "The access token expired",
-            DenyReason::NotYetValid => "The access token is not valid yet",
-            DenyReason::MissingExpiration => "The access token has no expiration",
-            DenyReason::LifetimeTooLong => "The access token lifetime is too long",
-            DenyReason::MissingClaim => "The access token lacks a required claim",
-            DenyReason::AudienceMismatch => "The access token is not intended for this API",
-            DenyReason::InsufficientScope => "The access token lacks a required scope",
-            DenyReason::CustomerMismatch => {
-                "The access token does not belong to the customer in the request"
-            }
-            DenyReason::KeysUnavailable => "The issuer signing keys are not available yet",
-        }
+        self.row().description
     }
 }
 
@@ -181,28 +308,44 @@ impl Outcome for DenyReason {
     const ALL: &'static [Self] = DenyReason::ALL;
 
     fn suffix(self) -> &'static str {
-        match self {
-            DenyReason::MissingToken => "denied_missing_token",
-            DenyReason::MultipleTokens => "denied_multiple_tokens",
-            DenyReason::InvalidPath => "denied_invalid_path",
-            DenyReason::RouteNotAllowed => "denied_route_not_allowed",
-            DenyReason::TokenTooLarge => "denied_token_too_large",
-            DenyReason::MalformedToken => "denied_malformed_token",
-            DenyReason::AlgorithmNotAllowed => "denied_algorithm_not_allowed",
-            DenyReason::UnknownIssuer => "denied_unknown_issuer",
-            DenyReason::UnknownKey => "denied_unknown_key",
-            DenyReason::KeyAlgorithmMismatch => "denied_key_algorithm_mismatch",
-            DenyReason::InvalidSignature => "denied_invalid_signature",
-            DenyReason::Expired => "denied_expired",
-            DenyReason::NotYetValid => "denied_not_yet_valid",
-            DenyReason::MissingExpiration => "denied_missing_expiration",
-            DenyReason::LifetimeTooLong => "denied_lifetime_too_long",
-            DenyReason::MissingClaim => "denied_missing_claim",
-            DenyReason::AudienceMismatch => "denied_audience_mismatch",
-            DenyReason::InsufficientScope => "denied_insufficient_scope",
-            DenyReason::CustomerMismatch => "denied_customer_mismatch",
-            DenyReason::KeysUnavailable => "denied_keys_unavailable",
-        }
+        self.row().denied
+    }
+}
+
+/// A dry-run's would-be refusal, counted as `banking_jwt_auth_would_deny_<reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WouldDeny(pub DenyReason);
+
+impl WouldDeny {
+    const ALL_REASONS: [WouldDeny; 20] = [
+        WouldDeny(DenyReason::MissingToken),
+        WouldDeny(DenyReason::MultipleTokens),
+        WouldDeny(DenyReason::InvalidPath),
+        WouldDeny(DenyReason::RouteNotAllowed),
+        WouldDeny(DenyReason::TokenTooLarge),
+        WouldDeny(DenyReason::MalformedToken),
+        WouldDeny(DenyReason::AlgorithmNotAllowed),
+        WouldDeny(DenyReason::UnknownIssuer),
+        WouldDeny(DenyReason::UnknownKey),
+        WouldDeny(DenyReason::KeyAlgorithmMismatch),
+        WouldDeny(DenyReason::InvalidSignature),
+        WouldDeny(DenyReason::Expired),
+        WouldDeny(DenyReason::NotYetValid),
+        WouldDeny(DenyReason::MissingExpiration),
+        WouldDeny(DenyReason::LifetimeTooLong),
+        WouldDeny(DenyReason::MissingClaim),
+        WouldDeny(DenyReason::AudienceMismatch),
+        WouldDeny(DenyReason::InsufficientScope),
+        WouldDeny(DenyReason::CustomerMismatch),
+        WouldDeny(DenyReason::KeysUnavailable),
+    ];
+}
+
+impl Outcome for WouldDeny {
+    const ALL: &'static [Self] = &WouldDeny::ALL_REASONS;
+
+    fn suffix(self) -> &'static str {
+        self.0.row().would_deny
     }
 }
 
@@ -261,13 +404,9 @@ impl Denial {
     }
 
     pub fn problem(&self) -> Problem {
-        let slug = match self.reason {
-            DenyReason::InvalidPath | DenyReason::RouteNotAllowed => self.reason.slug().to_owned(),
-            _ => format!("jwt-{}", self.reason.slug()),
-        };
         Problem::new(
             self.status(),
-            &slug,
+            &self.reason.problem_type(),
             self.reason.title(),
             self.detail.clone(),
         )
@@ -431,6 +570,18 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), DenyReason::ALL.len());
+        // The dry-run counter of each reason is its refusal counter's twin.
+        assert_eq!(<WouldDeny as Outcome>::ALL.len(), DenyReason::ALL.len());
+        for r in DenyReason::ALL {
+            let denied = r.suffix();
+            let would = WouldDeny(*r).suffix();
+            assert_eq!(
+                would.strip_prefix("would_deny_"),
+                denied.strip_prefix("denied_"),
+                "{r:?}"
+            );
+            assert!(<WouldDeny as Outcome>::ALL.contains(&WouldDeny(*r)));
+        }
     }
 
     #[test]

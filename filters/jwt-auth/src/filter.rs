@@ -41,11 +41,12 @@ use log::{debug, error, info, warn};
 
 use crate::cache::TokenCache;
 use crate::config::{Config, KeySource, RemoteJwks};
-use crate::decision::{self, Allow, AllowKind, Decision, Denial, DenyReason};
+use crate::decision::{self, Allow, AllowKind, Decision, Denial, DenyReason, WouldDeny};
 use crate::fetch::{self, JwksRecord, SharedSet};
 use crate::jwks::{KeyOrigin, KeySet};
 use crate::policy::{self, CacheUse, ProviderKeys, Request};
 use crate::token::{self, Found};
+use banking_filter_common::mode::WouldDenyLog;
 use banking_filter_common::record::RecordError;
 
 /// Metric names use this filter segment: `banking_jwt_auth_<what>`.
@@ -72,6 +73,7 @@ struct Metrics {
     /// mistake, an old build's format, a stamp in the future): ignored and refetched.
     shared_record_ignored: Counter,
     denied: OutcomeCounters<DenyReason>,
+    would_deny: OutcomeCounters<WouldDeny>,
 }
 
 impl Metrics {
@@ -86,6 +88,7 @@ impl Metrics {
             jwks_fetch_failed: counter("jwks_fetch_failed"),
             shared_record_ignored: counter("shared_record_ignored"),
             denied: OutcomeCounters::define(METRIC_FILTER),
+            would_deny: OutcomeCounters::define(METRIC_FILTER),
         }
     }
 }
@@ -106,6 +109,8 @@ struct VmState {
     /// The last reason a shared record was ignored, so the warning is logged once per
     /// reason rather than on every read.
     ignored_logged: Cell<Option<RecordError>>,
+    /// Dry-run: when each would-be refusal reason was last logged.
+    would_deny_log: RefCell<WouldDenyLog>,
 }
 
 impl VmState {
@@ -403,6 +408,7 @@ impl RootContext for Root {
             installed: RefCell::new(vec![None; providers]),
             unusable: RefCell::new(vec![None; providers]),
             ignored_logged: Cell::new(None),
+            would_deny_log: RefCell::default(),
         });
         let remotes = Self::remotes(&state);
         // Everything this filter publishes, read-only where the proxy can declare it.
@@ -420,6 +426,9 @@ impl RootContext for Root {
             .chain(claims.iter().map(String::as_str))
             .collect();
         filter_state::declare_and_log(FILTER, &published);
+        if state.config.mode.is_dry_run() {
+            warn!("{FILTER}: dry-run mode: requests are never refused, only counted");
+        }
         self.state = Some(state);
         self.in_flight.clear();
         if !remotes.is_empty() {
@@ -528,6 +537,26 @@ impl StreamContext for Stream {
                         state.metrics.bypassed.increment();
                     }
                 }
+                Action::Continue
+            }
+            Decision::Deny(denial) if state.config.mode.is_dry_run() => {
+                // The headers this filter owns still go: dry-run relaxes refusals, not
+                // protection. No identity is published for a token that did not pass.
+                for name in policy::owned_headers(&state.config, request.headers) {
+                    if let Err(e) = host::remove_request_header(&name) {
+                        return host::fail_closed_on(FILTER, &e);
+                    }
+                }
+                state.metrics.would_deny.increment(WouldDeny(denial.reason));
+                let now_ms = clock::monotonic().map_or(0, |m| m.0 / 1_000_000);
+                let slug = denial.reason.slug();
+                if state.would_deny_log.borrow_mut().should_log(slug, now_ms) {
+                    info!(
+                        "{FILTER}: dry-run: would refuse with {} {slug} (logged once a minute per reason)",
+                        denial.status()
+                    );
+                }
+                filter_state::record_would_deny(FILTER, slug);
                 Action::Continue
             }
             Decision::Deny(denial) => {

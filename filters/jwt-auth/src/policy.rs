@@ -97,17 +97,7 @@ pub fn authorize(
             return Evaluation::deny(Denial::new(DenyReason::InvalidPath, defect.detail()));
         }
     };
-    let mut owned = config.outputs.owned_headers();
-    // A client's `_` spelling of a header this filter owns reads as that header upstream.
-    // Most requests carry none: only a header that matches is lower-cased and kept.
-    for (name, _) in request.headers.iter() {
-        if owned.iter().any(|o| same_header_name(name, o)) {
-            let name = name.to_ascii_lowercase();
-            if !owned.contains(&name) {
-                owned.push(name);
-            }
-        }
-    }
+    let owned = owned_headers(config, request.headers);
 
     if route == Route::Bypass {
         return allowed(AllowKind::Bypassed, owned);
@@ -250,6 +240,23 @@ fn capitalize(s: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// The request headers this filter owns (its outputs, which a client must not set), each
+/// as configured and in any `_` spelling the request uses, which an upstream reads as the
+/// same header. Removed from every request that goes on, allowed or (dry-run) not.
+pub fn owned_headers(config: &Config, headers: &HeaderPairs) -> Vec<String> {
+    let mut owned = config.outputs.owned_headers();
+    // Most requests carry none: only a header that matches is lower-cased and kept.
+    for (name, _) in headers.iter() {
+        if owned.iter().any(|o| same_header_name(name, o)) {
+            let name = name.to_ascii_lowercase();
+            if !owned.contains(&name) {
+                owned.push(name);
+            }
+        }
+    }
+    owned
 }
 
 /// Route scopes and customer binding: what the token may do with this request.

@@ -748,3 +748,46 @@ fn no_spelling_of_the_payment_route_escapes_its_operation_rule() {
     );
     assert_eq!(counter("rejected_route_not_allowed"), 1);
 }
+
+/// `mode: dryRun` never refuses: a request that enforcement would refuse goes on, counted as
+/// `would_deny_<reason>` (not `rejected_<reason>`), recorded in filter state for the audit
+/// log, logged once per reason per minute; its internal headers are still stripped.
+#[test]
+fn dry_run_lets_refusable_requests_through_counted_recorded_and_still_stripped() {
+    let mut config: Value = serde_json::from_str(&shipped_config()).unwrap();
+    config["mode"] = Value::from("dryRun");
+    let host = Host::new();
+    let plugin = host
+        .load(FILTER, config.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let no_customer = payment(&[("x-customer-id", None), ("x-internal-user", Some(b"admin"))]);
+    for _ in 0..3 {
+        let mut stream = plugin.stream();
+        assert_eq!(send(&mut stream, &no_customer), Action::Continue);
+        assert!(stream.local_response().is_none());
+        assert_eq!(stream.request_header("x-internal-user"), None);
+        assert_eq!(
+            stream.property(&["banking.decision.would_deny"]),
+            Some(b"banking-headers:missing-header".to_vec())
+        );
+        assert_eq!(stream.property(&["banking.decision.denied_by"]), None);
+    }
+    let mut stream = plugin.stream();
+    assert_eq!(
+        send(&mut stream, &payment(&[(":path", Some(b"/payments;x=1"))])),
+        Action::Continue
+    );
+    let metric = |name: &str| host.metric(&format!("banking_headers_{name}")).unwrap_or(0);
+    assert_eq!(metric("would_deny_missing_header"), 3);
+    assert_eq!(metric("would_deny_invalid_path"), 1);
+    assert_eq!(metric("rejected_missing_header"), 0);
+    assert_eq!(metric("allowed"), 0);
+    let logged = plugin.logs(LogLevel::Info);
+    let lines = |reason: &str| logged.iter().filter(|l| l.contains(reason)).count();
+    assert_eq!(lines("would refuse with missing-header"), 1, "{logged:?}");
+    assert_eq!(lines("would refuse with invalid-path"), 1, "{logged:?}");
+    // The same config enforced refuses it.
+    let (_, enforcing) = load_shipped();
+    let reply = refused(&enforcing, &no_customer);
+    assert_eq!(reply.status, 400);
+}

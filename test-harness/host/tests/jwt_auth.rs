@@ -1498,3 +1498,61 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
         );
     }
 }
+
+/// `mode: dryRun` never refuses: a forged token and a missing one go on, counted as
+/// `would_deny_<reason>`, recorded for the audit log and logged once per reason per minute;
+/// no identity is published for them and the headers jwt-auth owns are still stripped, so
+/// the upstream cannot mistake a client's `x-jwt-claim-sub` for a verified one.
+#[test]
+fn dry_run_lets_failing_tokens_through_counted_recorded_and_stripped() {
+    let host = Host::new();
+    let config = inline_config(
+        &jwks(&[jwk("ec256", "k1")]),
+        r#","mode":"dryRun","outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-claim-sub"}]}"#,
+    );
+    let plugin = load(&host, &config);
+    let forged_token = forged("k1", claims(&host));
+    for _ in 0..2 {
+        let (action, s) = request(
+            &plugin,
+            "GET",
+            "/accounts",
+            &forged_token,
+            &[("x-jwt-claim-sub", "victim")],
+        );
+        assert_eq!(action, Action::Continue);
+        assert!(s.local_response().is_none());
+        assert_eq!(s.request_header("x-jwt-claim-sub"), None);
+        assert_eq!(s.property(&["banking.jwt.subject"]), None);
+        assert_eq!(
+            s.property(&["banking.decision.would_deny"]),
+            Some(b"jwt-auth:invalid-signature".to_vec())
+        );
+    }
+    let mut s = plugin.stream();
+    assert_eq!(get(&mut s, "/accounts", None, &[]), Action::Continue);
+    // A good token is allowed as in enforce mode, identity and all.
+    let good = mint("ES256", "k1", claims(&host));
+    let (action, s) = request(&plugin, "GET", "/accounts", &good, &[]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        s.property(&["banking.jwt.subject"]),
+        Some(b"user-7".to_vec())
+    );
+    assert_eq!(metric(&host, "would_deny_invalid_signature"), 2);
+    assert_eq!(metric(&host, "would_deny_missing_token"), 1);
+    assert_eq!(metric(&host, "denied_invalid_signature"), 0);
+    assert_eq!(metric(&host, "allowed"), 1);
+    let logged = plugin.logs(LogLevel::Info);
+    let lines = |reason: &str| logged.iter().filter(|l| l.contains(reason)).count();
+    assert_eq!(
+        lines("would refuse with 401 invalid-signature"),
+        1,
+        "{logged:?}"
+    );
+    assert_eq!(
+        lines("would refuse with 401 missing-token"),
+        1,
+        "{logged:?}"
+    );
+}

@@ -115,14 +115,14 @@ fn every_documented_spelling_satisfies_schema_and_parser() {
     let cases = [
         (
             "banking-headers",
-            json!({"pathMatching": {"case": "sensitive", "parameters": "strip"},
+            json!({"mode": "dryRun", "pathMatching": {"case": "sensitive", "parameters": "strip"},
                    "bypassPaths": [{"exact": "/healthz"}, {"prefix": "/.well-known/"}],
                    "maxHeaderValueLength": 64.0, "defaultRule": {"requiredHeaders": []}}),
         ),
         ("banking-headers", json!({})),
         (
             "jwt-auth",
-            json!({"instance": "jwt-auth", "providers": [{"issuer": "i", "audiences": ["a"],
+            json!({"mode": "dryRun", "instance": "jwt-auth", "providers": [{"issuer": "i", "audiences": ["a"],
                    "jwks": "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"h\", \"k\": \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0\"}]}",
                    "allowedAlgorithms": ["HS256"], "clockSkew": "500ms", "maxLifetime": "1h",
                    "requireExpiration": null}],
@@ -236,6 +236,7 @@ fn shape_errors_are_refused_by_schema_and_parser_alike() {
         ("jwt-auth", "empty config", json!({})),
         ("jwt-auth", "missing instance", json!({"providers": []})),
         ("jwt-auth", "unknown field", jwt(json!({"realmm": "x"}))),
+        ("jwt-auth", "unknown mode", jwt(json!({"mode": "DRY_RUN"}))),
         (
             "jwt-auth",
             "unknown provider field",

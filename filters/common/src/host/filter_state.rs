@@ -231,6 +231,23 @@ pub fn record_refusal(filter: &str, reason: &str) {
     }
 }
 
+/// Records, in dry-run, that `filter` would have refused the request for `reason`: appended
+/// to `banking.decision.would_deny` after what earlier filters recorded. Best effort like
+/// [`record_refusal`]: the request goes on whatever this answers.
+pub fn record_would_deny(filter: &str, reason: &str) {
+    let Some(refusal) = Refusal::new(filter, reason) else {
+        log::warn!("{filter}: {reason:?} is not a reason slug; not recorded");
+        return;
+    };
+    let recorded = property(names::WOULD_DENY).and_then(|existing| {
+        let value = crate::identity::append_would_deny(existing.as_deref(), &refusal);
+        calls::set_property(&[names::WOULD_DENY], &value)
+    });
+    if let Err(e) = recorded {
+        log::warn!("{filter}: could not record the dry-run refusal in filter state: {e}");
+    }
+}
+
 /// The refusal recorded on this request, if any.
 pub fn read_refusal() -> Result<Option<Refusal>, ReadError> {
     read_with(|lookup| Refusal::from_lookup(lookup))
