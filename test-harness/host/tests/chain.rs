@@ -164,3 +164,47 @@ fn a_paused_filter_holds_the_chain_until_it_resumes() {
         Some(b"200".to_vec())
     );
 }
+
+/// Both enforcing filters in dry-run: a request each would refuse reaches the upstream, and
+/// the filter after them reads both would-be refusals, in chain order, from one filter-state
+/// value (what the audit log will record); nothing is recorded as refused.
+#[test]
+fn in_dry_run_each_filter_appends_its_would_be_refusal_in_chain_order() {
+    let dry_run = |name: &str| {
+        let mut config: serde_json::Value = serde_json::from_str(&shipped_config(name)).unwrap();
+        config["mode"] = serde_json::Value::from("dryRun");
+        config.to_string()
+    };
+    let host = Host::new();
+    let idp = Idp::new();
+    let headers = dry_run("banking-headers");
+    let jwt = dry_run("jwt-auth");
+    let chain = host
+        .chain(&[
+            ("banking_headers", &headers),
+            ("jwt_auth", &jwt),
+            ("harness_probe", ""),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    idp.serve_first_fetch(&host, chain.plugin(1));
+    let mut stream = chain.stream();
+    // No customer id (banking-headers) and no token (jwt-auth).
+    let action = stream.request_headers(
+        &[
+            (":method", "GET"),
+            (":path", "/accounts"),
+            (":authority", "api.bank.example"),
+            ("x-transaction-id", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+            ("x-banking-operation", "account.read"),
+            ("x-probe", "filter-state banking.decision.would_deny"),
+        ],
+        true,
+    );
+    assert_eq!(action, Action::Continue, "{:?}", stream.local_response());
+    assert_eq!(stream.reached(), 3);
+    assert_eq!(
+        stream.upstream_request_header("x-probe-result"),
+        Some(b"banking-headers:missing-header jwt-auth:missing-token".to_vec())
+    );
+    assert_eq!(stream.at(2).property(&["banking.decision.denied_by"]), None);
+}
