@@ -426,8 +426,8 @@ pub enum AllowKind {
 
 /// Filter-state names later filters read the verified identity under: the common
 /// filter-state contract's (`banking_filter_common::identity`), which also says how each
-/// value is encoded. The shell publishes the identity itself ([`handoff`]); `filter_state`
-/// of an [`Allow`] adds `banking.jwt.claim.<claim>` for each of `outputs.filterStateClaims`.
+/// value is encoded. The shell publishes an [`Allow`]'s `identity` ([`handoff`]); its
+/// `filter_state` adds `banking.jwt.claim.<claim>` for each of `outputs.filterStateClaims`.
 pub use banking_filter_common::identity::names::{
     CLAIM_PREFIX as FILTER_STATE_CLAIM_PREFIX, ISSUER as FILTER_STATE_ISSUER,
     SUBJECT as FILTER_STATE_SUBJECT,
@@ -443,6 +443,10 @@ pub struct Allow {
     pub set_headers: Vec<(String, Vec<u8>)>,
     /// (filter-state name, value).
     pub filter_state: Vec<(String, Vec<u8>)>,
+    /// What later filters learn about the caller ([`handoff`] of the verified claims, or
+    /// the bypass). `None` only for a verified token without an `iss`, which verification
+    /// rules out: the shell fails closed on it.
+    pub identity: Option<banking_filter_common::identity::Authentication>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

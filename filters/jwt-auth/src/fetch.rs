@@ -304,6 +304,16 @@ pub fn publish<S: SharedStore + ?Sized>(
     )
 }
 
+/// The request headers of a JWKS fetch (a GET without a body).
+pub fn request_headers(remote: &RemoteJwks) -> [(&'static str, &str); 4] {
+    [
+        (":method", "GET"),
+        (":path", remote.path.as_str()),
+        (":authority", remote.authority.as_str()),
+        ("accept", "application/json, application/jwk-set+json"),
+    ]
+}
+
 /// Why a fetch response was not accepted (logged and counted; the last good set stays).
 pub fn response_problem(status: Option<u16>, body_len: usize) -> Option<String> {
     match status {

@@ -23,12 +23,11 @@
 //! root context declares those names read-only where the proxy can (see
 //! `host::filter_state`), so a later filter cannot overwrite what this one verified.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use banking_filter_common::clock::{self, Timestamp};
+use banking_filter_common::clock;
 use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{
     self, Action, CallResponse, HostError, RootContext, StreamContext,
@@ -36,18 +35,16 @@ use banking_filter_common::host::{
 use banking_filter_common::identity::{Authentication, names};
 use banking_filter_common::ids;
 use banking_filter_common::metrics::{Counter, OutcomeCounters, metric_name};
+use banking_filter_common::mode::WouldDenyLog;
 use banking_filter_common::shared::HostSharedData;
 use log::{debug, error, info, warn};
 
 use crate::cache::TokenCache;
-use crate::config::{Config, KeySource, RemoteJwks};
-use crate::decision::{self, Allow, AllowKind, Decision, Denial, DenyReason, WouldDeny};
-use crate::fetch::{self, JwksRecord, SharedSet};
-use crate::jwks::{KeyOrigin, KeySet};
-use crate::policy::{self, CacheUse, ProviderKeys, Request};
-use crate::token::{self, Found};
-use banking_filter_common::mode::WouldDenyLog;
-use banking_filter_common::record::RecordError;
+use crate::config::Config;
+use crate::decision::{Allow, AllowKind, Decision, Denial, DenyReason, WouldDeny};
+use crate::fetch;
+use crate::key_manager::{CalloutError, JwksCallout, KeyEvent, KeyManager};
+use crate::policy::{self, CacheUse, Request};
 
 /// Metric names use this filter segment: `banking_jwt_auth_<what>`.
 pub const METRIC_FILTER: &str = "jwt_auth";
@@ -97,48 +94,110 @@ impl Metrics {
 struct VmState {
     config: Config,
     metrics: Metrics,
-    keys: RefCell<Vec<ProviderKeys>>,
+    keys: RefCell<KeyManager>,
     cache: RefCell<TokenCache>,
-    /// Per provider: a stream saw a `kid` the set lacks since the last fetch.
-    unknown_kid_seen: RefCell<Vec<bool>>,
-    /// Per provider: `fetched_at` of the shared record this VM installed.
-    installed: RefCell<Vec<Option<Timestamp>>>,
-    /// Per provider: `fetched_at` of the newest shared record this VM found unusable, so
-    /// that requests do not parse it (and log about it) again.
-    unusable: RefCell<Vec<Option<Timestamp>>>,
-    /// The last reason a shared record was ignored, so the warning is logged once per
-    /// reason rather than on every read.
-    ignored_logged: Cell<Option<RecordError>>,
     /// Dry-run: when each would-be refusal reason was last logged.
     would_deny_log: RefCell<WouldDenyLog>,
 }
 
 impl VmState {
-    fn remote(&self, index: usize) -> Option<&RemoteJwks> {
-        match &self.config.providers.get(index)?.keys {
-            KeySource::Remote(remote) => Some(remote),
-            KeySource::Inline(_) => None,
+    /// Logs and counts what the key manager reports.
+    fn report(&self, events: Vec<KeyEvent>) {
+        for event in events {
+            self.report_one(event);
         }
     }
 
-    fn installed(&self, index: usize) -> Option<Timestamp> {
-        self.installed.borrow().get(index).copied().flatten()
-    }
-
-    /// Installs the shared set of a remote provider if another VM fetched a newer one than
-    /// this VM has. True when the keys changed.
-    fn adopt_shared(&self, index: usize, now: Timestamp) -> bool {
-        let Some(remote) = self.remote(index) else {
-            return false;
+    fn report_one(&self, event: KeyEvent) {
+        let issuer = |provider: usize| {
+            self.config
+                .providers
+                .get(provider)
+                .map_or("?", |p| p.issuer.as_str())
         };
-        let unusable = self.unusable.borrow().get(index).copied().flatten();
-        let seen = self.installed(index).max(unusable);
-        match fetch::read_newer_record(&HostSharedData, remote, seen, now) {
-            SharedSet::Newer(record) => self.install(index, &record),
-            SharedSet::NothingNewer => false,
-            SharedSet::Ignored(why) => {
+        let keys = self.keys.borrow();
+        let remote = |provider: usize| keys.remote(provider);
+        match event {
+            KeyEvent::MarkerNotCreated { error, .. } => {
+                warn!("{FILTER}: could not create the JWKS fetch marker: {error:?}");
+            }
+            KeyEvent::FetchStarted { provider } => {
+                if let Some(remote) = remote(provider) {
+                    debug!(
+                        "{FILTER}: fetching JWKS from cluster {} path {}",
+                        remote.cluster, remote.path
+                    );
+                }
+            }
+            KeyEvent::CalloutRefused { provider, error } => {
+                self.metrics.jwks_fetch_failed.increment();
+                if let Some(remote) = remote(provider) {
+                    warn!(
+                        "{FILTER}: could not call cluster {} for the JWKS ({error}); retrying in {:?}",
+                        remote.cluster, remote.retry_interval
+                    );
+                }
+            }
+            KeyEvent::Fetched {
+                provider,
+                set,
+                shared,
+            } => {
+                for skipped in set.skipped() {
+                    warn!(
+                        "{FILTER}: JWKS of issuer {}: skipped {skipped}",
+                        issuer(provider)
+                    );
+                }
+                if let Err(e) = shared {
+                    warn!("{FILTER}: could not share the fetched JWKS: {e:?}");
+                }
+                self.metrics.jwks_fetch_ok.increment();
+                info!(
+                    "{FILTER}: JWKS of issuer {} fetched: {} usable key entries",
+                    issuer(provider),
+                    set.entries().len()
+                );
+            }
+            KeyEvent::FetchFailed {
+                provider,
+                problem,
+                kept_last_good,
+            } => {
+                self.metrics.jwks_fetch_failed.increment();
+                let kept = if kept_last_good {
+                    "keeping the last good set"
+                } else {
+                    "no keys yet: its tokens get 503"
+                };
+                if let Some(remote) = remote(provider) {
+                    warn!(
+                        "{FILTER}: JWKS fetch for issuer {} from cluster {} failed: {problem}; {kept}; retrying in {:?}",
+                        issuer(provider),
+                        remote.cluster,
+                        remote.retry_interval
+                    );
+                }
+            }
+            KeyEvent::Installed { provider, .. } => {
+                debug!(
+                    "{FILTER}: installed the shared JWKS of issuer {}",
+                    issuer(provider)
+                );
+            }
+            KeyEvent::Unusable { provider, error } => {
+                warn!(
+                    "{FILTER}: shared JWKS for issuer {} is unusable, keeping the current keys: {error}",
+                    issuer(provider)
+                );
+            }
+            KeyEvent::RecordIgnored {
+                provider,
+                why,
+                first,
+            } => {
                 self.metrics.shared_record_ignored.increment();
-                if self.ignored_logged.replace(Some(why)) != Some(why) {
+                if first && let Some(remote) = remote(provider) {
                     warn!(
                         "{FILTER}: the shared JWKS record under {} is not this plugin's ({}); \
                          ignoring it and fetching the keys",
@@ -146,47 +205,23 @@ impl VmState {
                         why.describe()
                     );
                 }
-                false
             }
         }
     }
+}
 
-    /// Makes `record` this VM's key set for provider `index`. True when it was usable.
-    fn install(&self, index: usize, record: &JwksRecord) -> bool {
-        let Some(provider) = self.config.providers.get(index) else {
-            return false;
-        };
-        match KeySet::parse(
-            &record.body,
-            &provider.allowed_algorithms,
-            KeyOrigin::Remote,
-        ) {
-            Ok(set) => {
-                if let Some(slot) = self.keys.borrow_mut().get_mut(index) {
-                    *slot = ProviderKeys {
-                        set: Some(Rc::new(set)),
-                        version: record.fetched_at.unix_millis().max(1),
-                    };
-                }
-                if let Some(slot) = self.installed.borrow_mut().get_mut(index) {
-                    *slot = Some(record.fetched_at);
-                }
-                if let Some(seen) = self.unknown_kid_seen.borrow_mut().get_mut(index) {
-                    *seen = false;
-                }
-                true
-            }
-            Err(e) => {
-                if let Some(slot) = self.unusable.borrow_mut().get_mut(index) {
-                    *slot = Some(record.fetched_at);
-                }
-                warn!(
-                    "jwt-auth: shared JWKS for issuer {} is unusable, keeping the current keys: {e}",
-                    provider.issuer
-                );
-                false
-            }
-        }
+/// JWKS fetches through the host's HTTP callouts.
+struct HostCallout;
+
+impl JwksCallout for HostCallout {
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<u32, CalloutError> {
+        host::dispatch_http_call(cluster, headers, &[], timeout)
+            .map_err(|e| CalloutError(e.to_string()))
     }
 }
 
@@ -194,8 +229,6 @@ pub struct Root {
     state: Option<Rc<VmState>>,
     /// Random id of this VM in fetch markers.
     owner: u64,
-    /// Pending JWKS calls: token -> provider index.
-    in_flight: HashMap<u32, usize>,
     /// The tick runs at [`TICK`] (after the first one, which comes sooner).
     steady_tick: bool,
 }
@@ -207,160 +240,13 @@ impl Root {
             .unwrap_or_else(|_| clock::now().map_or(0, |t| t.0) ^ u64::from(context_id));
         Root {
             state: None,
-            // 0 marks a marker nobody holds.
-            owner: owner.max(1),
-            in_flight: HashMap::new(),
+            owner,
             steady_tick: false,
         }
     }
 
-    fn remotes(state: &VmState) -> Vec<(usize, RemoteJwks)> {
-        state
-            .config
-            .providers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match &p.keys {
-                KeySource::Remote(r) => Some((i, r.clone())),
-                KeySource::Inline(_) => None,
-            })
-            .collect()
-    }
-
-    /// Installs newer shared sets and starts the fetches that are due.
-    fn sync_and_fetch(&mut self, now: Timestamp) {
-        let Some(state) = self.state.clone() else {
-            return;
-        };
-        let store = HostSharedData;
-        for (index, remote) in Self::remotes(&state) {
-            state.adopt_shared(index, now);
-            if self.in_flight.values().any(|p| *p == index) {
-                continue;
-            }
-            let fetched_at = state.installed(index);
-            let last_attempt = fetch::read_marker(&store, &remote, now)
-                .map(|m| m.attempted_at)
-                .filter(|t| t.0 > 0);
-            let unknown_kid = state
-                .unknown_kid_seen
-                .borrow()
-                .get(index)
-                .copied()
-                .unwrap_or(false);
-            if !fetch::fetch_due(&remote, fetched_at, last_attempt, unknown_kid, now) {
-                continue;
-            }
-            let hold = remote.timeout + Duration::from_secs(1);
-            if !fetch::try_take(&store, &remote, self.owner, now, hold) {
-                continue;
-            }
-            self.dispatch(&state, index, &remote, now);
-        }
-    }
-
-    fn dispatch(&mut self, state: &VmState, index: usize, remote: &RemoteJwks, now: Timestamp) {
-        let headers = [
-            (":method", "GET"),
-            (":path", remote.path.as_str()),
-            (":authority", remote.authority.as_str()),
-            ("accept", "application/json, application/jwk-set+json"),
-        ];
-        match host::dispatch_http_call(&remote.cluster, &headers, &[], remote.timeout) {
-            Ok(token) => {
-                self.in_flight.insert(token, index);
-                if let Some(seen) = state.unknown_kid_seen.borrow_mut().get_mut(index) {
-                    *seen = false;
-                }
-                debug!(
-                    "jwt-auth: fetching JWKS from cluster {} path {}",
-                    remote.cluster, remote.path
-                );
-            }
-            Err(e) => {
-                state.metrics.jwks_fetch_failed.increment();
-                warn!(
-                    "jwt-auth: could not call cluster {} for the JWKS ({e}); retrying in {:?}",
-                    remote.cluster, remote.retry_interval
-                );
-                let _ = fetch::release(
-                    &HostSharedData,
-                    remote,
-                    self.owner,
-                    now.plus(remote.retry_interval),
-                );
-            }
-        }
-    }
-
-    fn on_jwks_response(&mut self, index: usize, fetched: Result<Vec<u8>, String>) {
-        let Some(state) = self.state.clone() else {
-            return;
-        };
-        let now = match clock::now() {
-            Ok(now) => now,
-            Err(e) => {
-                error!("{FILTER}: JWKS response dropped, no clock: {e}");
-                return;
-            }
-        };
-        let Some((_, remote)) = Self::remotes(&state).into_iter().find(|(i, _)| *i == index) else {
-            return;
-        };
-        let Some(provider) = state.config.providers.get(index) else {
-            return;
-        };
-        let store = HostSharedData;
-        let parsed = fetched.and_then(|body| {
-            KeySet::parse(&body, &provider.allowed_algorithms, KeyOrigin::Remote)
-                .map(|set| (set, body))
-                .map_err(|e| e.to_string())
-        });
-        match parsed {
-            Ok((set, body)) => {
-                for skipped in set.skipped() {
-                    warn!(
-                        "jwt-auth: JWKS of issuer {}: skipped {skipped}",
-                        provider.issuer
-                    );
-                }
-                let record = JwksRecord {
-                    fetched_at: now,
-                    body,
-                };
-                if let Err(e) = fetch::publish(&store, &remote, &record, now) {
-                    warn!("jwt-auth: could not share the fetched JWKS: {e:?}");
-                }
-                state.install(index, &record);
-                state.metrics.jwks_fetch_ok.increment();
-                info!(
-                    "jwt-auth: JWKS of issuer {} fetched: {} usable key entries",
-                    provider.issuer,
-                    set.entries().len()
-                );
-                let _ = fetch::release(&store, &remote, self.owner, now);
-            }
-            Err(problem) => {
-                state.metrics.jwks_fetch_failed.increment();
-                let kept = if state.installed(index).is_some() {
-                    "keeping the last good set"
-                } else {
-                    "no keys yet: its tokens get 503"
-                };
-                warn!(
-                    "jwt-auth: JWKS fetch for issuer {} from cluster {} failed: {problem}; {kept}; retrying in {:?}",
-                    provider.issuer, remote.cluster, remote.retry_interval
-                );
-                let _ =
-                    fetch::release(&store, &remote, self.owner, now.plus(remote.retry_interval));
-            }
-        }
-    }
-}
-
-impl Root {
     /// A JWKS fetch came back; a host error reading it counts as a failed fetch.
-    fn on_fetch_response(&mut self, index: usize, response: CallResponse) {
+    fn on_fetch_response(&mut self, state: &VmState, provider: usize, response: CallResponse) {
         let fetched = (|| -> Result<Vec<u8>, String> {
             let status = response.status().map_err(|e| e.to_string())?;
             match fetch::response_problem(status, response.body_size) {
@@ -368,7 +254,19 @@ impl Root {
                 None => response.body().map_err(|e| e.to_string()),
             }
         })();
-        self.on_jwks_response(index, fetched);
+        let now = match clock::now() {
+            Ok(now) => now,
+            Err(e) => {
+                error!("{FILTER}: JWKS response dropped, no clock: {e}");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        state
+            .keys
+            .borrow_mut()
+            .on_fetched(provider, fetched, &HostSharedData, now, &mut events);
+        state.report(events);
     }
 }
 
@@ -386,31 +284,15 @@ impl RootContext for Root {
         }
         let metrics = Metrics::define();
         let config = parsed.config;
-        let keys: Vec<ProviderKeys> = config
-            .providers
-            .iter()
-            .map(|p| match &p.keys {
-                KeySource::Inline(set) => ProviderKeys {
-                    set: Some(Rc::new(set.clone())),
-                    version: 1,
-                },
-                KeySource::Remote(_) => ProviderKeys::default(),
-            })
-            .collect();
-        let providers = config.providers.len();
+        let keys = KeyManager::new(&config, self.owner);
         let cache = TokenCache::new(config.cache_entries, config.cache_ttl);
         let state = Rc::new(VmState {
             config,
             metrics,
             keys: RefCell::new(keys),
             cache: RefCell::new(cache),
-            unknown_kid_seen: RefCell::new(vec![false; providers]),
-            installed: RefCell::new(vec![None; providers]),
-            unusable: RefCell::new(vec![None; providers]),
-            ignored_logged: Cell::new(None),
             would_deny_log: RefCell::default(),
         });
-        let remotes = Self::remotes(&state);
         // Everything this filter publishes, read-only where the proxy can declare it.
         let claims: Vec<String> = state
             .config
@@ -429,14 +311,17 @@ impl RootContext for Root {
         if state.config.mode.is_dry_run() {
             warn!("{FILTER}: dry-run mode: requests are never refused, only counted");
         }
+        let remote = state.keys.borrow().has_remote();
+        if remote {
+            let mut events = Vec::new();
+            state
+                .keys
+                .borrow()
+                .ensure_markers(&HostSharedData, &mut events);
+            state.report(events);
+        }
         self.state = Some(state);
-        self.in_flight.clear();
-        if !remotes.is_empty() {
-            for (_, remote) in &remotes {
-                if let Err(e) = fetch::ensure_marker(&HostSharedData, remote) {
-                    warn!("{FILTER}: could not create the JWKS fetch marker: {e:?}");
-                }
-            }
+        if remote {
             // No fetch from here (see the module notes): the first tick starts it. Without
             // ticks no key would ever arrive, so a refused timer refuses the config.
             if let Err(e) = host::set_tick_period(FIRST_TICK) {
@@ -456,15 +341,31 @@ impl RootContext for Root {
                 warn!("{FILTER}: could not slow the tick to {TICK:?}: {e}");
             }
         }
-        match clock::now() {
-            Ok(now) => self.sync_and_fetch(now),
-            Err(e) => warn!("{FILTER}: tick skipped, no clock: {e}"),
-        }
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let now = match clock::now() {
+            Ok(now) => now,
+            Err(e) => {
+                warn!("{FILTER}: tick skipped, no clock: {e}");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        state
+            .keys
+            .borrow_mut()
+            .on_tick(&HostSharedData, &mut HostCallout, now, &mut events);
+        state.report(events);
     }
 
     fn on_http_call_response(&mut self, response: CallResponse) {
-        if let Some(index) = self.in_flight.remove(&response.token) {
-            self.on_fetch_response(index, response);
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let provider = state.keys.borrow_mut().take_call(response.token);
+        if let Some(provider) = provider {
+            self.on_fetch_response(&state, provider, response);
         }
     }
 
@@ -499,20 +400,25 @@ impl StreamContext for Stream {
         let decide = || {
             let keys = state.keys.borrow();
             let mut cache = state.cache.borrow_mut();
-            policy::authorize(&state.config, &keys, &mut cache, &request, now)
+            policy::authorize(&state.config, &*keys, &mut cache, &request, now)
         };
         let mut evaluation = decide();
         // Another worker may have fetched the keys this one lacks since this VM's last
         // tick: look before refusing.
-        if let Some(index) = evaluation.keys_wanted
-            && state.adopt_shared(index, now)
-        {
-            evaluation = decide();
+        if let Some(index) = evaluation.keys_wanted {
+            let mut events = Vec::new();
+            let adopted =
+                state
+                    .keys
+                    .borrow_mut()
+                    .adopt_shared(index, &HostSharedData, now, &mut events);
+            state.report(events);
+            if adopted {
+                evaluation = decide();
+            }
         }
-        if let Some(index) = evaluation.refetch_provider
-            && let Some(seen) = state.unknown_kid_seen.borrow_mut().get_mut(index)
-        {
-            *seen = true;
+        if let Some(index) = evaluation.refetch_provider {
+            state.keys.borrow_mut().unknown_kid(index);
         }
         match evaluation.cache {
             Some(CacheUse::Hit) => state.metrics.cache_hit.increment(),
@@ -521,13 +427,13 @@ impl StreamContext for Stream {
         }
         match evaluation.decision {
             Decision::Allow(allow) => {
-                let Some(handoff) = handoff(&state.config, &allow, &request) else {
+                let Some(identity) = &allow.identity else {
                     return host::fail_closed(
                         FILTER,
                         "an allowed token has no identity to hand on",
                     );
                 };
-                if let Err(e) = apply(&allow, &handoff) {
+                if let Err(e) = apply(&allow, identity) {
                     return host::fail_closed_on(FILTER, &e);
                 }
                 // Counted once applied: a request failed closed was not allowed.
@@ -565,23 +471,6 @@ impl StreamContext for Stream {
             }
         }
     }
-}
-
-/// What to hand later filters for an allowed request. The claims of a verified token are
-/// read again from the request: the token the core just verified, so they are the verified
-/// claims (the core's [`Allow`] does not carry them).
-fn handoff(config: &Config, allow: &Allow, request: &Request<'_>) -> Option<Authentication> {
-    let customer_claim = config.customer_binding.as_ref().map(|b| b.claim.as_str());
-    if allow.kind != AllowKind::Verified {
-        return decision::handoff(allow.kind, None, customer_claim);
-    }
-    let Found::One { token, .. } =
-        token::find(&config.token_sources, request.headers, request.path)
-    else {
-        return None;
-    };
-    let unverified = token::parse(&token, config.max_token_bytes).ok()?;
-    decision::handoff(allow.kind, Some(&unverified.claims), customer_claim)
 }
 
 /// Applies an allowed request's header and filter-state changes. Each one matters: a

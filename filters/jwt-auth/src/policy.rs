@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::cache::{self, TokenCache, VerifiedToken};
 use crate::config::{Config, Rule, TokenSource};
 use crate::decision::{
-    Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX, FILTER_STATE_ISSUER,
-    FILTER_STATE_SUBJECT,
+    self, Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX,
+    FILTER_STATE_ISSUER, FILTER_STATE_SUBJECT,
 };
 use crate::jwks::KeySet;
 use crate::token::{self, Found, Refusal};
@@ -28,6 +28,25 @@ pub struct ProviderKeys {
     pub set: Option<Rc<KeySet>>,
     /// Changes whenever `set` is replaced; cached verifications name the version they used.
     pub version: u64,
+}
+
+/// Where the core finds each provider's current keys: the key manager in the filter, a
+/// plain list in tests.
+pub trait KeySets {
+    /// Provider `index`'s keys; `None` for an index out of range.
+    fn provider(&self, index: usize) -> Option<&ProviderKeys>;
+}
+
+impl KeySets for [ProviderKeys] {
+    fn provider(&self, index: usize) -> Option<&ProviderKeys> {
+        self.get(index)
+    }
+}
+
+impl KeySets for Vec<ProviderKeys> {
+    fn provider(&self, index: usize) -> Option<&ProviderKeys> {
+        self.get(index)
+    }
 }
 
 /// The request as the core sees it.
@@ -84,9 +103,9 @@ impl Evaluation {
 }
 
 /// Decides one request.
-pub fn authorize(
+pub fn authorize<K: KeySets + ?Sized>(
     config: &Config,
-    keys: &[ProviderKeys],
+    keys: &K,
     cache: &mut TokenCache,
     request: &Request<'_>,
     now: Timestamp,
@@ -118,13 +137,17 @@ pub fn authorize(
     };
 
     let key = cache::hash(&token);
-    let version_of = |p: usize| keys.get(p).filter(|k| k.set.is_some()).map(|k| k.version);
+    let version_of = |p: usize| {
+        keys.provider(p)
+            .filter(|k| k.set.is_some())
+            .map(|k| k.version)
+    };
     let (verified, cache_use) = match cache.get(&key, now, version_of) {
         Some(hit) => (hit, CacheUse::Hit),
         None => match verify_fresh(config, keys, &token, now) {
             Ok((provider, verified)) => {
                 let claims = Rc::new(verified.claims);
-                let version = keys.get(provider).map_or(0, |k| k.version);
+                let version = keys.provider(provider).map_or(0, |k| k.version);
                 cache.insert(
                     key,
                     provider,
@@ -174,6 +197,7 @@ fn allowed(kind: AllowKind, remove_headers: Vec<String>) -> Evaluation {
             remove_headers,
             set_headers: Vec::new(),
             filter_state: Vec::new(),
+            identity: decision::handoff(kind, None, None),
         }),
         refetch_provider: None,
         keys_wanted: None,
@@ -184,9 +208,9 @@ fn allowed(kind: AllowKind, remove_headers: Vec<String>) -> Evaluation {
 /// A refusal, and the provider whose keys fell short (none yet, or no key with the `kid`).
 type Failure = (Denial, Option<usize>);
 
-fn verify_fresh(
+fn verify_fresh<K: KeySets + ?Sized>(
     config: &Config,
-    keys: &[ProviderKeys],
+    keys: &K,
     token: &[u8],
     now: Timestamp,
 ) -> Result<(usize, verify::Verified), Failure> {
@@ -217,7 +241,7 @@ fn verify_fresh(
             None,
         ));
     };
-    let Some(set) = keys.get(index).and_then(|k| k.set.as_deref()) else {
+    let Some(set) = keys.provider(index).and_then(|k| k.set.as_deref()) else {
         return Err((
             Denial::new(
                 DenyReason::KeysUnavailable,
@@ -398,11 +422,14 @@ fn outputs(
             text.into_bytes(),
         ));
     }
+    // From the claims just verified (or cached with their verification): no second parse.
+    let customer_claim = config.customer_binding.as_ref().map(|b| b.claim.as_str());
     Allow {
         kind: AllowKind::Verified,
         remove_headers,
         set_headers,
         filter_state,
+        identity: decision::handoff(AllowKind::Verified, Some(claims), customer_claim),
     }
 }
 
