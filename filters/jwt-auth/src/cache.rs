@@ -126,6 +126,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn t(secs: u64) -> Timestamp {
         Timestamp::from_unix_seconds(secs)
@@ -139,7 +140,7 @@ mod tests {
         Some(1)
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn entry_lives_until_the_earlier_of_exp_and_ttl() {
         let mut c = TokenCache::new(10, Duration::from_secs(60));
         c.insert(hash(b"a"), 0, 1, claims(), Some(t(1030)), t(1000));
@@ -151,7 +152,7 @@ mod tests {
         assert!(c.is_empty());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn entry_is_dropped_when_its_key_set_changed() {
         let mut c = TokenCache::new(10, Duration::from_secs(60));
         c.insert(hash(b"a"), 0, 1, claims(), None, t(1000));
@@ -159,7 +160,7 @@ mod tests {
         assert!(c.get(&hash(b"a"), t(1001), version_1).is_none());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn stays_within_capacity_evicting_what_expires_first() {
         let mut c = TokenCache::new(2, Duration::from_secs(600));
         c.insert(hash(b"a"), 0, 1, claims(), Some(t(1100)), t(1000));
@@ -171,21 +172,21 @@ mod tests {
         assert!(c.get(&hash(b"c"), t(1001), version_1).is_some());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn zero_capacity_disables_caching() {
         let mut c = TokenCache::new(0, Duration::from_secs(600));
         c.insert(hash(b"a"), 0, 1, claims(), None, t(1000));
         assert!(c.get(&hash(b"a"), t(1001), version_1).is_none());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn already_expired_token_is_not_cached() {
         let mut c = TokenCache::new(4, Duration::from_secs(600));
         c.insert(hash(b"a"), 0, 1, claims(), Some(t(999)), t(1000));
         assert!(c.is_empty());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn key_is_the_sha256_of_the_token() {
         // SHA-256("abc"), FIPS 180-2 test vector.
         assert_eq!(hash(b"abc")[..4], [0xba, 0x78, 0x16, 0xbf],);

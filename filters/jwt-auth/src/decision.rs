@@ -509,8 +509,9 @@ pub fn handoff(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn missing_token_gets_a_bare_challenge() {
         let d = Denial::plain(DenyReason::MissingToken);
         assert_eq!(d.status(), 401);
@@ -520,7 +521,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn invalid_token_challenge_follows_rfc6750() {
         let d = Denial::plain(DenyReason::Expired);
         assert_eq!(
@@ -529,7 +530,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn scope_failures_are_403_insufficient_scope_with_scope() {
         let mut d = Denial::plain(DenyReason::InsufficientScope);
         d.scope = Some("payments:write".into());
@@ -543,7 +544,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn descriptions_fit_a_quoted_string() {
         for r in DenyReason::ALL {
             assert!(
@@ -555,7 +556,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn keys_unavailable_is_503_without_challenge_and_asks_to_retry() {
         let d = Denial::plain(DenyReason::KeysUnavailable);
         assert_eq!(d.status(), 503);
@@ -568,7 +569,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn every_reason_has_a_distinct_counter() {
         let mut names: Vec<&str> = DenyReason::ALL.iter().map(|r| r.suffix()).collect();
         names.sort();
@@ -588,7 +589,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn handoff_reads_the_identity_from_the_verified_claims() {
         use banking_filter_common::identity::{Authentication, Bypass, VerifiedIdentity};
         let claims = serde_json::json!({

@@ -330,6 +330,7 @@ pub fn response_problem(status: Option<u16>, body_len: usize) -> Option<String> 
 mod tests {
     use super::*;
     use banking_filter_common::shared::MemoryStore;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn remote() -> RemoteJwks {
         RemoteJwks {
@@ -348,7 +349,7 @@ mod tests {
         Timestamp::from_unix_seconds(secs)
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn keys_name_the_endpoint() {
         assert_eq!(
             record_key(&remote()),
@@ -357,7 +358,7 @@ mod tests {
         assert!(marker_key(&remote()).starts_with("jwt-auth/edge/jwks-fetch/outbound|443||"));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn record_and_marker_round_trip() {
         let r = JwksRecord {
             fetched_at: Timestamp::from_unix_seconds(1234),
@@ -379,7 +380,7 @@ mod tests {
         assert!(FetchMarker::decode(&record::encode(2, 5_000, &[0; 16]), t(5)).is_err());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn fetch_is_due_without_a_set_and_near_expiry() {
         let r = remote();
         assert!(fetch_due(&r, None, None, false, t(1000)));
@@ -387,7 +388,7 @@ mod tests {
         assert!(fetch_due(&r, Some(t(1000)), None, false, t(1540)));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unknown_kid_refetch_at_most_once_per_interval() {
         let r = remote();
         let fetched = Some(t(1000));
@@ -399,7 +400,7 @@ mod tests {
         assert!(!fetch_due(&r, fetched, Some(t(1030)), false, t(1060)));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn one_vm_at_a_time_takes_the_marker() {
         let store = MemoryStore::new();
         let r = remote();
@@ -412,7 +413,7 @@ mod tests {
         assert_eq!((m.owner, m.until, m.attempted_at), (2, t(112), t(106)));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn release_after_failure_backs_everyone_off() {
         let store = MemoryStore::new();
         let r = remote();
@@ -426,7 +427,7 @@ mod tests {
         assert!(!try_take(&store, &r, 3, t(106), Duration::from_secs(6)));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn ensure_marker_keeps_an_existing_marker() {
         let store = MemoryStore::new();
         let r = remote();
@@ -436,7 +437,7 @@ mod tests {
         assert_eq!(read_marker(&store, &r, t(100)).unwrap().owner, 1);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn publish_never_replaces_a_newer_set() {
         let store = MemoryStore::new();
         let r = remote();
@@ -453,7 +454,7 @@ mod tests {
         assert_eq!(read_record(&store, &r, t(200)).unwrap().body, b"new");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn only_a_newer_shared_set_is_read_back() {
         let store = MemoryStore::new();
         let r = remote();
@@ -485,7 +486,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_neighbours_record_is_ignored_and_overwritten_by_the_next_fetch() {
         let r = remote();
         let now = t(1_000);
@@ -520,7 +521,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn no_stored_marker_can_hold_the_fetch_off_for_longer_than_a_vm_would() {
         let r = remote();
         let now = t(1_000);
@@ -546,7 +547,7 @@ mod tests {
         assert!(!try_take(&store, &r, 3, t(1_001), Duration::from_secs(6)));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn response_problems_are_named() {
         assert_eq!(response_problem(Some(200), 10), None);
         assert_eq!(response_problem(Some(500), 10).unwrap(), "HTTP status 500");
