@@ -834,7 +834,7 @@ fn validate_outputs(o: OutputsConfig, sources: &[TokenSource]) -> Result<Outputs
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkeys;
+    use test_tokens::{ec256, jwks};
 
     fn remote() -> &'static str {
         r#""remoteJwks":{"cluster":"outbound|443||idp.bank.svc.cluster.local","authority":"idp.bank.svc.cluster.local","path":"/jwks.json"}"#
@@ -895,7 +895,7 @@ mod tests {
 
     #[test]
     fn inline_jwks_as_object_or_string() {
-        let jwks = testkeys::jwks(&[testkeys::ec256_jwk("k1", None)]);
+        let jwks = jwks([ec256().jwk("k1")]);
         for inline in [jwks.clone(), serde_json::to_string(&jwks).unwrap()] {
             let text = format!(
                 r#"{{"instance":"test","providers":[{{"issuer":"i","audiences":["a"],"jwks":{inline}}}]}}"#
@@ -910,8 +910,8 @@ mod tests {
 
     #[test]
     fn skipped_inline_keys_become_warnings() {
-        let jwks = testkeys::jwks(&[
-            testkeys::ec256_jwk("k1", None),
+        let jwks = jwks([
+            ec256().jwk("k1").to_string(),
             r#"{"kty":"EC","kid":"k2","crv":"P-521","x":"AA","y":"AA"}"#.to_owned(),
         ]);
         let text = format!(
@@ -1059,7 +1059,7 @@ mod tests {
 
     #[test]
     fn refuses_the_same_issuer_twice() {
-        let jwks = testkeys::jwks(&[testkeys::ec256_jwk("k1", None)]);
+        let jwks = jwks([ec256().jwk("k1")]);
         let text = format!(
             r#"{{"instance":"test","providers":[{{"issuer":"i","audiences":["a"],"jwks":{jwks}}},{{"issuer":"i","audiences":["a"],"jwks":{jwks}}}]}}"#
         );

@@ -485,7 +485,7 @@ fn oct_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkeys;
+    use test_tokens::{Key, b64, ec256, ec384, ed25519, jwks, rsa};
 
     fn parse(json: &str) -> Result<KeySet, JwksError> {
         KeySet::parse(json.as_bytes(), &Algorithm::ALL, KeyOrigin::Inline)
@@ -493,12 +493,12 @@ mod tests {
 
     #[test]
     fn parses_every_key_family_with_its_algorithms() {
-        let jwks = testkeys::jwks(&[
-            testkeys::rsa_jwk("rsa", None),
-            testkeys::ec256_jwk("p256", Some("ES256")),
-            testkeys::ec384_jwk("p384", None),
-            testkeys::ed25519_jwk("ed", Some("EdDSA")),
-            testkeys::oct_jwk("hmac", &[7u8; 64], None),
+        let jwks = jwks([
+            rsa().jwk("rsa").key_use("sig"),
+            ec256().jwk("p256").alg("ES256"),
+            ec384().jwk("p384"),
+            ed25519().jwk("ed").alg("EdDSA"),
+            Key::Hmac(vec![7; 64]).jwk("hmac"),
         ]);
         let set = parse(&jwks).unwrap();
         assert!(set.skipped().is_empty(), "{:?}", set.skipped());
@@ -527,7 +527,7 @@ mod tests {
 
     #[test]
     fn rsa_key_with_alg_serves_only_that_algorithm() {
-        let set = parse(&testkeys::jwks(&[testkeys::rsa_jwk("r", Some("PS384"))])).unwrap();
+        let set = parse(&jwks([rsa().jwk("r").key_use("sig").alg("PS384")])).unwrap();
         let algs: Vec<Algorithm> = set.entries().iter().map(|e| e.key.algorithm()).collect();
         assert_eq!(algs, vec![Algorithm::PS384]);
     }
@@ -535,7 +535,7 @@ mod tests {
     #[test]
     fn keeps_only_allowed_algorithms() {
         let set = KeySet::parse(
-            testkeys::jwks(&[testkeys::rsa_jwk("r", None)]).as_bytes(),
+            jwks([rsa().jwk("r").key_use("sig")]).as_bytes(),
             &[Algorithm::RS256, Algorithm::ES256],
             KeyOrigin::Remote,
         )
@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn skips_key_whose_alg_is_not_allowed() {
         let err = KeySet::parse(
-            testkeys::jwks(&[testkeys::rsa_jwk("r", Some("RS512"))]).as_bytes(),
+            jwks([rsa().jwk("r").key_use("sig").alg("RS512")]).as_bytes(),
             &[Algorithm::RS256],
             KeyOrigin::Remote,
         )
@@ -557,9 +557,9 @@ mod tests {
 
     #[test]
     fn skips_bad_keys_with_reasons_and_keeps_good_ones() {
-        let jwks = testkeys::jwks(&[
+        let jwks = jwks([
             r#"{"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}"#.to_owned(),
-            testkeys::ec256_jwk("good", None),
+            ec256().jwk("good").to_string(),
             r#"{"kty":"EC","kid":"p521","crv":"P-521","x":"AA","y":"AA"}"#.to_owned(),
             r#""not an object""#.to_owned(),
         ]);
@@ -574,38 +574,28 @@ mod tests {
 
     #[test]
     fn refuses_alg_none_on_a_key() {
-        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk(
-            "h",
-            &[1; 32],
-            Some("none"),
-        )]))
-        .unwrap_err();
+        let err = parse(&jwks([Key::Hmac(vec![1; 32]).jwk("h").alg("none")])).unwrap_err();
         assert!(err.0.contains("alg \"none\" is never accepted"), "{err}");
     }
 
     #[test]
     fn refuses_alg_that_does_not_fit_the_key_type() {
-        let err = parse(&testkeys::jwks(&[testkeys::rsa_jwk("r", Some("ES256"))])).unwrap_err();
+        let err = parse(&jwks([rsa().jwk("r").key_use("sig").alg("ES256")])).unwrap_err();
         assert!(
             err.0.contains("alg ES256 does not fit kty \"RSA\""),
             "{err}"
         );
-        let err = parse(&testkeys::jwks(&[testkeys::ec384_jwk("e", Some("ES256"))])).unwrap_err();
+        let err = parse(&jwks([ec384().jwk("e").alg("ES256")])).unwrap_err();
         assert!(err.0.contains("does not fit curve \"P-384\""), "{err}");
     }
 
     #[test]
     fn refuses_hmac_key_shorter_than_the_hash() {
         // 31 bytes: jwt-simple alone would accept it (its floor is 12 bytes).
-        let err = parse(&testkeys::jwks(&[testkeys::oct_jwk(
-            "h",
-            &[1; 31],
-            Some("HS256"),
-        )]))
-        .unwrap_err();
+        let err = parse(&jwks([Key::Hmac(vec![1; 31]).jwk("h").alg("HS256")])).unwrap_err();
         assert!(err.0.contains("shorter than the 32 bytes"), "{err}");
         // 32 bytes is enough for HS256 but not for HS384/HS512.
-        let set = parse(&testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 32], None)])).unwrap();
+        let set = parse(&jwks([Key::Hmac(vec![1; 32]).jwk("h")])).unwrap();
         let algs: Vec<Algorithm> = set.entries().iter().map(|e| e.key.algorithm()).collect();
         assert_eq!(algs, vec![Algorithm::HS256]);
     }
@@ -613,7 +603,7 @@ mod tests {
     #[test]
     fn refuses_symmetric_keys_from_a_remote_set() {
         let err = KeySet::parse(
-            testkeys::jwks(&[testkeys::oct_jwk("h", &[1; 64], None)]).as_bytes(),
+            jwks([Key::Hmac(vec![1; 64]).jwk("h")]).as_bytes(),
             &Algorithm::ALL,
             KeyOrigin::Remote,
         )
@@ -628,9 +618,9 @@ mod tests {
         n[127] = 0x01;
         let jwk = format!(
             r#"{{"kty":"RSA","kid":"small","n":"{}","e":"AQAB"}}"#,
-            testkeys::b64(&n)
+            b64(&n)
         );
-        let err = parse(&testkeys::jwks(&[jwk])).unwrap_err();
+        let err = parse(&jwks([jwk])).unwrap_err();
         assert!(err.0.contains("1024 bits is below the 2048"), "{err}");
     }
 
@@ -638,17 +628,17 @@ mod tests {
     fn refuses_ec_point_off_the_curve() {
         let jwk = format!(
             r#"{{"kty":"EC","kid":"bad","crv":"P-256","x":"{}","y":"{}"}}"#,
-            testkeys::b64(&[1; 32]),
-            testkeys::b64(&[2; 32])
+            b64(&[1; 32]),
+            b64(&[2; 32])
         );
-        let err = parse(&testkeys::jwks(&[jwk])).unwrap_err();
+        let err = parse(&jwks([jwk])).unwrap_err();
         assert!(err.0.contains("not on the curve"), "{err}");
     }
 
     #[test]
     fn honours_key_ops() {
         let jwk = r#"{"kty":"oct","kid":"h","key_ops":["sign"],"k":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
-        let err = parse(&testkeys::jwks(&[jwk.to_owned()])).unwrap_err();
+        let err = parse(&jwks([jwk])).unwrap_err();
         assert!(err.0.contains("key_ops"), "{err}");
     }
 
@@ -666,11 +656,7 @@ mod tests {
 
     #[test]
     fn lookup_distinguishes_unknown_kid_from_algorithm_mismatch() {
-        let set = parse(&testkeys::jwks(&[
-            testkeys::ec256_jwk("a", None),
-            testkeys::ed25519_jwk("b", None),
-        ]))
-        .unwrap();
+        let set = parse(&jwks([ec256().jwk("a"), ed25519().jwk("b")])).unwrap();
         assert!(matches!(
             set.lookup(Algorithm::ES256, Some("zzz")),
             KeyLookup::UnknownKid

@@ -444,8 +444,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::jwks::{Algorithm, KeyOrigin};
-    use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
+    use crate::testkeys::{NOW, claims_with, good_claims, mint};
     use serde_json::json;
+    use test_tokens::{ec256, ed25519, forged, jwks, raw, rsa};
 
     struct World {
         config: Config,
@@ -456,9 +457,9 @@ mod tests {
     fn world(extra: &str) -> World {
         let text = format!(
             r#"{{"instance":"test","providers":[{{"issuer":"https://idp.bank.example","audiences":["payments-api"],"jwks":{}}}]{extra}}}"#,
-            testkeys::jwks(&[
-                testkeys::ec256_jwk("ec256", None),
-                testkeys::rsa_jwk("rsa", Some("RS256"))
+            jwks([
+                ec256().jwk("ec256"),
+                rsa().jwk("rsa").key_use("sig").alg("RS256")
             ]),
         );
         let config = Config::parse(text.as_bytes()).unwrap().config;
@@ -577,7 +578,7 @@ mod tests {
         w.run(&req);
         // New set without the old key.
         let set = KeySet::parse(
-            testkeys::jwks(&[testkeys::ed25519_jwk("new", None)]).as_bytes(),
+            jwks([ed25519().jwk("new")]).as_bytes(),
             &Algorithm::ALL,
             KeyOrigin::Remote,
         )
@@ -626,10 +627,10 @@ mod tests {
             ("x".repeat(9000), DenyReason::TokenTooLarge),
             ("not-a-jwt".into(), DenyReason::MalformedToken),
             (
-                format!(
-                    "{}.{}.c2ln",
-                    testkeys::b64(br#"{"alg":"none"}"#),
-                    testkeys::b64(good_claims().to_string().as_bytes())
+                raw(
+                    br#"{"alg":"none"}"#,
+                    good_claims().to_string().as_bytes(),
+                    b"sig",
                 ),
                 DenyReason::AlgorithmNotAllowed,
             ),
@@ -657,10 +658,7 @@ mod tests {
                 mint(Algorithm::ES256, Some("rsa"), good_claims()),
                 DenyReason::KeyAlgorithmMismatch,
             ),
-            (
-                testkeys::mint_with_other_ec256("ec256", good_claims()),
-                DenyReason::InvalidSignature,
-            ),
+            (forged("ec256", good_claims()), DenyReason::InvalidSignature),
             (
                 mint(
                     Algorithm::ES256,

@@ -193,15 +193,10 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkeys;
-    use jwt_simple::prelude::RS256KeyPair;
 
     #[test]
     fn rsa_key_refuses_what_ring_would_refuse_on_every_request() {
-        let c = RS256KeyPair::from_der(&testkeys::keys().rsa_der)
-            .unwrap()
-            .public_key()
-            .to_components();
+        let c = test_tokens::rsa().rsa_public();
         assert!(VerifyingKey::rsa(Algorithm::RS256, &c.n, &c.e).is_ok());
         let mut padded = vec![0u8];
         padded.extend_from_slice(&c.n);

@@ -260,7 +260,8 @@ pub fn numeric_date(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkeys::{self, b64};
+    use crate::testkeys;
+    use test_tokens::b64;
 
     fn pairs(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
         list.iter()

@@ -236,9 +236,9 @@ mod tests {
     use crate::signature::Backend;
     use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
     use crate::token;
-    use jwt_simple::prelude::RS256KeyPair;
     use serde_json::json;
     use std::time::Duration;
+    use test_tokens::{forged, jwks, mint_raw_hs256, other_rsa, resigned, weak_rsa_1024};
 
     fn provider() -> Provider {
         Provider {
@@ -255,7 +255,7 @@ mod tests {
 
     fn keys() -> KeySet {
         KeySet::parse(
-            testkeys::all_families_jwks().as_bytes(),
+            test_tokens::every_family_jwks().as_bytes(),
             &Algorithm::ALL,
             KeyOrigin::Inline,
         )
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn refuses_a_negative_exp_that_jwt_simple_would_read_as_far_future() {
-        let t = testkeys::mint_raw_hs256(
+        let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
             r#"{"iss":"https://idp.bank.example","aud":"payments-api","exp":-1}"#,
         );
@@ -384,12 +384,12 @@ mod tests {
 
     #[test]
     fn refuses_a_bad_signature() {
-        let t = testkeys::mint_with_other_ec256("ec256", good_claims());
+        let t = forged("ec256", good_claims());
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::InvalidSignature);
         // A tampered payload under a valid signature.
         let good = mint(Algorithm::RS256, Some("rsa"), good_claims());
         let mut parts: Vec<&str> = good.split('.').collect();
-        let evil = testkeys::b64(
+        let evil = test_tokens::b64(
             claims_with(json!({"sub": "cust-99"}))
                 .to_string()
                 .as_bytes(),
@@ -405,8 +405,7 @@ mod tests {
     fn hmac_key_confusion_with_a_public_key_is_refused() {
         // The classic attack: sign HS256 with the RSA public key's bytes. Our HMAC keys come
         // only from `oct` JWKs, so the kid "rsa" has no HS256 key.
-        let t =
-            testkeys::mint_raw_hs256(r#"{"alg":"HS256","kid":"rsa"}"#, &good_claims().to_string());
+        let t = mint_raw_hs256(r#"{"alg":"HS256","kid":"rsa"}"#, &good_claims().to_string());
         assert_eq!(
             reason(&provider(), &t, NOW),
             DenyReason::KeyAlgorithmMismatch
@@ -453,7 +452,7 @@ mod tests {
 
     #[test]
     fn odd_claim_types_are_malformed() {
-        let t = testkeys::mint_raw_hs256(
+        let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
             &format!(
                 r#"{{"iss":"https://idp.bank.example","aud":"payments-api","exp":"{}"}}"#,
@@ -461,7 +460,7 @@ mod tests {
             ),
         );
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::MalformedToken);
-        let t = testkeys::mint_raw_hs256(
+        let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
             &format!(
                 r#"{{"iss":"https://idp.bank.example","aud":"payments-api","exp":{},"sub":42}}"#,
@@ -473,32 +472,20 @@ mod tests {
 
     #[test]
     fn typ_other_than_jwt_is_malformed() {
-        let t = testkeys::mint_raw_hs256(
+        let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac","typ":"dpop"}"#,
             &good_claims().to_string(),
         );
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::MalformedToken);
-        let t = testkeys::mint_raw_hs256(
+        let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac","typ":"at+jwt"}"#,
             &good_claims().to_string(),
         );
         assert!(check(&provider(), &t, NOW).is_ok());
     }
 
-    /// `token` with its signature bytes changed by `change` and re-encoded.
-    fn resigned(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
-        let (input, signature) = token.rsplit_once('.').unwrap();
-        let mut bytes = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
-        change(&mut bytes);
-        format!("{input}.{}", testkeys::b64(&bytes))
-    }
-
     fn rsa_modulus() -> Vec<u8> {
-        RS256KeyPair::from_der(&testkeys::keys().rsa_der)
-            .unwrap()
-            .public_key()
-            .to_components()
-            .n
+        test_tokens::rsa().rsa_public().n
     }
 
     #[test]
@@ -518,12 +505,12 @@ mod tests {
 
     #[test]
     fn refuses_a_valid_signature_by_another_rsa_key() {
-        let other = RS256KeyPair::from_der(testkeys::other_rsa_der()).unwrap();
-        let t = testkeys::mint_rs256_with(&other, "rsa", good_claims());
+        let other = other_rsa();
+        let t = other.mint("RS256", "rsa", good_claims());
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::InvalidSignature);
         // The same token verifies once the other key is the one published.
         let set = KeySet::parse(
-            testkeys::jwks(&[testkeys::rsa_jwk_of(&other, "rsa")]).as_bytes(),
+            jwks([other.jwk("rsa")]).as_bytes(),
             &Algorithm::ALL,
             KeyOrigin::Inline,
         )
@@ -602,19 +589,19 @@ mod tests {
 
     #[test]
     fn a_1024_bit_rsa_key_is_refused_and_its_tokens_never_verify() {
-        let weak = testkeys::weak_rsa_1024();
+        let weak = weak_rsa_1024();
         let err = KeySet::parse(
-            testkeys::jwks(&[testkeys::rsa_jwk_of(&weak, "weak")]).as_bytes(),
+            jwks([weak.jwk("weak")]).as_bytes(),
             &Algorithm::ALL,
             KeyOrigin::Remote,
         )
         .unwrap_err();
         assert!(err.0.contains("1024 bits is below the 2048"), "{err}");
         // Even past the JWKS check, ring's own floor refuses the key's valid signatures.
-        let t = testkeys::mint_rs256_with(&weak, "weak", good_claims());
+        let t = weak.mint("RS256", "weak", good_claims());
         let (input, signature) = t.rsplit_once('.').unwrap();
         let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
-        let c = weak.public_key().to_components();
+        let c = weak.rsa_public();
         let key = VerifyingKey::rsa(Algorithm::RS256, &c.n, &c.e).unwrap();
         assert!(!key.verify(input.as_bytes(), &signature));
     }
@@ -690,7 +677,7 @@ mod tests {
             let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
             assert_eq!(reason(&p, &t, NOW), DenyReason::UnknownIssuer, "{alg}");
         }
-        let t = testkeys::mint_raw_hs256(
+        let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
             &claims_with(json!({"aud": ["payments-api", 7]})).to_string(),
         );

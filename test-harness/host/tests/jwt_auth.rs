@@ -3,202 +3,24 @@
 //! rotation, the verified-token cache, two worker VMs sharing one fetch, and expiry on the
 //! virtual clock.
 //!
-//! Keys are generated and tokens minted at test time (jwt-simple, natively), with times
+//! Keys are generated and tokens minted at test time (`test_tokens`, natively), with times
 //! taken from the harness's virtual clock, so nothing here depends on today's date.
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use envoy_runner::fixture;
-use jwt_simple::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use test_harness::{Action, HarnessError, Host, LocalResponse, LogLevel, Plugin, Stream};
+use test_tokens::{
+    AUDIENCE, ISSUER, Key, b64, claims_at, ec256, every_family_jwks, forged, jwks, mint,
+    other_ec256, raw, resigned, rsa,
+};
 
 const FILTER: &str = "jwt_auth";
-const ISSUER: &str = "https://idp.bank.example";
-const AUDIENCE: &str = "payments-api";
 const CLUSTER: &str = "outbound|443||idp.bank.svc.cluster.local";
 
 // ---------------------------------------------------------------------------------------
-// Keys and tokens.
-
-struct Keys {
-    rsa_der: Vec<u8>,
-    ec256: Vec<u8>,
-    ec384: Vec<u8>,
-    ed25519: Vec<u8>,
-    other_ec256: Vec<u8>,
-}
-
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| Keys {
-        rsa_der: RS256KeyPair::generate(2048).unwrap().to_der().unwrap(),
-        ec256: ES256KeyPair::generate().to_bytes(),
-        ec384: ES384KeyPair::generate().to_bytes(),
-        ed25519: Ed25519KeyPair::generate().to_bytes(),
-        other_ec256: ES256KeyPair::generate().to_bytes(),
-    })
-}
-
-const HMAC_SECRET: [u8; 32] = [0x42; 32];
-
-fn b64(bytes: &[u8]) -> String {
-    Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap()
-}
-
-fn ec_jwk(kid: &str, crv: &str, point: &[u8]) -> String {
-    let half = (point.len() - 1) / 2;
-    format!(
-        r#"{{"kty":"EC","kid":"{kid}","crv":"{crv}","x":"{}","y":"{}"}}"#,
-        b64(&point[1..=half]),
-        b64(&point[half + 1..])
-    )
-}
-
-fn ec256_jwk_from(secret: &[u8], kid: &str) -> String {
-    let point = ES256KeyPair::from_bytes(secret)
-        .unwrap()
-        .public_key()
-        .public_key()
-        .to_bytes_uncompressed();
-    ec_jwk(kid, "P-256", &point)
-}
-
-fn jwk(family: &str, kid: &str) -> String {
-    let k = keys();
-    match family {
-        "rsa" => {
-            let c = RS256KeyPair::from_der(&k.rsa_der)
-                .unwrap()
-                .public_key()
-                .to_components();
-            format!(
-                r#"{{"kty":"RSA","kid":"{kid}","use":"sig","n":"{}","e":"{}"}}"#,
-                b64(&c.n),
-                b64(&c.e)
-            )
-        }
-        "ec256" => ec256_jwk_from(&k.ec256, kid),
-        "ec384" => {
-            let point = ES384KeyPair::from_bytes(&k.ec384)
-                .unwrap()
-                .public_key()
-                .public_key()
-                .to_bytes_uncompressed();
-            ec_jwk(kid, "P-384", &point)
-        }
-        "ed25519" => {
-            let x = Ed25519KeyPair::from_bytes(&k.ed25519)
-                .unwrap()
-                .public_key()
-                .to_bytes();
-            format!(
-                r#"{{"kty":"OKP","kid":"{kid}","crv":"Ed25519","x":"{}"}}"#,
-                b64(&x)
-            )
-        }
-        "hmac" => format!(
-            r#"{{"kty":"oct","kid":"{kid}","k":"{}"}}"#,
-            b64(&HMAC_SECRET)
-        ),
-        other => panic!("no family {other}"),
-    }
-}
-
-fn jwks(entries: &[String]) -> String {
-    format!(r#"{{"keys":[{}]}}"#, entries.join(","))
-}
-
-fn to_claims(claims: Value) -> JWTClaims<Map<String, Value>> {
-    let Value::Object(mut map) = claims else {
-        panic!("claims must be an object")
-    };
-    let ts = |v: Option<Value>| v.and_then(|v| v.as_u64()).map(UnixTimeStamp::from_secs);
-    let text = |map: &mut Map<String, Value>, k: &str| {
-        map.remove(k).and_then(|v| v.as_str().map(str::to_owned))
-    };
-    let audiences = map.remove("aud").map(|aud| match aud {
-        Value::String(s) => Audiences::AsString(s),
-        Value::Array(items) => Audiences::AsSet(
-            items
-                .into_iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect::<HashSet<_>>(),
-        ),
-        other => panic!("aud {other}"),
-    });
-    JWTClaims {
-        issued_at: ts(map.remove("iat")),
-        expires_at: ts(map.remove("exp")),
-        invalid_before: ts(map.remove("nbf")),
-        issuer: text(&mut map, "iss"),
-        subject: text(&mut map, "sub"),
-        audiences,
-        jwt_id: text(&mut map, "jti"),
-        nonce: text(&mut map, "nonce"),
-        custom: map,
-    }
-}
-
-/// Signs `claims` with the test key of `alg`, naming `kid` in the header.
-fn mint(alg: &str, kid: &str, claims: Value) -> String {
-    let k = keys();
-    let c = to_claims(claims);
-    match alg {
-        "RS256" => RS256KeyPair::from_der(&k.rsa_der)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "RS384" => RS384KeyPair::from_der(&k.rsa_der)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "RS512" => RS512KeyPair::from_der(&k.rsa_der)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "PS256" => PS256KeyPair::from_der(&k.rsa_der)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "PS384" => PS384KeyPair::from_der(&k.rsa_der)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "PS512" => PS512KeyPair::from_der(&k.rsa_der)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "ES256" => ES256KeyPair::from_bytes(&k.ec256)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "ES384" => ES384KeyPair::from_bytes(&k.ec384)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "EdDSA" => Ed25519KeyPair::from_bytes(&k.ed25519)
-            .unwrap()
-            .with_key_id(kid)
-            .sign(c),
-        "HS256" => HS256Key::from_bytes(&HMAC_SECRET)
-            .with_key_id(kid)
-            .authenticate(c),
-        other => panic!("no algorithm {other}"),
-    }
-    .unwrap()
-}
-
-/// An ES256 token signed by a key nobody published, under a published kid.
-fn forged(kid: &str, claims: Value) -> String {
-    ES256KeyPair::from_bytes(&keys().other_ec256)
-        .unwrap()
-        .with_key_id(kid)
-        .sign(to_claims(claims))
-        .unwrap()
-}
+// Tokens.
 
 fn now_secs(host: &Host) -> u64 {
     host.now().duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -206,33 +28,19 @@ fn now_secs(host: &Host) -> u64 {
 
 /// Valid claims at the host's current time: 5 minutes left.
 fn claims(host: &Host) -> Value {
-    let now = now_secs(host);
-    json!({
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "user-7",
-        "customer_id": "CUST-00000042",
-        "scope": "payments:read accounts:read",
-        "iat": now - 10,
-        "nbf": now - 10,
-        "exp": now + 300,
-    })
+    claims_at(
+        now_secs(host),
+        json!({
+            "sub": "user-7",
+            "customer_id": "CUST-00000042",
+            "scope": "payments:read accounts:read",
+        }),
+    )
 }
 
 /// [`claims`] with members replaced (a `null` removes the member).
 fn claims_with(host: &Host, changes: Value) -> Value {
-    let mut c = claims(host);
-    let (Value::Object(base), Value::Object(changes)) = (&mut c, changes) else {
-        unreachable!()
-    };
-    for (k, v) in changes {
-        if v.is_null() {
-            base.remove(&k);
-        } else {
-            base.insert(k, v);
-        }
-    }
-    c
+    test_tokens::claims_with(claims(host), changes)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -244,17 +52,6 @@ fn inline_config(jwks_json: &str, extra: &str) -> String {
             "allowedAlgorithms":["RS256","RS384","RS512","PS256","PS384","PS512","ES256","ES384","EdDSA","HS256"],
             "maxLifetime":"1h","requiredClaims":["sub"],"jwks":{jwks_json}}}]{extra}}}"#
     )
-}
-
-/// Every family, each under its own kid.
-fn all_families() -> String {
-    jwks(&[
-        jwk("rsa", "rsa"),
-        jwk("ec256", "ec256"),
-        jwk("ec384", "ec384"),
-        jwk("ed25519", "ed25519"),
-        jwk("hmac", "hmac"),
-    ])
 }
 
 const POLICY: &str = r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}],
@@ -385,7 +182,7 @@ fn answer_fetch(plugin: &Plugin, status: u32, body: &str) {
 #[test]
 fn valid_token_reaches_the_upstream_with_verified_identity() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
     let token = mint("ES256", "ec256", claims(&host));
     let mut s = plugin.stream();
     let action = get(
@@ -421,7 +218,7 @@ fn valid_token_reaches_the_upstream_with_verified_identity() {
 #[test]
 fn each_key_family_and_algorithm_verifies() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
     for (alg, kid) in [
         ("RS256", "rsa"),
         ("RS384", "rsa"),
@@ -455,7 +252,7 @@ struct Case {
 #[test]
 fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
     let now = now_secs(&host);
     let good = |c: Value| mint("ES256", "ec256", c);
     let case = |name, token: Option<String>, status, slug, bearer_error| Case {
@@ -468,10 +265,10 @@ fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
         slug,
         bearer_error,
     };
-    let alg_none = format!(
-        "{}.{}.c2ln",
-        b64(br#"{"alg":"none"}"#),
-        b64(claims(&host).to_string().as_bytes())
+    let alg_none = raw(
+        br#"{"alg":"none"}"#,
+        claims(&host).to_string().as_bytes(),
+        b"sig",
     );
     let mut cases = vec![
         case("missing token", None, 401, "missing-token", None),
@@ -697,7 +494,7 @@ fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
 #[test]
 fn non_utf8_header_bytes_are_refused_without_trapping() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
     let mut s = plugin.stream();
     let action = s.request_headers_bytes(
         &[
@@ -717,7 +514,7 @@ fn non_utf8_header_bytes_are_refused_without_trapping() {
 #[test]
 fn bypass_paths_and_cors_preflight_pass_without_a_token() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
     let mut s = plugin.stream();
     assert_eq!(
         get(&mut s, "/healthz", None, &[("x-jwt-claim-sub", "forged")]),
@@ -745,7 +542,7 @@ fn bypass_paths_and_cors_preflight_pass_without_a_token() {
 #[test]
 fn reused_token_is_served_from_the_cache() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
     let token = mint("RS256", "rsa", claims(&host));
     assert!(passes(&plugin, &token));
     assert!(passes(&plugin, &token));
@@ -757,7 +554,7 @@ fn reused_token_is_served_from_the_cache() {
 #[test]
 fn token_expires_on_the_virtual_clock_even_when_cached() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
     let now = now_secs(&host);
     let token = mint(
         "ES256",
@@ -780,8 +577,8 @@ fn token_expires_on_the_virtual_clock_even_when_cached() {
 #[test]
 fn bad_config_is_refused_naming_the_field() {
     let host = Host::new();
-    let bad =
-        inline_config(&all_families(), "").replace(r#""maxLifetime":"1h""#, r#""clockSkew":"1h""#);
+    let bad = inline_config(&every_family_jwks(), "")
+        .replace(r#""maxLifetime":"1h""#, r#""clockSkew":"1h""#);
     match host.load(FILTER, bad) {
         Err(HarnessError::ConfigureFailed { logs }) => {
             assert!(
@@ -827,7 +624,7 @@ fn remote_jwks_is_fetched_at_start_and_tokens_wait_for_it_with_503() {
         "urn:banking-filters:problem:jwt-signing-keys-unavailable"
     );
 
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&plugin, &token));
     assert_eq!(metric(&host, "jwks_fetch_ok"), 1);
     assert!(
@@ -855,7 +652,7 @@ fn failed_fetch_is_retried_after_the_retry_interval() {
     host.advance(Duration::from_secs(4));
     assert!(plugin.pending_http_calls().is_empty(), "backing off");
     host.advance(Duration::from_secs(1));
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&plugin, &token));
 }
 
@@ -881,7 +678,7 @@ fn timed_out_fetch_counts_as_a_failure() {
 fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(r#","cacheDuration":"100s""#));
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&plugin, &token));
 
@@ -923,14 +720,10 @@ fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
 fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     // The issuer rotates: new tokens name k2 (a new key).
-    let new_secret = ES256KeyPair::generate().to_bytes();
-    let rotated = ES256KeyPair::from_bytes(&new_secret)
-        .unwrap()
-        .with_key_id("k2")
-        .sign(to_claims(claims(&host)))
-        .unwrap();
+    let new_key = Key::generate_ec256();
+    let rotated = new_key.mint("ES256", "k2", claims(&host));
     let reply = refusal(&plugin, &rotated);
     assert_eq!(reply.status, 401);
     assert_eq!(
@@ -942,11 +735,7 @@ fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
     host.advance(Duration::from_secs(29));
     assert!(plugin.pending_http_calls().is_empty());
     host.advance(Duration::from_secs(1));
-    answer_fetch(
-        &plugin,
-        200,
-        &jwks(&[jwk("ec256", "k1"), ec256_jwk_from(&new_secret, "k2")]),
-    );
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
     assert!(passes(&plugin, &rotated));
     assert_eq!(metric(&host, "jwks_fetch_ok"), 2);
 }
@@ -955,15 +744,16 @@ fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
 fn unknown_kid_flood_refetches_at_most_once_per_interval() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let mut fetches = 0;
     for second in 0..95 {
-        let junk = mint("ES256", &format!("junk-{second}"), claims(&host));
+        let kid = format!("junk-{second}");
+        let junk = mint("ES256", kid.as_str(), claims(&host));
         assert_eq!(refusal(&plugin, &junk).status, 401);
         host.advance(Duration::from_secs(1));
         if !plugin.pending_http_calls().is_empty() {
             fetches += 1;
-            answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+            answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
         }
     }
     // Fetches at 30, 60 and 90 s.
@@ -986,7 +776,7 @@ fn two_vms_share_one_fetch_and_one_key_set() {
     } else {
         &first
     };
-    answer_fetch(fetcher, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     // The other VM takes the shared set as soon as a request needs it: no fetch of its own.
     assert!(passes(&first, &token));
@@ -1010,7 +800,7 @@ fn envoys_config_validation_vm_does_not_hold_up_the_workers_first_fetch() {
     drop(validation);
     let worker = load(&host, &remote_config(""));
     first_tick(&host, &worker);
-    answer_fetch(&worker, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&worker, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&worker, &mint("ES256", "k1", claims(&host))));
 }
 
@@ -1027,16 +817,12 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
     };
     let token = mint("ES256", "k1", claims(&host));
     assert_eq!(refusal(other, &token).status, 503, "no keys anywhere yet");
-    answer_fetch(fetcher, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(other, &token), "first set, before the other's tick");
 
     // Rotation: both refuse the new kid, both ask for a refetch; one VM makes it.
-    let new_secret = ES256KeyPair::generate().to_bytes();
-    let rotated = ES256KeyPair::from_bytes(&new_secret)
-        .unwrap()
-        .with_key_id("k2")
-        .sign(to_claims(claims(&host)))
-        .unwrap();
+    let new_key = Key::generate_ec256();
+    let rotated = new_key.mint("ES256", "k2", claims(&host));
     assert_eq!(refusal(&first, &rotated).status, 401);
     assert_eq!(refusal(&second, &rotated).status, 401);
     host.advance(Duration::from_secs(30));
@@ -1046,11 +832,7 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
         (&first, &second)
     };
     assert!(other.pending_http_calls().is_empty(), "one fetch at a time");
-    answer_fetch(
-        fetcher,
-        200,
-        &jwks(&[jwk("ec256", "k1"), ec256_jwk_from(&new_secret, "k2")]),
-    );
+    answer_fetch(fetcher, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
     assert!(
         passes(other, &rotated),
         "rotated set, before the other's tick"
@@ -1061,12 +843,12 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
 #[test]
 fn unsecured_alg_none_token_is_refused_and_counted_as_algorithm_not_allowed() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), ""));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
     // RFC 7519 §6: an unsecured JWT is `header.payload.`, its signature segment empty.
-    let unsecured = format!(
-        "{}.{}.",
-        b64(br#"{"alg":"none","typ":"JWT"}"#),
-        b64(claims(&host).to_string().as_bytes())
+    let unsecured = raw(
+        br#"{"alg":"none","typ":"JWT"}"#,
+        claims(&host).to_string().as_bytes(),
+        b"",
     );
     let reply = refusal(&plugin, &unsecured);
     assert_eq!(reply.status, 401);
@@ -1099,7 +881,10 @@ fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
     answer_fetch(
         &plugin,
         200,
-        &jwks(&[jwk("rsa", "bank-2030"), jwk("ec256", "bank-ec")]),
+        &jwks([
+            rsa().jwk("bank-2030").key_use("sig"),
+            ec256().jwk("bank-ec"),
+        ]),
     );
 
     let token = mint("RS256", "bank-2030", claims(&host));
@@ -1150,25 +935,13 @@ fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
     assert_eq!(action, Action::Pause);
 }
 
-/// `token` with its signature bytes changed by `change` and re-encoded.
-fn resigned(token: &str, change: impl FnOnce(&mut Vec<u8>)) -> String {
-    let (input, signature) = token.rsplit_once('.').unwrap();
-    let mut bytes = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
-    change(&mut bytes);
-    format!("{input}.{}", b64(&bytes))
-}
-
 // RSA and ECDSA go through ring, whose wasm32 build uses its portable C bignum code rather
 // than the x86-64 assembly the native unit tests run, so the refusals are checked here too.
 #[test]
 fn tampered_signatures_are_refused_in_every_key_family() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), ""));
-    let n = RS256KeyPair::from_der(&keys().rsa_der)
-        .unwrap()
-        .public_key()
-        .to_components()
-        .n;
+    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
+    let n = rsa().rsa_public().n;
     let mut tampered: Vec<(String, String)> = Vec::new();
     for (alg, kid) in [
         ("RS256", "rsa"),
@@ -1223,18 +996,10 @@ fn rsa_signature_by_another_key_under_the_published_kid_is_refused() {
     let host = Host::new();
     let token = mint("RS256", "rsa", claims(&host));
     // The published key differs from the signer's in one modulus bit: a different key.
-    let c = RS256KeyPair::from_der(&keys().rsa_der)
-        .unwrap()
-        .public_key()
-        .to_components();
-    let mut other_n = c.n.clone();
+    let mut other_n = rsa().rsa_public().n;
     other_n[100] ^= 0x04;
-    let other = format!(
-        r#"{{"kty":"RSA","kid":"rsa","n":"{}","e":"{}"}}"#,
-        b64(&other_n),
-        b64(&c.e)
-    );
-    let plugin = load(&host, &inline_config(&jwks(&[other]), ""));
+    let other = rsa().jwk("rsa").member("n", b64(&other_n));
+    let plugin = load(&host, &inline_config(&jwks([other]), ""));
     let reply = refusal(&plugin, &token);
     assert_eq!(reply.status, 401);
     assert_eq!(metric(&host, "denied_invalid_signature"), 1);
@@ -1259,7 +1024,7 @@ fn host_refusing_a_call_on_the_request_path_fails_closed_and_the_vm_serves_on() 
         "proxy_set_property",
     ] {
         let host = Host::new();
-        let plugin = load(&host, &inline_config(&all_families(), POLICY));
+        let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
         let token = mint("ES256", "ec256", claims(&host));
         host.fail_hostcall(call, HostStatus::InternalFailure, 1);
         let mut stream = plugin.stream();
@@ -1282,7 +1047,7 @@ fn host_refusing_a_call_on_the_request_path_fails_closed_and_the_vm_serves_on() 
 #[test]
 fn refused_local_reply_for_a_bad_token_resets_the_stream() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&all_families(), POLICY));
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
     host.fail_hostcall("proxy_send_local_response", HostStatus::BadArgument, 2);
     let mut stream = plugin.stream();
     let action = get(&mut stream, "/accounts/1", Some("not-a-jwt"), &[]);
@@ -1301,7 +1066,7 @@ fn refused_callout_is_a_failed_fetch_retried_later_and_tokens_wait_with_503() {
     let token = mint("ES256", "k1", claims(&host));
     assert_eq!(refusal(&plugin, &token).status, 503);
     host.advance(Duration::from_secs(3));
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&plugin, &token));
     assert_eq!(plugin.failure(), None);
 }
@@ -1312,7 +1077,7 @@ fn refused_shared_data_writes_leave_the_worker_with_its_own_keys() {
     let plugin = load_and_tick(&host, &remote_config(""));
     // Publishing the fetched set and releasing the marker are both refused.
     host.fail_hostcall("proxy_set_shared_data", HostStatus::InternalFailure, 10);
-    answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert_eq!(plugin.failure(), None);
     assert!(passes(&plugin, &mint("ES256", "k1", claims(&host))));
 }
@@ -1355,7 +1120,7 @@ fn two_workers_racing_for_the_fetch_marker_start_one_fetch() {
         0,
         "A wrote the marker over B's: two fetches for one proxy"
     );
-    answer_fetch(&b, 200, &jwks(&[jwk("ec256", "k1")]));
+    answer_fetch(&b, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&a, &token) && passes(&b, &token));
 }
@@ -1368,7 +1133,7 @@ fn no_spelling_of_the_payment_route_escapes_its_scope_under_the_shipped_config()
     let config = serde_json::to_string(&doc["spec"]["pluginConfig"]).unwrap();
     let host = Host::new();
     let plugin = load_and_tick(&host, &config);
-    answer_fetch(&plugin, 200, &jwks(&[jwk("rsa", "bank-2030")]));
+    answer_fetch(&plugin, 200, &jwks([rsa().jwk("bank-2030").key_use("sig")]));
     // A reader: the shipped rules give POST /payments to payments:write only.
     let reader = mint(
         "RS256",
@@ -1428,7 +1193,7 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
     let record_key = format!("jwt-auth/test/jwks/{ENDPOINT}");
     let marker_key = format!("jwt-auth/test/jwks-fetch/{ENDPOINT}");
     // The planted set publishes the attacker's P-256 key under the real kid.
-    let planted_jwks = jwks(&[ec256_jwk_from(&keys().other_ec256, "k1")]);
+    let planted_jwks = jwks([other_ec256().jwk("k1")]);
     let envelope = |version: u16, stamp_ms: u64, payload: &[u8]| {
         let mut out = b"bwf\x01".to_vec();
         out.extend_from_slice(&version.to_be_bytes());
@@ -1473,7 +1238,7 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
         plant(&marker_key, &envelope(1, now_ms, &marker));
 
         first_tick(&host, &plugin);
-        answer_fetch(&plugin, 200, &jwks(&[jwk("ec256", "k1")]));
+        answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
         let real = mint("ES256", "k1", claims(&host));
         assert!(passes(&plugin, &real), "{what}: the real key verifies");
         let reply = refusal(&plugin, &forged("k1", claims(&host)));
@@ -1507,7 +1272,7 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
 fn dry_run_lets_failing_tokens_through_counted_recorded_and_stripped() {
     let host = Host::new();
     let config = inline_config(
-        &jwks(&[jwk("ec256", "k1")]),
+        &jwks([ec256().jwk("k1")]),
         r#","mode":"dryRun","outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-claim-sub"}]}"#,
     );
     let plugin = load(&host, &config);
