@@ -835,6 +835,7 @@ fn validate_outputs(o: OutputsConfig, sources: &[TokenSource]) -> Result<Outputs
 mod tests {
     use super::*;
     use test_tokens::{ec256, jwks};
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn remote() -> &'static str {
         r#""remoteJwks":{"cluster":"outbound|443||idp.bank.svc.cluster.local","authority":"idp.bank.svc.cluster.local","path":"/jwks.json"}"#
@@ -853,7 +854,7 @@ mod tests {
         Config::parse(text.as_bytes()).map(|p| p.config)
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn minimal_remote_provider_gets_fail_closed_defaults() {
         let c = parse(&with_provider("", "")).unwrap();
         let p = &c.providers[0];
@@ -879,7 +880,7 @@ mod tests {
         assert_eq!(c.realm, "banking-api");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn accepts_istio_float_numbers_and_duration_strings() {
         let c = parse(&with_provider(
             r#","clockSkew":"30s","maxLifetime":"1h""#,
@@ -893,7 +894,7 @@ mod tests {
         assert_eq!(c.providers[0].max_lifetime, Some(Duration::from_secs(3600)));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn inline_jwks_as_object_or_string() {
         let jwks = jwks([ec256().jwk("k1")]);
         for inline in [jwks.clone(), serde_json::to_string(&jwks).unwrap()] {
@@ -908,7 +909,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn skipped_inline_keys_become_warnings() {
         let jwks = jwks([
             ec256().jwk("k1").to_string(),
@@ -926,7 +927,7 @@ mod tests {
         parse(text).unwrap_err()
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_bad_configs_naming_the_field() {
         let cases: Vec<(String, &str, &str)> = vec![
             (r#"{"instance":"test","providers":[]}"#.into(), "providers", "at least one"),
@@ -1057,7 +1058,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_the_same_issuer_twice() {
         let jwks = jwks([ec256().jwk("k1")]);
         let text = format!(
@@ -1066,7 +1067,7 @@ mod tests {
         assert_eq!(refused(&text).path, "providers[1].issuer");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn remote_timers_have_floors() {
         let bad = r#"{"instance":"test","providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"/j","minRefetchInterval":"10ms"}}]}"#;
         assert_eq!(
@@ -1077,7 +1078,7 @@ mod tests {
         assert_eq!(refused(bad).path, "providers[0].remoteJwks.path");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn readme_example_is_a_valid_config() {
         let readme = include_str!("../../../README.md");
         let section = readme
@@ -1096,7 +1097,7 @@ mod tests {
         assert_eq!(c.outputs.filter_state_claims, vec!["customer_id"]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn normalises_names_and_rule_prefixes() {
         let c = parse(&with_provider(
             "",

@@ -486,12 +486,13 @@ fn oct_keys(jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<Vec<VerifyingKey>,
 mod tests {
     use super::*;
     use test_tokens::{Key, b64, ec256, ec384, ed25519, jwks, rsa};
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn parse(json: &str) -> Result<KeySet, JwksError> {
         KeySet::parse(json.as_bytes(), &Algorithm::ALL, KeyOrigin::Inline)
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn parses_every_key_family_with_its_algorithms() {
         let jwks = jwks([
             rsa().jwk("rsa").key_use("sig"),
@@ -525,14 +526,14 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rsa_key_with_alg_serves_only_that_algorithm() {
         let set = parse(&jwks([rsa().jwk("r").key_use("sig").alg("PS384")])).unwrap();
         let algs: Vec<Algorithm> = set.entries().iter().map(|e| e.key.algorithm()).collect();
         assert_eq!(algs, vec![Algorithm::PS384]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn keeps_only_allowed_algorithms() {
         let set = KeySet::parse(
             jwks([rsa().jwk("r").key_use("sig")]).as_bytes(),
@@ -544,7 +545,7 @@ mod tests {
         assert_eq!(algs, vec![Algorithm::RS256]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn skips_key_whose_alg_is_not_allowed() {
         let err = KeySet::parse(
             jwks([rsa().jwk("r").key_use("sig").alg("RS512")]).as_bytes(),
@@ -555,7 +556,7 @@ mod tests {
         assert!(err.0.contains("RS512 is not in allowedAlgorithms"), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn skips_bad_keys_with_reasons_and_keeps_good_ones() {
         let jwks = jwks([
             r#"{"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}"#.to_owned(),
@@ -572,13 +573,13 @@ mod tests {
         assert!(reasons[2].starts_with("key 3: not a JWK"));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_alg_none_on_a_key() {
         let err = parse(&jwks([Key::Hmac(vec![1; 32]).jwk("h").alg("none")])).unwrap_err();
         assert!(err.0.contains("alg \"none\" is never accepted"), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_alg_that_does_not_fit_the_key_type() {
         let err = parse(&jwks([rsa().jwk("r").key_use("sig").alg("ES256")])).unwrap_err();
         assert!(
@@ -589,7 +590,7 @@ mod tests {
         assert!(err.0.contains("does not fit curve \"P-384\""), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_hmac_key_shorter_than_the_hash() {
         // 31 bytes: jwt-simple alone would accept it (its floor is 12 bytes).
         let err = parse(&jwks([Key::Hmac(vec![1; 31]).jwk("h").alg("HS256")])).unwrap_err();
@@ -600,7 +601,7 @@ mod tests {
         assert_eq!(algs, vec![Algorithm::HS256]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_symmetric_keys_from_a_remote_set() {
         let err = KeySet::parse(
             jwks([Key::Hmac(vec![1; 64]).jwk("h")]).as_bytes(),
@@ -611,7 +612,7 @@ mod tests {
         assert!(err.0.contains("accepted only inline"), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_rsa_modulus_below_2048_bits() {
         // A 1024-bit modulus: top byte 0xc3, 128 bytes.
         let mut n = vec![0xc3u8; 128];
@@ -624,7 +625,7 @@ mod tests {
         assert!(err.0.contains("1024 bits is below the 2048"), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_ec_point_off_the_curve() {
         let jwk = format!(
             r#"{{"kty":"EC","kid":"bad","crv":"P-256","x":"{}","y":"{}"}}"#,
@@ -635,14 +636,14 @@ mod tests {
         assert!(err.0.contains("not on the curve"), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn honours_key_ops() {
         let jwk = r#"{"kty":"oct","kid":"h","key_ops":["sign"],"k":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
         let err = parse(&jwks([jwk])).unwrap_err();
         assert!(err.0.contains("key_ops"), "{err}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn empty_set_and_non_jwks_are_errors() {
         assert!(
             parse(r#"{"keys":[]}"#)
@@ -654,7 +655,7 @@ mod tests {
         assert!(parse("{").unwrap_err().0.contains("not a JWKS document"));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn lookup_distinguishes_unknown_kid_from_algorithm_mismatch() {
         let set = parse(&jwks([ec256().jwk("a"), ed25519().jwk("b")])).unwrap();
         assert!(matches!(

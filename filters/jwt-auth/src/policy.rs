@@ -447,6 +447,7 @@ mod tests {
     use crate::testkeys::{NOW, claims_with, good_claims, mint};
     use serde_json::json;
     use test_tokens::{ec256, ed25519, forged, jwks, raw, rsa};
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     struct World {
         config: Config,
@@ -518,7 +519,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn valid_token_is_allowed_and_identity_goes_to_filter_state() {
         let mut w = world("");
         let t = good_token();
@@ -540,7 +541,7 @@ mod tests {
         assert_eq!(e.cache, Some(CacheUse::Miss));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn second_use_of_a_token_is_a_cache_hit_until_exp() {
         let mut w = world("");
         let t = good_token();
@@ -566,7 +567,7 @@ mod tests {
         assert_eq!(denied(&e).reason, DenyReason::Expired);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn key_rotation_invalidates_cached_verifications() {
         let mut w = world("");
         let t = good_token();
@@ -592,7 +593,7 @@ mod tests {
         assert_eq!(e.refetch_provider, Some(0));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn missing_token_is_401_with_bare_challenge() {
         let mut w = world("");
         let e = w.run(&[(":method", "GET"), (":path", "/a")]);
@@ -604,7 +605,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn two_tokens_are_refused_with_400() {
         let mut w = world(
             r#","tokenSources":[{"header":"authorization","prefix":"Bearer "},{"queryParam":"access_token"}]"#,
@@ -620,7 +621,7 @@ mod tests {
         assert_eq!((d.reason, d.status()), (DenyReason::MultipleTokens, 400));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn every_token_rejection_reason_reaches_the_decision() {
         let mut w = world(r#""#);
         let cases: Vec<(String, DenyReason)> = vec![
@@ -706,7 +707,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unknown_kid_asks_for_a_refetch() {
         let mut w = world("");
         let t = mint(Algorithm::ES256, Some("rotated"), good_claims());
@@ -720,7 +721,7 @@ mod tests {
         assert_eq!(e.keys_wanted, Some(0));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn keys_not_yet_fetched_is_503() {
         let mut w = world("");
         w.keys[0] = ProviderKeys::default();
@@ -736,7 +737,7 @@ mod tests {
         assert_eq!((e.keys_wanted, e.refetch_provider), (Some(0), None));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn route_scopes_from_scope_or_scp() {
         let mut w = world(
             r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}]"#,
@@ -799,7 +800,7 @@ mod tests {
         ]));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn customer_binding_refuses_another_customers_id() {
         let mut w = world(r#","customerBinding":{"claim":"customer_id"}"#);
         let t = mint(
@@ -847,7 +848,7 @@ mod tests {
         assert_eq!(denied(&e).reason, DenyReason::CustomerMismatch);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn bypass_paths_and_preflight_skip_the_token_but_still_strip_owned_headers() {
         let mut w = world(
             r#","bypassPaths":[{"exact":"/healthz"}],"bypassCorsPreflight":true,"outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"}]}"#,
@@ -890,7 +891,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn preflight_needs_a_token_unless_enabled() {
         let mut w = world("");
         let e = w.run(&[
@@ -902,7 +903,7 @@ mod tests {
         assert_eq!(denied(&e).reason, DenyReason::MissingToken);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn outputs_replace_client_headers_and_publish_claims() {
         let mut w = world(
             r#","outputs":{"claimHeaders":[{"claim":"sub","header":"x-jwt-sub"},{"claim":"scp","header":"x-jwt-scopes"},{"claim":"evil","header":"x-jwt-evil"}],
@@ -956,7 +957,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn no_spelling_of_a_scoped_route_escapes_its_scopes() {
         let mut w = world(
             r#","rules":[{"pathPrefix":"/payments","methods":["POST"],"requiredScopes":["payments:write"]}]"#,
@@ -1021,7 +1022,7 @@ mod tests {
         assert_eq!(denied(&e).reason, DenyReason::InvalidPath);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unmatched_route_under_a_protected_prefix_is_not_allowed() {
         let mut w = world(
             r#","rules":[{"pathPrefix":"/payments","methods":["GET"]}],"denyUnmatchedUnder":["/payments"]"#,
@@ -1054,7 +1055,7 @@ mod tests {
         ]));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn disabled_cache_reports_no_cache_use() {
         let mut w = world(r#","cache":{"maxEntries":0}"#);
         let t = good_token();

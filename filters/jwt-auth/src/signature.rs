@@ -193,8 +193,9 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rsa_key_refuses_what_ring_would_refuse_on_every_request() {
         let c = test_tokens::rsa().rsa_public();
         assert!(VerifyingKey::rsa(Algorithm::RS256, &c.n, &c.e).is_ok());

@@ -262,6 +262,7 @@ mod tests {
     use super::*;
     use crate::testkeys;
     use test_tokens::b64;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn pairs(list: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
         list.iter()
@@ -291,7 +292,7 @@ mod tests {
         ]
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn finds_bearer_token_ignoring_scheme_case() {
         let h = pairs(&[("Authorization", b"bearer  abc.def.ghi ")]);
         assert_eq!(
@@ -303,13 +304,13 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn other_authorization_schemes_are_not_tokens() {
         let h = pairs(&[("authorization", b"Basic dXNlcjpwYXNz")]);
         assert_eq!(find(&bearer(), &h, b"/"), Found::Nothing);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn finds_token_in_each_configured_source() {
         let sources = all_sources();
         let h = pairs(&[("x-api-token", b"t1")]);
@@ -337,7 +338,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn two_tokens_are_several_even_when_equal() {
         let sources = all_sources();
         let h = pairs(&[
@@ -349,7 +350,7 @@ mod tests {
         assert_eq!(find(&sources, &h, b"/?access_token=t"), Found::Several);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn parses_header_and_claims_of_a_real_token() {
         let t = testkeys::mint(Algorithm::ES256, Some("k1"), testkeys::good_claims());
         let u = parse(t.as_bytes(), 8192).unwrap();
@@ -358,7 +359,7 @@ mod tests {
         assert_eq!(u.claims["sub"], "cust-42");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_structural_problems_before_signature_work() {
         let header = b64(br#"{"alg":"HS256"}"#);
         let payload = b64(br#"{"sub":"x"}"#);
@@ -411,7 +412,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_alg_none_and_unknown_algorithms() {
         let payload = b64(br#"{"sub":"x"}"#);
         for alg in ["none", "NONE", "HS1", "ES512"] {
@@ -429,7 +430,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unsecured_jwt_with_empty_signature_is_refused_for_its_algorithm() {
         let payload = b64(br#"{"sub":"x"}"#);
         let unsecured = format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
@@ -450,13 +451,13 @@ mod tests {
         ));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_oversized_token_before_decoding() {
         let big = vec![b'a'; 9000];
         assert_eq!(parse(&big, 8192).unwrap_err(), Refusal::TooLarge);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_non_ascii_bytes() {
         assert!(matches!(
             parse(b"\xff.\xfe.\xfd", 8192),
@@ -464,7 +465,7 @@ mod tests {
         ));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn numeric_dates_round_toward_less_valid() {
         let claims: Map<String, Value> =
             serde_json::from_str(r#"{"exp":10.9,"nbf":10.1,"iat":"soon"}"#).unwrap();

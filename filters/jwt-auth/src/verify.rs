@@ -239,6 +239,7 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
     use test_tokens::{forged, jwks, mint_raw_hs256, other_rsa, resigned, weak_rsa_1024};
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     fn provider() -> Provider {
         Provider {
@@ -275,7 +276,7 @@ mod tests {
         check(p, token, now).unwrap_err().reason
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn verifies_every_algorithm_of_every_key_family() {
         let p = provider();
         for alg in Algorithm::ALL {
@@ -286,13 +287,13 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn token_without_kid_is_tried_against_keys_of_its_algorithm() {
         let t = mint(Algorithm::ES256, None, good_claims());
         assert!(check(&provider(), &t, NOW).is_ok());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn uses_the_given_clock_with_the_configured_skew() {
         let p = provider();
         let t = mint(Algorithm::ES256, Some("ec256"), good_claims());
@@ -303,7 +304,7 @@ mod tests {
         assert_eq!(reason(&p, &t, NOW + 900), DenyReason::Expired);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_tokens_from_the_future() {
         let p = provider();
         let t = mint(
@@ -321,7 +322,7 @@ mod tests {
         assert_eq!(reason(&p, &t, NOW), DenyReason::NotYetValid);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn requires_exp_unless_configured_otherwise() {
         let mut p = provider();
         let t = mint(
@@ -335,7 +336,7 @@ mod tests {
         assert_eq!(v.expires_at, None);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_a_negative_exp_that_jwt_simple_would_read_as_far_future() {
         let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
@@ -344,7 +345,7 @@ mod tests {
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::Expired);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn enforces_max_lifetime() {
         let mut p = provider();
         p.max_lifetime = Some(Duration::from_secs(600));
@@ -364,7 +365,7 @@ mod tests {
         assert_eq!(reason(&p, &unbounded, NOW), DenyReason::LifetimeTooLong);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_algorithm_not_allowed_for_the_issuer() {
         let mut p = provider();
         p.allowed_algorithms = vec![Algorithm::RS256];
@@ -372,7 +373,7 @@ mod tests {
         assert_eq!(reason(&p, &t, NOW), DenyReason::AlgorithmNotAllowed);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unknown_kid_and_key_algorithm_mismatch() {
         let p = provider();
         let t = mint(Algorithm::ES256, Some("nope"), good_claims());
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(reason(&p, &t, NOW), DenyReason::KeyAlgorithmMismatch);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_a_bad_signature() {
         let t = forged("ec256", good_claims());
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::InvalidSignature);
@@ -401,7 +402,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn hmac_key_confusion_with_a_public_key_is_refused() {
         // The classic attack: sign HS256 with the RSA public key's bytes. Our HMAC keys come
         // only from `oct` JWKs, so the kid "rsa" has no HS256 key.
@@ -412,7 +413,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn audience_mismatch_is_found_after_the_signature() {
         let t = mint(
             Algorithm::ES256,
@@ -434,7 +435,7 @@ mod tests {
         assert!(check(&provider(), &t, NOW).is_ok());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn required_claims_must_be_present_and_not_null() {
         let mut p = provider();
         p.required_claims = vec!["customer_id".into()];
@@ -450,7 +451,7 @@ mod tests {
         assert!(check(&p, &t, NOW).is_ok());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn odd_claim_types_are_malformed() {
         let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac"}"#,
@@ -470,7 +471,7 @@ mod tests {
         assert_eq!(reason(&provider(), &t, NOW), DenyReason::MalformedToken);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn typ_other_than_jwt_is_malformed() {
         let t = mint_raw_hs256(
             r#"{"alg":"HS256","kid":"hmac","typ":"dpop"}"#,
@@ -488,7 +489,7 @@ mod tests {
         test_tokens::rsa().rsa_public().n
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_a_signature_with_one_bit_flipped_in_every_algorithm() {
         for alg in Algorithm::ALL {
             let good = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
@@ -503,7 +504,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_a_valid_signature_by_another_rsa_key() {
         let other = other_rsa();
         let t = other.mint("RS256", "rsa", good_claims());
@@ -519,7 +520,7 @@ mod tests {
         assert!(verify(&provider(), &set, u, at(NOW), 8192).is_ok());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_rsa_signature_values_out_of_range() {
         let good = mint(Algorithm::RS256, Some("rsa"), good_claims());
         let n = rsa_modulus();
@@ -543,7 +544,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_truncated_or_extended_signatures() {
         for alg in [
             Algorithm::RS256,
@@ -568,7 +569,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_a_signature_segment_that_is_not_canonical_base64url() {
         // The last character of a signature whose length is not a multiple of 3 carries
         // unused low bits: setting one keeps the bytes but changes the token text.
@@ -587,7 +588,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_1024_bit_rsa_key_is_refused_and_its_tokens_never_verify() {
         let weak = weak_rsa_1024();
         let err = KeySet::parse(
@@ -606,7 +607,7 @@ mod tests {
         assert!(!key.verify(input.as_bytes(), &signature));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rsa_and_ec_tokens_are_verified_by_ring() {
         let set = keys();
         for alg in [
@@ -642,7 +643,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn eddsa_and_hmac_tokens_are_still_verified_by_jwt_simple() {
         let set = keys();
         for alg in [
@@ -669,7 +670,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn issuer_is_checked_after_the_signature_whatever_the_algorithm() {
         let mut p = provider();
         p.issuer = "https://other-idp.bank.example".into();
