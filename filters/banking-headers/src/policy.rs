@@ -791,6 +791,20 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn an_underscore_spelling_is_the_same_banking_header() {
+        // Beside the real one it is a second copy, as a CGI-style upstream reads it.
+        let twice = payment(&[("x-customer_id", b"CUST-999999")]);
+        let d = decide(&config(), &twice, random);
+        assert_denied(d, Reason::DuplicateHeader, "x-customer-id");
+        // Alone it is checked as the header itself.
+        let mut alone = payment(&[]);
+        alone.retain(|(n, _)| n != "x-customer-id");
+        alone.push(("x_customer_id".into(), b"not-a-customer".to_vec()));
+        let d = decide(&config(), &alone, random);
+        assert_denied(d, Reason::InvalidFormat, "x-customer-id");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn unknown_operation_is_refused() {
         let d = decide(
             &config(),

@@ -26,12 +26,12 @@ impl<'a> Lookup<'a> {
     }
 }
 
-/// Looks `name` up in `headers`, ignoring ASCII case.
+/// Looks `name` up in `headers` as an upstream would: `x-customer_id` is `x-customer-id`.
 pub fn lookup<'a>(headers: &'a HeaderPairs, name: &str) -> Lookup<'a> {
     let mut found = None;
     let mut count = 0usize;
     for (n, v) in headers {
-        if n.eq_ignore_ascii_case(name) {
+        if same_header_name(n, name) {
             count += 1;
             found.get_or_insert(v.as_slice());
         }
@@ -43,11 +43,11 @@ pub fn lookup<'a>(headers: &'a HeaderPairs, name: &str) -> Lookup<'a> {
     }
 }
 
-/// Every value sent under `name`, in order.
+/// Every value sent under `name` in any spelling an upstream reads as it, in order.
 pub fn all<'a>(headers: &'a HeaderPairs, name: &str) -> Vec<&'a [u8]> {
     headers
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .filter(|(n, _)| same_header_name(n, name))
         .map(|(_, v)| v.as_slice())
         .collect()
 }
@@ -173,6 +173,18 @@ mod tests {
         for bad in ["", "*", "x-a*b*", "x a", ":path", "x-é"] {
             assert!(NameMatcher::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_second_spelling_of_a_header_is_a_repeat_not_a_new_header() {
+        let h = pairs(&[("x-customer-id", b"CUST-1"), ("X-Customer_Id", b"CUST-2")]);
+        assert_eq!(lookup(&h, "x-customer-id"), Lookup::Repeated(2));
+        assert_eq!(all(&h, "x-customer-id"), vec![&b"CUST-1"[..], b"CUST-2"]);
+        let only_underscore = pairs(&[("x_customer_id", b"CUST-9")]);
+        assert_eq!(
+            lookup(&only_underscore, "x-customer-id"),
+            Lookup::One(b"CUST-9")
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -65,7 +65,10 @@ impl RecordError {
         match self {
             RecordError::Malformed => "not a record of this filter".to_string(),
             RecordError::UnknownVersion(v) => format!("unknown record version {v}"),
-            RecordError::FromTheFuture => "stamped in the future".to_string(),
+            RecordError::FromTheFuture => {
+                "stamped in the future (a neighbour's record, or the clock stepped back)"
+                    .to_string()
+            }
         }
     }
 }

@@ -98,7 +98,7 @@ pub enum PathDefect {
     Missing,
     /// Does not start with `/`.
     NotAbsolute,
-    /// A raw control byte, space, non-ASCII byte or backslash.
+    /// A raw control byte, space, non-ASCII byte, backslash or `#`.
     InvalidCharacter,
     /// `%` not followed by two hex digits.
     BadEscape,
@@ -106,6 +106,11 @@ pub enum PathDefect {
     EncodedSeparator,
     /// A percent-encoded control byte.
     EncodedControl,
+    /// `%25`: an encoded `%`, which an upstream that decodes twice reads as an escape.
+    EncodedPercent,
+    /// Percent-encoded non-ASCII bytes that are not shortest-form UTF-8, or (rules ignoring
+    /// case) a character that case-folds to ASCII.
+    EncodedNonAscii,
     /// A `;` parameter (raw or `%3B`) while parameters are refused.
     Parameter,
     /// An empty, `.` or `..` segment.
@@ -119,7 +124,7 @@ impl PathDefect {
             PathDefect::Missing => "The request has no single path.",
             PathDefect::NotAbsolute => "The path must start with '/'.",
             PathDefect::InvalidCharacter => {
-                "The path may hold only visible ASCII characters, without backslashes."
+                "The path may hold only visible ASCII characters, without '\\' or '#'."
             }
             PathDefect::BadEscape => "A '%' in the path must be followed by two hex digits.",
             PathDefect::EncodedSeparator => {
@@ -127,6 +132,11 @@ impl PathDefect {
             }
             PathDefect::EncodedControl => {
                 "The path must not carry a percent-encoded control character."
+            }
+            PathDefect::EncodedPercent => "The path must not carry a percent-encoded '%'.",
+            PathDefect::EncodedNonAscii => {
+                "A percent-encoded character in the path must be valid UTF-8 and must not \
+                 stand for an ASCII letter."
             }
             PathDefect::Parameter => "The path must not carry ';' parameters.",
             PathDefect::DotOrEmptySegment => "The path must not have empty, '.' or '..' segments.",
@@ -162,10 +172,7 @@ impl NormalizedPath {
 
 /// Normalises a `:path` value (query allowed) under `matching`.
 pub fn normalize(raw: &[u8], matching: PathMatching) -> Result<NormalizedPath, PathDefect> {
-    let end = raw
-        .iter()
-        .position(|b| *b == b'?' || *b == b'#')
-        .unwrap_or(raw.len());
+    let end = raw.iter().position(|b| *b == b'?').unwrap_or(raw.len());
     let path = raw.get(..end).unwrap_or_default();
     if path.first() != Some(&b'/') {
         return Err(PathDefect::NotAbsolute);
@@ -173,6 +180,8 @@ pub fn normalize(raw: &[u8], matching: PathMatching) -> Result<NormalizedPath, P
     let mut out = String::with_capacity(path.len());
     // Whether the current segment is inside a stripped `;` parameter.
     let mut in_parameter = false;
+    // Percent-encoded non-ASCII bytes in a row: one character, checked when the run ends.
+    let mut non_ascii: Vec<u8> = Vec::new();
     let mut i = 0;
     while let Some(&b) = path.get(i) {
         let (byte, escaped, width) = if b == b'%' {
@@ -183,7 +192,15 @@ pub fn normalize(raw: &[u8], matching: PathMatching) -> Result<NormalizedPath, P
             (b, false, 1)
         };
         i += width;
-        if !escaped && (b == b'\\' || !(0x21..0x7f).contains(&b)) {
+        if escaped && byte >= 0x80 {
+            non_ascii.push(byte);
+        } else if !non_ascii.is_empty() {
+            check_non_ascii(&non_ascii, matching.case)?;
+            non_ascii.clear();
+        }
+        // A raw `#` only reaches a filter when Envoy is told to keep fragments, and then the
+        // upstream may see what the filter would have cut off.
+        if !escaped && (b == b'\\' || b == b'#' || !(0x21..0x7f).contains(&b)) {
             return Err(PathDefect::InvalidCharacter);
         }
         if escaped && (byte == b'/' || byte == b'\\') {
@@ -191,6 +208,10 @@ pub fn normalize(raw: &[u8], matching: PathMatching) -> Result<NormalizedPath, P
         }
         if escaped && (byte < 0x20 || byte == 0x7f) {
             return Err(PathDefect::EncodedControl);
+        }
+        // `%25` decodes to `%`: an upstream that decodes twice would read `%252e` as `.`.
+        if escaped && byte == b'%' {
+            return Err(PathDefect::EncodedPercent);
         }
         if byte == b'/' {
             in_parameter = false;
@@ -214,6 +235,9 @@ pub fn normalize(raw: &[u8], matching: PathMatching) -> Result<NormalizedPath, P
             out.push(hex_digit(byte & 0x0f));
         }
     }
+    if !non_ascii.is_empty() {
+        check_non_ascii(&non_ascii, matching.case)?;
+    }
     // Skip the leading '/' and allow one trailing '/'; then no segment may be empty or dots.
     let inner = out.strip_prefix('/').unwrap_or(&out);
     let inner = inner.strip_suffix('/').unwrap_or(inner);
@@ -225,6 +249,19 @@ pub fn normalize(raw: &[u8], matching: PathMatching) -> Result<NormalizedPath, P
         return Err(PathDefect::DotOrEmptySegment);
     }
     Ok(NormalizedPath(out))
+}
+
+/// A run of percent-encoded non-ASCII bytes must be UTF-8 in its shortest form (an overlong
+/// `%C0%AE` is a `.` to a lenient decoder), and when rules ignore case no character may fold
+/// to ASCII (`ſ` is `S` to Java's `equalsIgnoreCase`, the Kelvin sign `K` is `k`).
+fn check_non_ascii(bytes: &[u8], case: PathCase) -> Result<(), PathDefect> {
+    let text = std::str::from_utf8(bytes).map_err(|_| PathDefect::EncodedNonAscii)?;
+    let folds_to_ascii =
+        |c: char| c.to_lowercase().any(|l| l.is_ascii()) || c.to_uppercase().any(|u| u.is_ascii());
+    if case == PathCase::Insensitive && text.chars().any(folds_to_ascii) {
+        return Err(PathDefect::EncodedNonAscii);
+    }
+    Ok(())
 }
 
 fn hex_byte(hex: &[u8]) -> Option<u8> {
@@ -253,6 +290,18 @@ fn covers(prefix: &str, path: &str) -> bool {
         Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// Whether a rule's (or a protected) prefix covers `path`: on a segment boundary, and also
+/// where a framework may still route the path to the prefix's handler: a suffix after `.`
+/// (`/payments.json` is `/payments` to Rails and to Spring's suffix matching) or after an
+/// escape (`/payments%20`, trimmed by some). Broader than [`covers`] on purpose: a rule only
+/// ever adds checks, so it errs towards covering.
+fn rule_covers(prefix: &str, path: &str) -> bool {
+    covers(prefix, path)
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(['.', '%']))
 }
 
 /// A configured path (rule prefix, bypass path, protected prefix) checked to be in canonical
@@ -334,13 +383,14 @@ impl RouteMatch {
         &self.methods
     }
 
+    /// `GET` covers `HEAD` too, as every framework routes a HEAD to the GET handler.
     fn matches(&self, method: &[u8], compared_path: &str) -> bool {
-        (self.methods.is_empty()
-            || self
-                .methods
-                .iter()
-                .any(|m| m.as_bytes().eq_ignore_ascii_case(method)))
-            && covers(&self.compared_prefix, compared_path)
+        let method_matches = |m: &String| {
+            m.as_bytes().eq_ignore_ascii_case(method)
+                || (m == "GET" && method.eq_ignore_ascii_case(b"HEAD"))
+        };
+        (self.methods.is_empty() || self.methods.iter().any(method_matches))
+            && rule_covers(&self.compared_prefix, compared_path)
     }
 }
 
@@ -478,7 +528,7 @@ impl<T> RouteTable<T> {
         if self
             .deny_unmatched_under
             .iter()
-            .any(|p| covers(p, &compared))
+            .any(|p| rule_covers(p, &compared))
         {
             Route::NotAllowed
         } else {
@@ -579,6 +629,15 @@ mod tests {
             ("//payments", PathDefect::DotOrEmptySegment),
             ("/payments//", PathDefect::DotOrEmptySegment),
             ("/payments/.", PathDefect::DotOrEmptySegment),
+            ("/x#/../payments", PathDefect::InvalidCharacter),
+            ("/payments#", PathDefect::InvalidCharacter),
+            ("/public/%252e%252e/payments", PathDefect::EncodedPercent),
+            ("/50%25", PathDefect::EncodedPercent),
+            ("/%c0%ae%c0%ae/payments", PathDefect::EncodedNonAscii),
+            ("/a%C3", PathDefect::EncodedNonAscii),
+            ("/a%C3/b", PathDefect::EncodedNonAscii),
+            ("/payment%C5%BF", PathDefect::EncodedNonAscii),
+            ("/%E2%84%AA", PathDefect::EncodedNonAscii),
         ];
         for (path, defect) in cases {
             assert_eq!(norm(path), Err(defect), "{path:?}");
@@ -619,6 +678,21 @@ mod tests {
             );
         }
         assert_eq!(route(&t, "post", "/payments"), Ok(Route::Rule(&"create")));
+        // Suffixes a framework may still route to the handler of `/payments`.
+        for path in [
+            "/payments.json",
+            "/payments.",
+            "/payments%2ejson",
+            "/payments%20",
+        ] {
+            assert_eq!(
+                route(&t, "POST", path),
+                Ok(Route::Rule(&"create")),
+                "{path}"
+            );
+        }
+        // A GET rule covers HEAD, which frameworks send to the GET handler.
+        assert_eq!(route(&t, "HEAD", "/accounts"), Ok(Route::Rule(&"accounts")));
         assert_eq!(route(&t, "GET", "/accounts"), Ok(Route::Rule(&"accounts")));
         assert_eq!(route(&t, "GET", "/accountsx"), Ok(Route::Unmatched));
         assert_eq!(route(&t, "GET", "/other"), Ok(Route::Unmatched));
@@ -649,6 +723,18 @@ mod tests {
             route(&t, "GET", "/healthz/../payments"),
             Err(PathDefect::DotOrEmptySegment)
         );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn encoded_non_ascii_is_kept_when_it_is_shortest_utf8_and_folds_to_nothing_ascii() {
+        assert_eq!(norm("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+        // Case-sensitive rules compare bytes: a long s is no `s` to them.
+        let sensitive = PathMatching {
+            case: PathCase::Sensitive,
+            ..DEFAULT
+        };
+        let kept = normalize(b"/payment%C5%BF", sensitive).map(|n| n.0);
+        assert_eq!(kept.unwrap(), "/payment%C5%BF");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

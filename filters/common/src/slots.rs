@@ -41,9 +41,11 @@
 //! * Claimability changes only through time. Another key's slot becomes claimable
 //!   [`RECLAIM_GRACE_MS`] after its deadline, while its own key sees it as absent from the
 //!   deadline on. Two VMs inserting one new key could otherwise disagree on whether an
-//!   earlier slot is still taken and claim two different slots; with the grace they can only
-//!   disagree if `now_ms` values differ by more than the grace within one update. So read
-//!   the clock right before calling, and a write's deadline is never earlier than its `now_ms`.
+//!   earlier slot is still taken and claim two different slots. So a new key whose window
+//!   passes another key's slot inside its grace (expired, not yet claimable) is placed
+//!   nowhere ([`SlotError::Settling`]) until the grace is over: workers can then disagree only
+//!   if their `now_ms` values differ by more than the grace within one update. So read the
+//!   clock right before calling, and a write's deadline is never earlier than its `now_ms`.
 //!
 //! The first write of a key is unprotected in Envoy (a CAS of 0 means "no check", and a
 //! CAS on a missing key succeeds). Creation therefore writes with a CAS token no live slot
@@ -63,9 +65,11 @@ const STATE_HELD: u8 = 1;
 pub const MAX_PROBE: u32 = 16;
 /// How long past its deadline another key's slot stays taken (see the module doc).
 pub const RECLAIM_GRACE_MS: u64 = 1_000;
-/// The CAS a creation write carries: Envoy hands out CAS values from one proxy-wide counter
-/// starting at 1, so this one is reached only after four billion writes, and only a slot
-/// holding exactly it at the moment of a creation race would be overwritten.
+/// The CAS a creation write carries. Envoy hands out CAS values from one proxy-wide 32-bit
+/// counter that every plugin's writes advance and that wraps (skipping 0), so a slot holds
+/// this value now and then; a creation write overwrites a slot only in the instant between
+/// another VM creating it and this one's write, and only if the slot holds exactly this
+/// value then.
 pub const CREATE_CAS: u32 = u32::MAX;
 
 /// Why a table cannot be built with these sizes.
@@ -81,6 +85,10 @@ pub enum SlotError {
     Contended { attempts: u32 },
     /// A slot within the probe does not parse and might be this key's; it is left as it is.
     Corrupt { slot: u32 },
+    /// A new key's window passes a slot whose holder expired less than
+    /// [`RECLAIM_GRACE_MS`] ago: workers whose clocks straddle the end of the grace could
+    /// place the key in two slots, so it is placed by none until the grace is over.
+    Settling { slot: u32 },
     /// The key is longer than the table's `max_key_len`.
     KeyTooLong { len: usize, max: usize },
     /// The step asked to store a value longer than the table's `max_value_len`.
@@ -329,6 +337,11 @@ impl SlotTable {
                 (Some((target, current)), _, _) => (target, current),
                 // The key may be in the slot we cannot read: claiming another would fork it.
                 (None, Some(slot), _) => return Err(SlotError::Corrupt { slot }),
+                // Another worker, a moment later, may claim the settling slot for this key.
+                (None, None, Some(_)) if probe.settling.is_some() => {
+                    let slot = probe.settling.unwrap_or_default();
+                    return Err(SlotError::Settling { slot });
+                }
                 (None, None, Some(target)) => (target, None),
                 (None, None, None) => {
                     return Err(SlotError::Full {
@@ -429,7 +442,12 @@ impl SlotTable {
                         claim: Some(true),
                     });
                 }
-                (false, _, _) => probe.collisions += 1,
+                (false, expires_at_ms, _) => {
+                    if expires_at_ms <= now_ms && probe.claimable.is_none() {
+                        probe.settling.get_or_insert(slot);
+                    }
+                    probe.collisions += 1;
+                }
             }
         }
         Ok(probe)
@@ -480,6 +498,8 @@ impl SlotTable {
 struct Probe {
     own: Option<(Target, Option<Vec<u8>>)>,
     claimable: Option<Target>,
+    /// Another key's slot, expired but within the grace, before any claimable slot.
+    settling: Option<u32>,
     corrupt: Option<u32>,
     probed: u32,
     collisions: u32,
@@ -736,6 +756,30 @@ mod tests {
         assert!(seen.contains(&SlotEvent::Reclaimed));
         assert_eq!(slots_holding(&t, &store, &keys[1]), vec![7]);
         assert!(slots_holding(&t, &store, &keys[0]).is_empty());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn workers_whose_clocks_straddle_the_grace_never_place_a_new_key_twice() {
+        // keys[0] holds the home slot and expires at TTL; keys[1] is new, with room after it.
+        let (t, store) = (table(16, 4), MemoryStore::new());
+        let keys = keys_at(&t, 3, 2);
+        count(&t, &store, &keys[0], 0).unwrap();
+        // A worker whose clock is still inside the grace places it nowhere...
+        let in_grace = TTL + RECLAIM_GRACE_MS - 1;
+        assert_eq!(
+            count(&t, &store, &keys[1], in_grace),
+            Err(SlotError::Settling { slot: 3 })
+        );
+        assert!(slots_holding(&t, &store, &keys[1]).is_empty());
+        // ...one a millisecond later reclaims the home slot, and the first then finds it there.
+        assert_eq!(count(&t, &store, &keys[1], TTL + RECLAIM_GRACE_MS), Ok(1));
+        assert_eq!(count(&t, &store, &keys[1], in_grace), Ok(2));
+        assert_eq!(slots_holding(&t, &store, &keys[1]), vec![3]);
+        // Before the holder expires it is an ordinary collision: the key goes past it.
+        let (t, store) = (table(16, 4), MemoryStore::new());
+        count(&t, &store, &keys[0], 0).unwrap();
+        assert_eq!(count(&t, &store, &keys[1], TTL - 1), Ok(1));
+        assert_eq!(slots_holding(&t, &store, &keys[1]), vec![4]);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

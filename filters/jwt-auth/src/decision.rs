@@ -428,10 +428,7 @@ pub enum AllowKind {
 /// filter-state contract's (`banking_filter_common::identity`), which also says how each
 /// value is encoded. The shell publishes an [`Allow`]'s `identity` ([`handoff`]); its
 /// `filter_state` adds `banking.jwt.claim.<claim>` for each of `outputs.filterStateClaims`.
-pub use banking_filter_common::identity::names::{
-    CLAIM_PREFIX as FILTER_STATE_CLAIM_PREFIX, ISSUER as FILTER_STATE_ISSUER,
-    SUBJECT as FILTER_STATE_SUBJECT,
-};
+pub use banking_filter_common::identity::names::CLAIM_PREFIX as FILTER_STATE_CLAIM_PREFIX;
 
 /// Changes to make to a request that goes upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -149,9 +149,14 @@ pub fn fetch_due(
     unknown_kid_seen: bool,
     now: Timestamp,
 ) -> bool {
-    let Some(fetched_at) = fetched_at else {
+    // A stamp ahead of now beyond the skew means the wall clock stepped back: it says
+    // nothing about when to fetch, and waiting for it would stall refreshes and rotations.
+    let skew = Duration::from_millis(record::MAX_FUTURE_SKEW_MS);
+    let believable = |t: &Timestamp| *t <= now.plus(skew);
+    let Some(fetched_at) = fetched_at.filter(believable) else {
         return true;
     };
+    let last_attempt = last_attempt.filter(believable);
     let refresh_at = fetched_at.plus(remote.cache_duration.mul_f64(0.9));
     if now >= refresh_at {
         return true;
@@ -386,6 +391,17 @@ mod tests {
         assert!(fetch_due(&r, None, None, false, t(1000)));
         assert!(!fetch_due(&r, Some(t(1000)), None, false, t(1539)));
         assert!(fetch_due(&r, Some(t(1000)), None, false, t(1540)));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_clock_stepped_back_does_not_stall_the_refresh() {
+        let r = remote();
+        // The installed set was stamped an hour "ahead" of the clock now.
+        assert!(fetch_due(&r, Some(t(4_600)), None, false, t(1_000)));
+        // Within the skew, a stamp is believed.
+        assert!(!fetch_due(&r, Some(t(1_004)), None, false, t(1_000)));
+        // A last attempt from the "future" does not hold an unknown-kid refetch off.
+        assert!(fetch_due(&r, Some(t(900)), Some(t(4_600)), true, t(1_000)));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

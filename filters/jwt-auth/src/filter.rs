@@ -447,7 +447,11 @@ impl StreamContext for Stream {
             }
             Decision::Deny(denial) if state.config.mode.is_dry_run() => {
                 // The headers this filter owns still go: dry-run relaxes refusals, not
-                // protection. No identity is published for a token that did not pass.
+                // protection. The identity names are written empty: no identity for a token
+                // that did not pass, and (read-only) none a later filter can add.
+                if let Err(e) = filter_state::publish_no_identity() {
+                    return host::fail_closed_on(FILTER, &e);
+                }
                 for name in policy::owned_headers(&state.config, request.headers) {
                     if let Err(e) = host::remove_request_header(&name) {
                         return host::fail_closed_on(FILTER, &e);

@@ -15,7 +15,6 @@ use crate::cache::{self, TokenCache, VerifiedToken};
 use crate::config::{Config, Rule, TokenSource};
 use crate::decision::{
     self, Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX,
-    FILTER_STATE_ISSUER, FILTER_STATE_SUBJECT,
 };
 use crate::jwks::KeySet;
 use crate::token::{self, Found, Refusal};
@@ -402,16 +401,9 @@ fn outputs(
     {
         set_headers.push((header.clone(), payload.as_bytes().to_vec()));
     }
+    // The identity names are the `identity`'s, published once by the shell; these are the
+    // extra claims the config asks for.
     let mut filter_state = Vec::new();
-    if let Some(issuer) = config.providers.get(verified.provider) {
-        filter_state.push((
-            FILTER_STATE_ISSUER.to_owned(),
-            issuer.issuer.clone().into_bytes(),
-        ));
-    }
-    if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
-        filter_state.push((FILTER_STATE_SUBJECT.to_owned(), sub.as_bytes().to_vec()));
-    }
     for claim in &config.outputs.filter_state_claims {
         let text = match claims.get(claim) {
             None | Some(Value::Null) => continue,
@@ -445,6 +437,7 @@ mod tests {
     use crate::config::Config;
     use crate::jwks::{Algorithm, KeyOrigin};
     use crate::testkeys::{NOW, claims_with, good_claims, mint};
+    use banking_filter_common::identity::Authentication;
     use serde_json::json;
     use test_tokens::{ec256, ed25519, forged, jwks, raw, rsa};
     use wasm_bindgen_test::wasm_bindgen_test;
@@ -530,14 +523,14 @@ mod tests {
         ]);
         let a = allowed(&e);
         assert_eq!(a.kind, AllowKind::Verified);
-        assert!(a.filter_state.contains(&(
-            "banking.jwt.issuer".into(),
-            b"https://idp.bank.example".to_vec()
-        )));
-        assert!(
-            a.filter_state
-                .contains(&("banking.jwt.subject".into(), b"cust-42".to_vec()))
-        );
+        let Some(Authentication::Verified(identity)) = &a.identity else {
+            panic!("a verified token carries its identity: {:?}", a.identity);
+        };
+        assert_eq!(identity.issuer, "https://idp.bank.example");
+        assert_eq!(identity.subject.as_deref(), Some("cust-42"));
+        // Only the configured extra claims go to `filter_state`; the identity names are
+        // published once, from `identity`.
+        assert!(a.filter_state.is_empty(), "{:?}", a.filter_state);
         assert_eq!(e.cache, Some(CacheUse::Miss));
     }
 
@@ -837,6 +830,23 @@ mod tests {
             ("x-customer-id", "C-2"),
         ]);
         assert_eq!(denied(&e).reason, DenyReason::CustomerMismatch);
+        // Nor can the underscore spelling an upstream reads as the same header, alone or
+        // beside the right one.
+        for extra in [
+            vec![("x-customer_id", "C-2")],
+            vec![("x-customer-id", "C-1"), ("X_Customer_Id", "C-2")],
+        ] {
+            let mut request = vec![
+                (":method", "GET"),
+                (":path", "/a"),
+                ("authorization", auth.as_str()),
+            ];
+            request.extend(extra);
+            assert_eq!(
+                denied(&w.run(&request)).reason,
+                DenyReason::CustomerMismatch
+            );
+        }
         // A token without the claim cannot act for any customer.
         let no_claim = good_token();
         let e = w.run(&[

@@ -192,6 +192,8 @@ pub const PAYMENT_PATH_SPELLINGS: &[&str] = &[
     "/PAYMENTS",
     "/Payments",
     "/payments/",
+    "/payments.json",
+    "/payments%2ejson",
 ];
 
 /// Spellings of the payment route an upstream may read as another resource (a Java server
@@ -205,4 +207,7 @@ pub const REFUSED_PAYMENT_PATHS: &[&str] = &[
     "/payments%2f..",
     "/payments%2F..",
     "/payments%2F%2e%2e",
+    "/public/%252e%252e/payments",
+    "/payment%C5%BF",
+    "/%c0%ae%c0%ae/payments",
 ];

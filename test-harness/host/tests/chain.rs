@@ -16,12 +16,21 @@ fn shipped_config(name: &str) -> String {
 
 /// The chain with jwt-auth's first JWKS fetch answered.
 fn shipped_chain(host: &Host, idp: &Idp) -> Chain {
-    let headers = shipped_config("banking-headers");
-    let jwt = shipped_config("jwt-auth");
+    chain_of(
+        host,
+        idp,
+        &shipped_config("banking-headers"),
+        &shipped_config("jwt-auth"),
+    )
+}
+
+/// banking-headers and jwt-auth with these configs, then the probe; jwt-auth's first JWKS
+/// fetch answered.
+fn chain_of(host: &Host, idp: &Idp, headers: &str, jwt: &str) -> Chain {
     let chain = host
         .chain(&[
-            ("banking_headers", &headers),
-            ("jwt_auth", &jwt),
+            ("banking_headers", headers),
+            ("jwt_auth", jwt),
             ("harness_probe", ""),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -177,16 +186,12 @@ fn in_dry_run_each_filter_appends_its_would_be_refusal_in_chain_order() {
     };
     let host = Host::new();
     let idp = Idp::new();
-    let headers = dry_run("banking-headers");
-    let jwt = dry_run("jwt-auth");
-    let chain = host
-        .chain(&[
-            ("banking_headers", &headers),
-            ("jwt_auth", &jwt),
-            ("harness_probe", ""),
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
-    idp.serve_first_fetch(&host, chain.plugin(1));
+    let chain = chain_of(
+        &host,
+        &idp,
+        &dry_run("banking-headers"),
+        &dry_run("jwt-auth"),
+    );
     let mut stream = chain.stream();
     // No customer id (banking-headers) and no token (jwt-auth).
     let action = stream.request_headers(

@@ -316,3 +316,37 @@ fn an_identity_that_cannot_be_published_fails_closed() {
     assert_eq!(stream.local_response().map(|r| r.status), Some(500));
     assert_eq!(stream.reached(), 1);
 }
+
+/// jwt-auth in dry-run lets a request with a failed token through; it writes the identity
+/// names empty, so the filter after it can no more add an identity to that request than to
+/// a verified one.
+#[test]
+fn in_dry_run_a_later_filter_cannot_add_an_identity_to_a_failed_token() {
+    let host = Host::new();
+    let idp = Idp::new();
+    let mut config: serde_json::Value = serde_json::from_str(&shipped_config("jwt-auth")).unwrap();
+    config["mode"] = serde_json::Value::from("dryRun");
+    let chain = host
+        .chain(&[("jwt_auth", &config.to_string()), ("harness_probe", "")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    idp.serve_first_fetch(&host, chain.plugin(0));
+    let mut stream = chain.stream();
+    let action = stream.request_headers(
+        &[
+            (":method", "GET"),
+            (":path", "/accounts"),
+            ("authorization", "Bearer not-a-token"),
+            ("x-probe", "set-filter-state banking.jwt.subject attacker"),
+        ],
+        true,
+    );
+    assert_eq!(action, Action::Continue, "{:?}", stream.local_response());
+    assert_ne!(
+        stream.upstream_request_header("x-probe-result"),
+        Some(b"ok".to_vec())
+    );
+    assert_eq!(
+        stream.at(1).property(&["banking.jwt.subject"]),
+        Some(Vec::new())
+    );
+}

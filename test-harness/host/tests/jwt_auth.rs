@@ -1238,7 +1238,8 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
         plant(&marker_key, &envelope(1, now_ms, &marker));
 
         first_tick(&host, &plugin);
-        answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+        let real_jwks = jwks([ec256().jwk("k1")]);
+        answer_fetch(&plugin, 200, &real_jwks);
         let real = mint("ES256", "k1", claims(&host));
         assert!(passes(&plugin, &real), "{what}: the real key verifies");
         let reply = refusal(&plugin, &forged("k1", claims(&host)));
@@ -1248,10 +1249,21 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
             "urn:banking-filters:problem:jwt-invalid-signature",
             "{what}"
         );
+        // Overwritten by the real set: this version, stamped now, the fetched body.
         let (stored, _) = host.shared_data(&record_key).expect("the record");
         assert!(
             stored.starts_with(b"bwf\x01\x00\x01"),
             "{what}: overwritten"
+        );
+        let stamp = u64::from_be_bytes(stored[6..14].try_into().unwrap());
+        assert!(
+            stamp <= now_ms + 1_000,
+            "{what}: stamped {stamp}, now {now_ms}"
+        );
+        assert_eq!(
+            &stored[14..],
+            real_jwks.as_bytes(),
+            "{what}: the fetched body"
         );
         assert!(metric(&host, "shared_record_ignored") >= 1, "{what}");
         assert!(
@@ -1288,7 +1300,8 @@ fn dry_run_lets_failing_tokens_through_counted_recorded_and_stripped() {
         assert_eq!(action, Action::Continue);
         assert!(s.local_response().is_none());
         assert_eq!(s.request_header("x-jwt-claim-sub"), None);
-        assert_eq!(s.property(&["banking.jwt.subject"]), None);
+        // Written empty: no identity, and none a later filter can add.
+        assert_eq!(s.property(&["banking.jwt.subject"]), Some(Vec::new()));
         assert_eq!(
             s.property(&["banking.decision.would_deny"]),
             Some(b"jwt-auth:invalid-signature".to_vec())

@@ -175,6 +175,16 @@ pub fn publish_authentication(authentication: &Authentication) -> HostResult<()>
     publish(&authentication.to_properties())
 }
 
+/// Writes all six identity names empty, for a request that goes on without an identity
+/// (jwt-auth in dry-run letting a failed token through): readers find no identity, and
+/// where the names are declared read-only no later filter can add one.
+pub fn publish_no_identity() -> HostResult<()> {
+    for name in names::IDENTITY {
+        calls::set_property(&[name], b"")?;
+    }
+    Ok(())
+}
+
 /// Publishes a verified identity: all six identity names.
 pub fn publish_identity(identity: &VerifiedIdentity) -> HostResult<()> {
     publish(&identity.to_properties())
