@@ -452,6 +452,26 @@ pub enum Decision {
     Deny(Denial),
 }
 
+/// The scopes a token grants: `scope` (RFC 8693) and `scp` (an array or a string). A string
+/// separates scopes with the space character only (RFC 6749 §3.3): a no-break space or a tab
+/// is part of a scope, so `"accounts:read\u{a0}payments:write"` grants no `payments:write`.
+pub fn granted_scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    use serde_json::Value;
+    let mut scopes: Vec<String> = Vec::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => {
+                scopes.extend(s.split(' ').filter(|w| !w.is_empty()).map(str::to_owned));
+            }
+            Some(Value::Array(items)) => {
+                scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            _ => {}
+        }
+    }
+    scopes
+}
+
 /// What jwt-auth hands to later filters for a request it allows, as the common filter-state
 /// contract has it: the verified token's issuer, subject, customer (the claim
 /// `customer_claim` names, the customer binding's), client (`client_id` as RFC 9068 has it,
@@ -476,16 +496,7 @@ pub fn handoff(
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
-    let mut scopes: Vec<String> = Vec::new();
-    for name in ["scope", "scp"] {
-        match claims.get(name) {
-            Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
-            Some(Value::Array(items)) => {
-                scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
-            }
-            _ => {}
-        }
-    }
+    let scopes = granted_scopes(claims);
     Some(Authentication::Verified(VerifiedIdentity {
         issuer: claims
             .get("iss")
@@ -507,6 +518,22 @@ pub fn handoff(
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn scopes_are_separated_by_the_space_character_only() {
+        let claims = serde_json::json!({
+            "scope": "accounts:read\u{a0}payments:write  payments:read\tx",
+            "scp": ["a b"],
+        });
+        assert_eq!(
+            granted_scopes(claims.as_object().unwrap()),
+            vec![
+                "accounts:read\u{a0}payments:write",
+                "payments:read\tx",
+                "a b"
+            ]
+        );
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn missing_token_gets_a_bare_challenge() {

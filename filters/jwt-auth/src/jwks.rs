@@ -13,8 +13,10 @@ pub use crate::signature::VerifyingKey;
 
 /// RFC 7518 §3.3: RSA keys shorter than this must not be used.
 pub const MIN_RSA_MODULUS_BITS: usize = 2048;
-/// The largest modulus ring verifies with; verify time grows with the square of the size.
-pub const MAX_RSA_MODULUS_BITS: usize = 8192;
+/// The largest modulus accepted. Verify time grows with the square of the size, so an
+/// 8192-bit key would make every token of its issuer cost four times a 4096-bit one; no
+/// identity provider needs more than 4096 bits.
+pub const MAX_RSA_MODULUS_BITS: usize = 4096;
 
 /// A JWS signature algorithm this filter can verify. `none` is deliberately absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -623,6 +625,19 @@ mod tests {
         );
         let err = parse(&jwks([jwk])).unwrap_err();
         assert!(err.0.contains("1024 bits is below the 2048"), "{err}");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn refuses_rsa_modulus_above_4096_bits() {
+        // A 4104-bit modulus: 513 bytes, top byte 0xc3.
+        let mut n = vec![0xc3u8; 513];
+        n[512] = 0x01;
+        let jwk = format!(
+            r#"{{"kty":"RSA","kid":"huge","n":"{}","e":"AQAB"}}"#,
+            b64(&n)
+        );
+        let err = parse(&jwks([jwk])).unwrap_err();
+        assert!(err.0.contains("4104 bits is above the 4096"), "{err}");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -336,19 +336,9 @@ fn check_request(
     Ok(())
 }
 
-/// Scopes from `scope` (space-delimited, RFC 8693) and `scp` (array or string).
+/// Scopes the token grants (see [`decision::granted_scopes`]).
 fn scopes(claims: &Map<String, Value>) -> Vec<String> {
-    let mut out = Vec::new();
-    for name in ["scope", "scp"] {
-        match claims.get(name) {
-            Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_owned)),
-            Some(Value::Array(items)) => {
-                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
-            }
-            _ => {}
-        }
-    }
-    out
+    decision::granted_scopes(claims)
 }
 
 /// A claim as header/filter-state text: strings as they are, numbers and booleans

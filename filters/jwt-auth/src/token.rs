@@ -252,10 +252,18 @@ pub fn numeric_date(
     }
     let f = n.as_f64().filter(|f| f.is_finite()).ok_or(bad)?;
     let rounded = if name == "exp" { f.floor() } else { f.ceil() };
-    // Far outside any real timestamp; clamp instead of overflowing.
+    // A NumericDate a signed 64-bit count of seconds cannot hold (`exp: 1e20`) is malformed,
+    // as Envoy's jwt_authn has it, not a far-future date.
+    if !(-I64_LIMIT..I64_LIMIT).contains(&rounded) {
+        return Err(bad);
+    }
+    // Exact: a whole number strictly inside the i64 range.
     #[allow(clippy::cast_possible_truncation)]
-    Ok(Some(rounded.clamp(-1e15, 1e15) as i64))
+    Ok(Some(rounded as i64))
 }
+
+/// 2^63 as a float: the first whole number an i64 cannot hold.
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
 
 #[cfg(test)]
 mod tests {
@@ -473,5 +481,18 @@ mod tests {
         assert_eq!(numeric_date(&claims, "nbf"), Ok(Some(11)));
         assert!(numeric_date(&claims, "iat").is_err());
         assert_eq!(numeric_date(&Map::new(), "exp"), Ok(None));
+        // Outside what a signed 64-bit count of seconds holds: malformed, not "far future".
+        for text in [
+            r#"{"exp":1e20}"#,
+            r#"{"exp":-1e20}"#,
+            r#"{"exp":9223372036854775808}"#,
+            r#"{"exp":18446744073709551615}"#,
+        ] {
+            let claims: Map<String, Value> = serde_json::from_str(text).unwrap();
+            assert!(numeric_date(&claims, "exp").is_err(), "{text}");
+        }
+        let max: Map<String, Value> =
+            serde_json::from_str(r#"{"exp":9223372036854775807}"#).unwrap();
+        assert_eq!(numeric_date(&max, "exp"), Ok(Some(i64::MAX)));
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use test_harness::{Action, HarnessError, Host, LocalResponse, LogLevel, Plugin, Stream};
 use test_tokens::{
     AUDIENCE, ISSUER, Key, b64, claims_at, ec256, every_family_jwks, forged, jwks, mint,
-    other_ec256, raw, resigned, rsa,
+    mint_raw_hs256, other_ec256, raw, resigned, rsa,
 };
 
 const FILTER: &str = "jwt_auth";
@@ -1332,5 +1332,46 @@ fn dry_run_lets_failing_tokens_through_counted_recorded_and_stripped() {
         lines("would refuse with 401 missing-token"),
         1,
         "{logged:?}"
+    );
+}
+
+/// Two token faults a security review reproduced in Envoy, fixed: RFC 6749 §3.3 separates
+/// scopes with the space character only, so a no-break space does not grant a second scope;
+/// and a NumericDate no signed 64-bit count of seconds holds (`exp: 1e20`) is malformed, as
+/// Envoy's jwt_authn has it, not a far-future expiry. Both tokens are validly signed.
+#[test]
+fn a_no_break_space_grants_no_scope_and_an_exp_beyond_i64_is_malformed() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
+    let sneaky = mint(
+        "ES256",
+        "ec256",
+        claims_with(&host, json!({"scope": "accounts:read\u{a0}payments:write"})),
+    );
+    let (action, s) = request(
+        &plugin,
+        "POST",
+        "/payments",
+        &sneaky,
+        &[("x-customer-id", "CUST-00000042")],
+    );
+    assert_eq!(action, Action::Pause);
+    let reply = s.local_response().unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-insufficient-scope"
+    );
+    let now = now_secs(&host);
+    let payload = format!(
+        r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","sub":"user-7","iat":{},"exp":1e20}}"#,
+        now - 10
+    );
+    let far = mint_raw_hs256(r#"{"alg":"HS256","kid":"hmac","typ":"JWT"}"#, &payload);
+    let reply = refusal(&plugin, &far);
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-malformed-token"
     );
 }
