@@ -11,6 +11,14 @@ use serde::Deserialize;
 
 pub use crate::signature::VerifyingKey;
 
+/// Most keys a set may hold. Identity providers publish a handful (current, next, previous);
+/// a larger set is refused whole (a failed fetch, counted and logged), never truncated,
+/// since every key is work a token without `kid` can make the filter do.
+pub const MAX_KEYS_PER_SET: usize = 100;
+/// Most keys a token without `kid` is tried against; with more candidates it must name one.
+/// Without the cap one bad token against 1,700 P-256 keys cost a worker 0.7 s.
+pub const MAX_KID_LESS_CANDIDATES: usize = 4;
+
 /// RFC 7518 §3.3: RSA keys shorter than this must not be used.
 pub const MIN_RSA_MODULUS_BITS: usize = 2048;
 /// The largest modulus accepted. Verify time grows with the square of the size, so an
@@ -183,6 +191,8 @@ pub enum KeyLookup<'a> {
     UnknownKid,
     /// The set has the `kid` (or, without a `kid`, has keys) but none for this algorithm.
     AlgorithmMismatch,
+    /// The token names no `kid` and more than [`MAX_KID_LESS_CANDIDATES`] keys fit it.
+    KidRequired,
 }
 
 /// The usable keys of one JWKS document.
@@ -235,6 +245,12 @@ impl KeySet {
     ) -> Result<KeySet, JwksError> {
         let raw: RawSet = serde_json::from_slice(json)
             .map_err(|e| JwksError(format!("not a JWKS document ({e})")))?;
+        if raw.keys.len() > MAX_KEYS_PER_SET {
+            return Err(JwksError(format!(
+                "the set has {} keys; at most {MAX_KEYS_PER_SET} are accepted",
+                raw.keys.len()
+            )));
+        }
         let mut set = KeySet::default();
         for (index, value) in raw.keys.into_iter().enumerate() {
             let kid = value
@@ -300,6 +316,8 @@ impl KeySet {
             .collect();
         if candidates.is_empty() {
             KeyLookup::AlgorithmMismatch
+        } else if kid.is_none() && candidates.len() > MAX_KID_LESS_CANDIDATES {
+            KeyLookup::KidRequired
         } else {
             KeyLookup::Candidates(candidates)
         }
@@ -692,6 +710,48 @@ mod tests {
         assert!(matches!(
             set.lookup(Algorithm::RS256, None),
             KeyLookup::AlgorithmMismatch
+        ));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_set_of_more_than_100_keys_is_refused_whole() {
+        let key = ec256();
+        let at_cap = jwks((0..MAX_KEYS_PER_SET).map(|i| key.jwk(&format!("k{i}"))));
+        assert_eq!(parse(&at_cap).unwrap().entries().len(), MAX_KEYS_PER_SET);
+        let over = jwks((0..=MAX_KEYS_PER_SET).map(|i| key.jwk(&format!("k{i}"))));
+        let err = parse(&over).unwrap_err();
+        assert!(err.0.contains("101 keys; at most 100"), "{err}");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_token_without_kid_is_tried_against_four_keys_at_most() {
+        let keys: Vec<Key> = (0..=MAX_KID_LESS_CANDIDATES)
+            .map(|_| Key::generate_ec256())
+            .collect();
+        let four = jwks(
+            keys.iter()
+                .take(4)
+                .enumerate()
+                .map(|(i, k)| k.jwk(&format!("k{i}"))),
+        );
+        match parse(&four).unwrap().lookup(Algorithm::ES256, None) {
+            KeyLookup::Candidates(c) => assert_eq!(c.len(), 4),
+            other => panic!("{other:?}"),
+        }
+        let five = jwks(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| k.jwk(&format!("k{i}"))),
+        );
+        let set = parse(&five).unwrap();
+        assert!(matches!(
+            set.lookup(Algorithm::ES256, None),
+            KeyLookup::KidRequired
+        ));
+        // Naming a kid still finds its one key.
+        assert!(matches!(
+            set.lookup(Algorithm::ES256, Some("k4")),
+            KeyLookup::Candidates(c) if c.len() == 1
         ));
     }
 }

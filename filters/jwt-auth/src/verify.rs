@@ -69,6 +69,13 @@ pub fn verify(
                 "The issuer's key for this token does not use the token's alg.",
             ));
         }
+        // Malformed rather than an unknown key: a re-fetch would not help.
+        KeyLookup::KidRequired => {
+            return Err(deny(
+                DenyReason::MalformedToken,
+                "The issuer has several keys for the token's alg: the token must name its kid.",
+            ));
+        }
     };
 
     // RFC 7515 §5.2: the signature covers `header.payload` exactly as sent, not a

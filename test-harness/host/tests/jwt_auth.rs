@@ -1375,3 +1375,37 @@ fn a_no_break_space_grants_no_scope_and_an_exp_beyond_i64_is_malformed() {
         "urn:banking-filters:problem:jwt-malformed-token"
     );
 }
+
+/// The CPU-amplification fault, fixed: a token without `kid` is tried against at most four
+/// keys of its algorithm (with a fifth it must name its kid), and a set of more than 100
+/// keys is refused whole, here as inline keys at configure time, naming the field.
+#[test]
+fn a_kid_less_token_meets_at_most_four_keys_and_a_huge_set_is_refused() {
+    let host = Host::new();
+    let keys: Vec<Key> = (0..5).map(|_| Key::generate_ec256()).collect();
+    let four = jwks(
+        keys.iter()
+            .take(4)
+            .enumerate()
+            .map(|(i, k)| k.jwk(&format!("k{i}"))),
+    );
+    let plugin = load(&host, &inline_config(&four, ""));
+    assert!(passes(&plugin, &keys[3].mint("ES256", None, claims(&host))));
+    let five = jwks(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| k.jwk(&format!("k{i}"))),
+    );
+    let plugin = load(&host, &inline_config(&five, ""));
+    let reply = refusal(&plugin, &keys[0].mint("ES256", None, claims(&host)));
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        problem(&reply)["type"],
+        "urn:banking-filters:problem:jwt-malformed-token"
+    );
+    // Naming its kid, the same token's key is found at once.
+    assert!(passes(&plugin, &keys[0].mint("ES256", "k0", claims(&host))));
+    let huge = jwks((0..101).map(|i| keys[0].jwk(&format!("k{i}"))));
+    let refused = host.load(FILTER, inline_config(&huge, ""));
+    assert!(refused.is_err(), "a 101-key set must refuse the config");
+}
