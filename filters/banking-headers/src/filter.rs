@@ -6,7 +6,6 @@
 
 use crate::config::{BankingHeader, Config};
 use crate::policy::{self, Decision, Outcome};
-use banking_filter_common::clock;
 use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{self, Action, RootContext, StreamContext};
 use banking_filter_common::identity::names;
@@ -129,18 +128,8 @@ impl StreamContext for Stream {
                         other => *other,
                     });
                 }
-                let now_ms = clock::monotonic().map_or(0, |m| m.0 / 1_000_000);
-                if plugin
-                    .would_deny_log
-                    .borrow_mut()
-                    .should_log(reason.slug(), now_ms)
-                {
-                    log::info!(
-                        "{FILTER}: dry-run: would refuse with {} (logged once a minute per reason)",
-                        reason.slug()
-                    );
-                }
-                filter_state::record_would_deny(FILTER, reason.slug());
+                let slug = reason.slug();
+                filter_state::report_would_deny(FILTER, slug, slug, &plugin.would_deny_log);
                 Action::Continue
             }
             Decision::Deny {

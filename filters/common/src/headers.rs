@@ -75,7 +75,10 @@ impl NameMatcher {
             return Err(format!("{text:?}: pseudo-headers cannot be matched"));
         }
         // `*` is a token character, but here it only ever means "any suffix".
-        if let Some(bad) = stem.chars().find(|c| !is_token_char(*c) || *c == '*') {
+        if let Some(bad) = stem
+            .chars()
+            .find(|c| !u8::try_from(*c).is_ok_and(is_tchar) || *c == '*')
+        {
             return Err(format!("{text:?}: {bad:?} is not allowed in a header name"));
         }
         let stem = stem.to_ascii_lowercase();
@@ -112,9 +115,9 @@ pub fn same_header_name(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
-/// RFC 9110 `tchar`.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+/// RFC 9110 `tchar`: what a header name or a method is made of.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@
 //! refused with `route-not-allowed` (403).
 
 use crate::config::ConfigError;
-use crate::headers::{HeaderPairs, Lookup, lookup};
+use crate::headers::{HeaderPairs, Lookup, is_tchar, lookup};
 use crate::problem::Problem;
 use serde::Deserialize;
 
@@ -306,11 +306,16 @@ fn covers(prefix: &str, path: &str) -> bool {
 /// (`/payments.json` is `/payments` to Rails and to Spring's suffix matching) or after an
 /// escape (`/payments%20`, trimmed by some). Broader than [`covers`] on purpose: a rule only
 /// ever adds checks, so it errs towards covering.
-fn rule_covers(prefix: &str, path: &str) -> bool {
-    covers(prefix, path)
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with(['.', '%']))
+/// `prefix` is stored folded when `case` is insensitive; the path is compared without a
+/// folded copy, so matching allocates nothing per request.
+fn rule_covers(prefix: &str, path: &str, case: PathCase) -> bool {
+    let head = path.get(..prefix.len());
+    let same = match case {
+        PathCase::Insensitive => head.is_some_and(|h| h.eq_ignore_ascii_case(prefix)),
+        PathCase::Sensitive => head == Some(prefix),
+    };
+    let rest = path.get(prefix.len()..).unwrap_or_default();
+    same && (prefix == "/" || rest.is_empty() || rest.starts_with(['/', '.', '%']))
 }
 
 /// A configured path (rule prefix, bypass path, protected prefix) checked to be in canonical
@@ -393,13 +398,13 @@ impl RouteMatch {
     }
 
     /// `GET` covers `HEAD` too, as every framework routes a HEAD to the GET handler.
-    fn matches(&self, method: &[u8], compared_path: &str) -> bool {
+    fn matches(&self, method: &[u8], path: &str, case: PathCase) -> bool {
         let method_matches = |m: &String| {
             m.as_bytes().eq_ignore_ascii_case(method)
                 || (m == "GET" && method.eq_ignore_ascii_case(b"HEAD"))
         };
         (self.methods.is_empty() || self.methods.iter().any(method_matches))
-            && rule_covers(&self.compared_prefix, compared_path)
+            && rule_covers(&self.compared_prefix, path, case)
     }
 }
 
@@ -412,11 +417,7 @@ fn fold(text: &str, case: PathCase) -> String {
 
 /// An HTTP method as config may name it: an upper-case token (RFC 9110 §9).
 fn check_method(m: &str) -> Result<(), String> {
-    if m.is_empty()
-        || !m
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    {
+    if m.is_empty() || !m.bytes().all(is_tchar) {
         return Err(format!("{m:?} is not an HTTP method"));
     }
     if m.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -526,18 +527,18 @@ impl<T> RouteTable<T> {
         if bypassed {
             return Route::Bypass;
         }
-        let compared = fold(exact, self.matching.case);
+        let case = self.matching.case;
         if let Some((_, rule)) = self
             .rules
             .iter()
-            .find(|(m, _)| m.matches(method, &compared))
+            .find(|(m, _)| m.matches(method, exact, case))
         {
             return Route::Rule(rule);
         }
         if self
             .deny_unmatched_under
             .iter()
-            .any(|p| rule_covers(p, &compared))
+            .any(|p| rule_covers(p, exact, case))
         {
             Route::NotAllowed
         } else {

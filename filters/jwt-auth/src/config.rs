@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use banking_filter_common::config::{self as common_config, ConfigError, duration, whole_number};
+use banking_filter_common::headers::is_tchar;
 use banking_filter_common::mode::Mode;
 use banking_filter_common::record;
 use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
@@ -707,13 +708,8 @@ fn validate_remote(r: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigEr
     })
 }
 
-/// RFC 9110 `tchar`.
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 fn header_name(name: &str, field: &str) -> Result<String, ConfigError> {
-    if name.is_empty() || !name.bytes().all(is_token_char) {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
         return Err(err(field, format!("{name:?} is not a header name")));
     }
     Ok(name.to_ascii_lowercase())
@@ -732,7 +728,7 @@ fn validate_source(s: TokenSourceConfig, at: &str) -> Result<TokenSource, Config
             TokenSource::QueryParam(q)
         }
         (None, None, Some(c)) => {
-            if c.is_empty() || !c.bytes().all(is_token_char) {
+            if c.is_empty() || !c.bytes().all(is_tchar) {
                 return Err(err(format!("{at}.cookie"), "must be a cookie name"));
             }
             TokenSource::Cookie(c)

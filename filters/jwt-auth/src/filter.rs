@@ -458,15 +458,9 @@ impl StreamContext for Stream {
                     }
                 }
                 state.metrics.would_deny.increment(WouldDeny(denial.reason));
-                let now_ms = clock::monotonic().map_or(0, |m| m.0 / 1_000_000);
                 let slug = denial.reason.slug();
-                if state.would_deny_log.borrow_mut().should_log(slug, now_ms) {
-                    info!(
-                        "{FILTER}: dry-run: would refuse with {} {slug} (logged once a minute per reason)",
-                        denial.status()
-                    );
-                }
-                filter_state::record_would_deny(FILTER, slug);
+                let shown = format!("{} {slug}", denial.status());
+                filter_state::report_would_deny(FILTER, slug, &shown, &state.would_deny_log);
                 Action::Continue
             }
             Decision::Deny(denial) => {

@@ -29,6 +29,7 @@
 
 use super::calls::{self, HostError, HostResult, Status};
 use crate::identity::{Authentication, ContractError, Refusal, VerifiedIdentity, names};
+use crate::mode::WouldDenyLog;
 use std::fmt;
 
 /// Envoy's foreign function that declares a filter-state property.
@@ -239,6 +240,24 @@ pub fn record_refusal(filter: &str, reason: &str) {
         }
         Err(e) => log::warn!("{filter}: could not record the refusal in filter state: {e}"),
     }
+}
+
+/// What a filter in dry-run does with a request it would have refused, besides counting it:
+/// logs it (`shown`, e.g. `401 missing-token`) at most once per reason per
+/// [`WouldDenyLog::INTERVAL`], and records it with [`record_would_deny`].
+pub fn report_would_deny(
+    filter: &str,
+    reason: &'static str,
+    shown: &str,
+    log: &std::cell::RefCell<WouldDenyLog>,
+) {
+    let now_ms = crate::clock::monotonic().map_or(0, |m| m.0 / 1_000_000);
+    if log.borrow_mut().should_log(reason, now_ms) {
+        log::info!(
+            "{filter}: dry-run: would refuse with {shown} (logged once a minute per reason)"
+        );
+    }
+    record_would_deny(filter, reason);
 }
 
 /// Records, in dry-run, that `filter` would have refused the request for `reason`: appended
