@@ -61,8 +61,15 @@ mod host {
         }
 
         pub fn increment(self) {
-            if let Some(id) = self.0 {
-                let _ = host::increment_metric(id, 1);
+            self.add(1);
+        }
+
+        /// Counts `n` at once (nothing for 0: no hostcall).
+        pub fn add(self, n: u64) {
+            if let Some(id) = self.0
+                && n > 0
+            {
+                let _ = host::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
     }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use banking_filter_common::clock;
 use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{
-    self, Action, CallResponse, HostError, RootContext, StreamContext,
+    self, Action, CallResponse, HostError, RootContext, Status, StreamContext,
 };
 use banking_filter_common::identity::{Authentication, names};
 use banking_filter_common::ids;
@@ -44,6 +44,7 @@ use crate::config::Config;
 use crate::decision::{Allow, AllowKind, Decision, Denial, DenyReason, WouldDeny};
 use crate::fetch;
 use crate::key_manager::{CalloutError, JwksCallout, KeyEvent, KeyManager};
+use crate::native::{self, HostCallFailed, Probe, SignatureChecks, SignatureHost};
 use crate::policy::{self, CacheUse, Request};
 
 /// Metric names use this filter segment: `banking_jwt_auth_<what>`.
@@ -69,6 +70,9 @@ struct Metrics {
     /// A value under this plugin's shared-data keys that is not its record (a neighbour's
     /// mistake, an old build's format, a stamp in the future): ignored and refetched.
     shared_record_ignored: Counter,
+    /// Signatures the proxy's `verify_signature` checked, and those checked in Wasm.
+    signature_by_proxy: Counter,
+    signature_in_wasm: Counter,
     denied: OutcomeCounters<DenyReason>,
     would_deny: OutcomeCounters<WouldDeny>,
 }
@@ -84,6 +88,8 @@ impl Metrics {
             jwks_fetch_ok: counter("jwks_fetch_ok"),
             jwks_fetch_failed: counter("jwks_fetch_failed"),
             shared_record_ignored: counter("shared_record_ignored"),
+            signature_by_proxy: counter("signature_by_proxy"),
+            signature_in_wasm: counter("signature_in_wasm"),
             denied: OutcomeCounters::define(METRIC_FILTER),
             would_deny: OutcomeCounters::define(METRIC_FILTER),
         }
@@ -98,6 +104,8 @@ struct VmState {
     cache: RefCell<TokenCache>,
     /// Dry-run: when each would-be refusal reason was last logged.
     would_deny_log: RefCell<WouldDenyLog>,
+    /// Whether the proxy's `verify_signature` passed the configure-time probe.
+    proxy_verifies: bool,
 }
 
 impl VmState {
@@ -210,6 +218,48 @@ impl VmState {
     }
 }
 
+/// The proxy's `verify_signature` foreign function.
+struct HostSignatures;
+
+impl SignatureHost for HostSignatures {
+    fn verify_signature(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallFailed> {
+        host::call_foreign_function(native::VERIFY_SIGNATURE, arguments).map_err(|e| {
+            if e.status == Status::NOT_FOUND {
+                HostCallFailed::Absent
+            } else {
+                HostCallFailed::Failed
+            }
+        })
+    }
+}
+
+/// Probes the proxy's `verify_signature` and says, once, which path signatures take.
+fn choose_signature_path() -> bool {
+    match native::probe(&HostSignatures) {
+        Probe::Sound => {
+            info!(
+                "{FILTER}: RS256/384/512 and ES256/384 signatures are checked by the proxy's \
+                 verify_signature (BoringSSL); PS*, EdDSA and HS* in Wasm"
+            );
+            true
+        }
+        Probe::Absent => {
+            warn!(
+                "{FILTER}: the proxy has no verify_signature: every signature is checked in Wasm, \
+                 at two to three times the CPU"
+            );
+            false
+        }
+        Probe::Unsound(why) => {
+            warn!(
+                "{FILTER}: the proxy's verify_signature failed its check ({why}): every \
+                 signature is checked in Wasm"
+            );
+            false
+        }
+    }
+}
+
 /// JWKS fetches through the host's HTTP callouts.
 struct HostCallout;
 
@@ -292,6 +342,7 @@ impl RootContext for Root {
             keys: RefCell::new(keys),
             cache: RefCell::new(cache),
             would_deny_log: RefCell::default(),
+            proxy_verifies: choose_signature_path(),
         });
         // Everything this filter publishes, read-only where the proxy can declare it.
         let claims: Vec<String> = state
@@ -397,10 +448,15 @@ impl StreamContext for Stream {
             Err(e) => return host::fail_closed_on(FILTER, &e),
         };
         let request = Request::from_headers(&headers);
+        let checks = if state.proxy_verifies {
+            SignatureChecks::by_proxy(&HostSignatures)
+        } else {
+            SignatureChecks::in_wasm()
+        };
         let decide = || {
             let keys = state.keys.borrow();
             let mut cache = state.cache.borrow_mut();
-            policy::authorize(&state.config, &*keys, &mut cache, &request, now)
+            policy::authorize(&state.config, &*keys, &mut cache, &request, now, &checks)
         };
         let mut evaluation = decide();
         // Another worker may have fetched the keys this one lacks since this VM's last
@@ -420,6 +476,14 @@ impl StreamContext for Stream {
         if let Some(index) = evaluation.refetch_provider {
             state.keys.borrow_mut().unknown_kid(index);
         }
+        state
+            .metrics
+            .signature_by_proxy
+            .add(u64::from(checks.proxy_count()));
+        state
+            .metrics
+            .signature_in_wasm
+            .add(u64::from(checks.wasm_count()));
         match evaluation.cache {
             Some(CacheUse::Hit) => state.metrics.cache_hit.increment(),
             Some(CacheUse::Miss) => state.metrics.cache_miss.increment(),

@@ -1,8 +1,8 @@
 //! JWT validation filter with banking scopes and customer binding.
 //!
 //! A pure, host-agnostic core decides every request: [`config`] (the pluginConfig),
-//! [`jwks`] (key sets), [`signature`] (ring for RSA and ECDSA, jwt-simple for EdDSA and
-//! HMAC), [`token`] (finding and pre-checking tokens), [`verify`] (signature and claims),
+//! [`jwks`] (key sets), [`signature`] (the proxy's BoringSSL through [`native`] for RS* and
+//! ES*, ring in Wasm for the rest and for proxies without it), [`token`] (finding and pre-checking tokens), [`verify`] (signature and claims),
 //! [`policy`] (scopes, customer binding, outputs and the identity handed on), [`cache`]
 //! (verified tokens), [`key_manager`] (each provider's keys and when a remote set is
 //! fetched) and [`fetch`] (the shared-data protocol that lets the workers share one fetch).
@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod filter;
 pub mod jwks;
 pub mod key_manager;
+pub mod native;
 pub mod policy;
 pub mod signature;
 pub mod token;

@@ -17,6 +17,7 @@ use crate::decision::{
     self, Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX,
 };
 use crate::jwks::KeySet;
+use crate::native::SignatureChecks;
 use crate::token::{self, Found, Refusal};
 use crate::verify;
 
@@ -101,13 +102,14 @@ impl Evaluation {
     }
 }
 
-/// Decides one request.
+/// Decides one request; a signature it must check goes the way `checks` allows.
 pub fn authorize<K: KeySets + ?Sized>(
     config: &Config,
     keys: &K,
     cache: &mut TokenCache,
     request: &Request<'_>,
     now: Timestamp,
+    checks: &SignatureChecks,
 ) -> Evaluation {
     let route = match config.routes.resolve(request.headers) {
         Ok(route) => route,
@@ -143,7 +145,7 @@ pub fn authorize<K: KeySets + ?Sized>(
     };
     let (verified, cache_use) = match cache.get(&key, now, version_of) {
         Some(hit) => (hit, CacheUse::Hit),
-        None => match verify_fresh(config, keys, &token, now) {
+        None => match verify_fresh(config, keys, &token, now, checks) {
             Ok((provider, verified)) => {
                 let claims = Rc::new(verified.claims);
                 let version = keys.provider(provider).map_or(0, |k| k.version);
@@ -212,6 +214,7 @@ fn verify_fresh<K: KeySets + ?Sized>(
     keys: &K,
     token: &[u8],
     now: Timestamp,
+    checks: &SignatureChecks,
 ) -> Result<(usize, verify::Verified), Failure> {
     let unverified = token::parse(token, config.max_token_bytes).map_err(|r| {
         let reason = match r {
@@ -249,7 +252,7 @@ fn verify_fresh<K: KeySets + ?Sized>(
             Some(index),
         ));
     };
-    verify::verify(provider, set, unverified, now, config.max_token_bytes)
+    verify::verify(provider, set, unverified, now, config.max_token_bytes, checks)
         .map(|v| (index, v))
         .map_err(|d| {
             let short = (d.reason == DenyReason::UnknownKey).then_some(index);
@@ -476,7 +479,7 @@ mod tests {
         fn run(&mut self, list: &[(&str, &str)]) -> Evaluation {
             let h = headers(list);
             let req = Request::from_headers(&h);
-            authorize(&self.config, &self.keys, &mut self.cache, &req, now())
+            authorize(&self.config, &self.keys, &mut self.cache, &req, now(), &SignatureChecks::in_wasm())
         }
     }
 
@@ -546,6 +549,7 @@ mod tests {
             &mut w.cache,
             &Request::from_headers(&h),
             later,
+            &SignatureChecks::in_wasm(),
         );
         assert_eq!(denied(&e).reason, DenyReason::Expired);
     }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::config::Provider;
 use crate::decision::{Denial, DenyReason};
 use crate::jwks::{KeyLookup, KeySet};
+use crate::native::SignatureChecks;
 use crate::token::{Unverified, numeric_date};
 
 /// What a successful verification established.
@@ -24,13 +25,15 @@ fn deny(reason: DenyReason, detail: &str) -> Denial {
     Denial::new(reason, detail)
 }
 
-/// Verifies `token` for `provider` against `keys` at `now`.
+/// Verifies `token` for `provider` against `keys` at `now`, its signature on the path
+/// `checks` allows.
 pub fn verify(
     provider: &Provider,
     keys: &KeySet,
     token: Unverified<'_>,
     now: Timestamp,
     max_token_bytes: usize,
+    checks: &SignatureChecks,
 ) -> Result<Verified, Denial> {
     if token.text.len() > max_token_bytes {
         return Err(deny(DenyReason::TokenTooLarge, "The token is too large."));
@@ -90,7 +93,7 @@ pub fn verify(
     // Without a kid several keys may fit: the token is good if one of them signed it.
     if !candidates
         .iter()
-        .any(|key| key.verify(signing_input.as_bytes(), &signature))
+        .any(|key| key.verify(signing_input.as_bytes(), &signature, checks))
     {
         return Err(deny(
             DenyReason::InvalidSignature,
@@ -240,7 +243,9 @@ mod tests {
     use super::*;
     use crate::config::KeySource;
     use crate::jwks::{Algorithm, KeyOrigin, VerifyingKey};
-    use crate::signature::Backend;
+    use crate::native::{self, HostCallFailed, SignatureChecks, SignatureHost};
+    use crate::signature::Path;
+    use std::cell::RefCell;
     use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
     use crate::token;
     use serde_json::json;
@@ -276,7 +281,7 @@ mod tests {
 
     fn check(p: &Provider, token: &str, now: u64) -> Result<Verified, Denial> {
         let u = token::parse(token.as_bytes(), 8192).unwrap();
-        verify(p, &keys(), u, at(now), 8192)
+        verify(p, &keys(), u, at(now), 8192, &SignatureChecks::in_wasm())
     }
 
     fn reason(p: &Provider, token: &str, now: u64) -> DenyReason {
@@ -524,7 +529,7 @@ mod tests {
         )
         .unwrap();
         let u = token::parse(t.as_bytes(), 8192).unwrap();
-        assert!(verify(&provider(), &set, u, at(NOW), 8192).is_ok());
+        assert!(verify(&provider(), &set, u, at(NOW), 8192, &SignatureChecks::in_wasm()).is_ok());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -611,34 +616,58 @@ mod tests {
         let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
         let c = weak.rsa_public();
         let key = VerifyingKey::rsa(Algorithm::RS256, &c.n, &c.e).unwrap();
-        assert!(!key.verify(input.as_bytes(), &signature));
+        assert!(!key.verify(input.as_bytes(), &signature, &SignatureChecks::in_wasm()));
+    }
+
+    /// A proxy whose `verify_signature` answers `verdict` (or fails) and keeps what it was
+    /// asked.
+    struct FakeProxy {
+        verdict: Result<bool, HostCallFailed>,
+        asked: RefCell<Vec<Vec<u8>>>,
+    }
+
+    impl SignatureHost for FakeProxy {
+        fn verify_signature(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallFailed> {
+            self.asked.borrow_mut().push(arguments.to_vec());
+            self.verdict
+                .map(|yes| if yes { vec![0x08, 0x01] } else { b"\x12\x03bad".to_vec() })
+        }
+    }
+
+    fn proxy(verdict: Result<bool, HostCallFailed>) -> FakeProxy {
+        FakeProxy {
+            verdict,
+            asked: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn parts(alg: Algorithm) -> (String, Vec<u8>) {
+        let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
+        let (input, signature) = t.rsplit_once('.').unwrap();
+        let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+        (input.to_owned(), signature)
+    }
+
+    fn key_for(set: &KeySet, alg: Algorithm) -> VerifyingKey {
+        let KeyLookup::Candidates(keys) = set.lookup(alg, Some(testkeys::kid_for(alg))) else {
+            panic!("{alg}")
+        };
+        keys[0].clone()
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn rsa_and_ec_tokens_are_verified_by_ring() {
+    fn every_algorithm_verifies_in_wasm_and_refuses_another_text() {
         let set = keys();
-        for alg in [
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-            Algorithm::ES256,
-            Algorithm::ES384,
-        ] {
-            let KeyLookup::Candidates(keys) = set.lookup(alg, Some(testkeys::kid_for(alg))) else {
-                panic!("{alg}")
-            };
-            assert!(keys.iter().all(|k| k.backend() == Backend::Ring), "{alg}");
-            let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
-            let (input, signature) = t.rsplit_once('.').unwrap();
-            let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
-            assert!(keys[0].verify(input.as_bytes(), &signature), "{alg}");
-            assert!(!keys[0].verify(b"x.y", &signature), "{alg}");
+        for alg in Algorithm::ALL {
+            let key = key_for(&set, alg);
+            let (input, signature) = parts(alg);
+            let checks = SignatureChecks::in_wasm();
+            assert!(key.verify(input.as_bytes(), &signature, &checks), "{alg}");
+            assert!(!key.verify(b"x.y", &signature, &checks), "{alg}");
+            assert_eq!((checks.wasm_count(), checks.proxy_count()), (2, 0), "{alg}");
         }
         // PS256 and ES384 end to end, through the claims path too.
-        for alg in [Algorithm::PS256, Algorithm::ES384] {
+        for alg in [Algorithm::PS256, Algorithm::ES384, Algorithm::EdDSA] {
             let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
             assert!(check(&provider(), &t, NOW).is_ok(), "{alg}");
             let t = mint(
@@ -651,30 +680,89 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn eddsa_and_hmac_tokens_are_still_verified_by_jwt_simple() {
+    fn rs_and_es_go_to_the_proxy_with_their_hash_spki_and_der_signature() {
+        let set = keys();
+        for (alg, hash) in [
+            (Algorithm::RS256, "sha256"),
+            (Algorithm::RS384, "sha384"),
+            (Algorithm::RS512, "sha512"),
+            (Algorithm::ES256, "sha256"),
+            (Algorithm::ES384, "sha384"),
+        ] {
+            let key = key_for(&set, alg);
+            assert_eq!(key.path(), Path::ProxyOrWasm, "{alg}");
+            let (input, signature) = parts(alg);
+            // The proxy's verdict is the answer, both ways, and nothing runs in Wasm.
+            for verdict in [true, false] {
+                let host = proxy(Ok(verdict));
+                let checks = SignatureChecks::by_proxy(&host);
+                assert_eq!(key.verify(input.as_bytes(), &signature, &checks), verdict);
+                assert_eq!((checks.proxy_count(), checks.wasm_count()), (1, 0), "{alg}");
+                let asked = host.asked.borrow();
+                let (spki, sent) = match &key {
+                    VerifyingKey::Rsa { n, e, .. } => (native::rsa_spki(n, e), signature.clone()),
+                    VerifyingKey::Ec { point, curve, .. } => (
+                        native::ec_spki(*curve, point),
+                        native::ecdsa_der(*curve, &signature).unwrap(),
+                    ),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(
+                    asked[0],
+                    native::arguments(hash, &spki, &sent, input.as_bytes()),
+                    "{alg}"
+                );
+            }
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn pss_eddsa_and_hmac_never_go_to_the_proxy() {
         let set = keys();
         for alg in [
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
             Algorithm::EdDSA,
             Algorithm::HS256,
             Algorithm::HS384,
             Algorithm::HS512,
         ] {
-            let KeyLookup::Candidates(keys) = set.lookup(alg, Some(testkeys::kid_for(alg))) else {
-                panic!("{alg}")
-            };
-            assert!(
-                keys.iter().all(|k| k.backend() == Backend::JwtSimple),
-                "{alg}"
-            );
-            let t = mint(alg, Some(testkeys::kid_for(alg)), good_claims());
-            assert!(check(&provider(), &t, NOW).is_ok(), "{alg}");
-            let t = mint(
-                alg,
-                Some(testkeys::kid_for(alg)),
-                claims_with(json!({"exp": NOW - 120})),
-            );
-            assert_eq!(reason(&provider(), &t, NOW), DenyReason::Expired, "{alg}");
+            let key = key_for(&set, alg);
+            assert_eq!(key.path(), Path::Wasm, "{alg}");
+            // A proxy that would accept anything is never asked.
+            let host = proxy(Ok(true));
+            let checks = SignatureChecks::by_proxy(&host);
+            let (input, signature) = parts(alg);
+            assert!(key.verify(input.as_bytes(), &signature, &checks), "{alg}");
+            assert!(!key.verify(b"x.y", &signature, &checks), "{alg}");
+            assert!(host.asked.borrow().is_empty(), "{alg}");
+            assert_eq!(checks.wasm_count(), 2, "{alg}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_failed_proxy_call_is_checked_in_wasm_never_taken_as_a_pass() {
+        let set = keys();
+        for alg in [Algorithm::RS256, Algorithm::ES256] {
+            let key = key_for(&set, alg);
+            let (input, signature) = parts(alg);
+            for failure in [HostCallFailed::Failed, HostCallFailed::Absent] {
+                let host = proxy(Err(failure));
+                let checks = SignatureChecks::by_proxy(&host);
+                assert!(key.verify(input.as_bytes(), &signature, &checks), "{alg}");
+                assert!(!key.verify(b"x.y", &signature, &checks), "{alg}");
+                assert_eq!((checks.proxy_count(), checks.wasm_count()), (0, 2));
+            }
+        }
+        // An ECDSA signature with s = 0 is refused before any call.
+        let key = key_for(&set, Algorithm::ES256);
+        let (input, mut signature) = parts(Algorithm::ES256);
+        signature[32..].fill(0);
+        let host = proxy(Ok(true));
+        let checks = SignatureChecks::by_proxy(&host);
+        assert!(!key.verify(input.as_bytes(), &signature, &checks));
+        assert!(host.asked.borrow().is_empty());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

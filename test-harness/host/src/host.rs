@@ -561,6 +561,17 @@ impl Host {
         self
     }
 
+    /// A proxy without Envoy's `verify_signature` foreign function (another proxy, or an
+    /// Envoy built without it): calling it answers NotFound.
+    pub fn without_verify_signature(self) -> Host {
+        self.inner
+            .state
+            .borrow_mut()
+            .foreign_functions
+            .remove(crate::signatures::VERIFY_SIGNATURE);
+        self
+    }
+
     /// How many times the filters called foreign function `name` (registered or not).
     pub fn foreign_function_calls(&self, name: &str) -> u64 {
         self.inner

@@ -150,7 +150,9 @@
 //!   filter defers, then `proxy_on_delete`) and [`Plugin::restart`] (a fresh VM, the proxy's
 //!   shared state kept).
 //! * **Foreign functions** ([`Host::register_foreign_function`]): what
-//!   `proxy_call_foreign_function` answers by name, with calls counted.
+//!   `proxy_call_foreign_function` answers by name, with calls counted. Envoy's
+//!   `verify_signature` (BoringSSL's RSA PKCS#1 v1.5 and ECDSA over a SubjectPublicKeyInfo)
+//!   is there natively unless [`Host::without_verify_signature`] takes it away.
 //!
 //! # Not simulated
 //!
@@ -170,6 +172,7 @@ mod memory;
 mod plugin;
 mod properties;
 mod proxy;
+mod signatures;
 mod state;
 mod types;
 mod vm;

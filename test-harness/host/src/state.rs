@@ -89,7 +89,11 @@ impl HostState {
             faults: Vec::new(),
             after_hooks: Vec::new(),
             call_counts: HashMap::new(),
-            foreign_functions: HashMap::new(),
+            // Envoy registers verify_signature in every build with Wasm.
+            foreign_functions: HashMap::from([(
+                crate::signatures::VERIFY_SIGNATURE.to_string(),
+                Rc::new(crate::signatures::verify_signature) as ForeignFunction,
+            )]),
             foreign_calls: HashMap::new(),
             declare_property: true,
             load_options: HashMap::new(),

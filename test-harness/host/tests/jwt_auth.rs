@@ -217,8 +217,46 @@ fn valid_token_reaches_the_upstream_with_verified_identity() {
 
 #[test]
 fn each_key_family_and_algorithm_verifies() {
+    // RS* and ES* by the proxy's verify_signature (BoringSSL in Envoy), the rest in Wasm.
     let host = Host::new();
+    every_algorithm_verifies(&host);
+    assert_eq!(metric(&host, "signature_by_proxy"), 5);
+    assert_eq!(metric(&host, "signature_in_wasm"), 5);
+    assert_eq!(host.foreign_function_calls("verify_signature"), 4 + 5);
+}
+
+#[test]
+fn each_key_family_and_algorithm_verifies_in_wasm_on_a_proxy_without_verify_signature() {
+    let host = Host::new().without_verify_signature();
+    every_algorithm_verifies(&host);
+    assert_eq!(metric(&host, "signature_by_proxy"), 0);
+    assert_eq!(metric(&host, "signature_in_wasm"), 10);
+}
+
+#[test]
+fn a_proxy_whose_verify_signature_accepts_a_forgery_is_not_used() {
+    // A host whose function says yes to everything fails the configure-time probe.
+    let host = Host::new();
+    host.register_foreign_function("verify_signature", |_| Ok(vec![0x08, 0x01]));
     let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
+    assert!(
+        plugin
+            .logs(LogLevel::Warn)
+            .iter()
+            .any(|l| l.contains("failed its check (it accepted a forged RSA signature)")),
+        "{:?}",
+        plugin.logs(LogLevel::Warn)
+    );
+    let good = mint("RS256", "rsa", claims(&host));
+    assert!(passes(&plugin, &good));
+    let forged = resigned(&good, |s| s[5] ^= 0x10);
+    assert_eq!(refusal(&plugin, &forged).status, 401);
+    assert_eq!(metric(&host, "signature_by_proxy"), 0);
+    assert_eq!(metric(&host, "signature_in_wasm"), 2);
+}
+
+fn every_algorithm_verifies(host: &Host) {
+    let plugin = load(host, &inline_config(&every_family_jwks(), ""));
     for (alg, kid) in [
         ("RS256", "rsa"),
         ("RS384", "rsa"),
@@ -231,10 +269,10 @@ fn each_key_family_and_algorithm_verifies() {
         ("EdDSA", "ed25519"),
         ("HS256", "hmac"),
     ] {
-        let token = mint(alg, kid, claims(&host));
+        let token = mint(alg, kid, claims(host));
         assert!(passes(&plugin, &token), "{alg}");
     }
-    assert_eq!(metric(&host, "allowed"), 10);
+    assert_eq!(metric(host, "allowed"), 10);
 }
 
 /// (what is sent, expected status, problem slug, RFC 6750 error or None for a bare/no challenge, counter)
@@ -251,7 +289,15 @@ struct Case {
 
 #[test]
 fn every_rejection_reason_gets_its_status_challenge_problem_and_counter() {
-    let host = Host::new();
+    every_rejection_reason(Host::new());
+}
+
+#[test]
+fn every_rejection_reason_holds_in_wasm_on_a_proxy_without_verify_signature() {
+    every_rejection_reason(Host::new().without_verify_signature());
+}
+
+fn every_rejection_reason(host: Host) {
     let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
     let now = now_secs(&host);
     let good = |c: Value| mint("ES256", "ec256", c);
@@ -940,7 +986,19 @@ fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
 #[test]
 fn tampered_signatures_are_refused_in_every_key_family() {
     let host = Host::new();
-    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
+    tampered_signatures_are_refused(&host);
+    assert!(metric(&host, "signature_by_proxy") > 0);
+}
+
+#[test]
+fn tampered_signatures_are_refused_in_wasm_on_a_proxy_without_verify_signature() {
+    let host = Host::new().without_verify_signature();
+    tampered_signatures_are_refused(&host);
+    assert_eq!(metric(&host, "signature_by_proxy"), 0);
+}
+
+fn tampered_signatures_are_refused(host: &Host) {
+    let plugin = load(host, &inline_config(&every_family_jwks(), ""));
     let n = rsa().rsa_public().n;
     let mut tampered: Vec<(String, String)> = Vec::new();
     for (alg, kid) in [
@@ -951,7 +1009,7 @@ fn tampered_signatures_are_refused_in_every_key_family() {
         ("EdDSA", "ed25519"),
         ("HS256", "hmac"),
     ] {
-        let good = mint(alg, kid, claims(&host));
+        let good = mint(alg, kid, claims(host));
         assert!(passes(&plugin, &good), "{alg}");
         tampered.push((
             format!("{alg} bit flipped"),
@@ -964,7 +1022,7 @@ fn tampered_signatures_are_refused_in_every_key_family() {
             }),
         ));
     }
-    let good = mint("RS256", "rsa", claims(&host));
+    let good = mint("RS256", "rsa", claims(host));
     let n_len = n.len();
     tampered.push(("RS256 s = n".into(), resigned(&good, |s| *s = n)));
     tampered.push((
@@ -974,6 +1032,30 @@ fn tampered_signatures_are_refused_in_every_key_family() {
     tampered.push((
         "RS256 leading zero".into(),
         resigned(&good, |s| s.insert(0, 0)),
+    ));
+    let good = mint("ES256", "ec256", claims(host));
+    tampered.push((
+        "ES256 s = 0".into(),
+        resigned(&good, |s| s[32..].fill(0)),
+    ));
+    tampered.push((
+        "ES256 r = 0".into(),
+        resigned(&good, |s| s[..32].fill(0)),
+    ));
+    tampered.push((
+        "ES256 s > n".into(),
+        resigned(&good, |s| s[32..].fill(0xff)),
+    ));
+    tampered.push((
+        "ES256 DER instead of r || s".into(),
+        resigned(&good, |s| {
+            let (r, t) = s.split_at(32);
+            let mut der = vec![0x30, 0x44, 0x02, 0x20];
+            der.extend_from_slice(r);
+            der.extend_from_slice(&[0x02, 0x20]);
+            der.extend_from_slice(t);
+            *s = der;
+        }),
     ));
     for (name, token) in &tampered {
         let reply = refusal(&plugin, token);
@@ -985,7 +1067,7 @@ fn tampered_signatures_are_refused_in_every_key_family() {
         );
     }
     assert_eq!(
-        metric(&host, "denied_invalid_signature"),
+        metric(host, "denied_invalid_signature"),
         tampered.len() as u64
     );
     assert!(plugin.logs(LogLevel::Critical).is_empty());
