@@ -9,7 +9,8 @@ nothing expires between runs.
 Reads one JSON request on stdin:
 
     {"keys":   [{"id": "rsa", "kty": "RSA", "kid": "rsa-1"},     # RSA-2048
-                {"id": "ec",  "kty": "EC",  "kid": "ec-1", "alg": "ES256"}],   # P-256
+                {"id": "ec",  "kty": "EC",  "kid": "ec-1", "alg": "ES256"},    # P-256
+                {"id": "ec384", "kty": "EC", "crv": "P-384", "kid": "ec-2"}],
      "tokens": [{"id": "valid", "key": "rsa", "alg": "RS256", "claims": {...}},
                 {"id": "other-kid", "key": "rsa", "alg": "RS256", "header": {"kid": "x"},
                  "claims": {...}},
@@ -23,7 +24,8 @@ and writes one JSON answer on stdout:
      "jwks":   {"keys": [<every public JWK>]},
      "tokens": {"valid": "eyJ...", ...}}
 
-Algorithms: RS256/384/512 and PS256/384/512 (RSA keys), ES256 (P-256 keys), and `none`
+Algorithms: RS256/384/512 and PS256/384/512 (RSA keys), ES256 (P-256 keys, the default
+`crv`), ES384 (P-384 keys), and `none`
 (no key; empty signature). A token's protected header is {"alg", "typ": "JWT", "kid": the
 key's kid} updated with its "header" entries (a null value removes an entry). "tamper"
 flips one bit of the signature. Only `demo_services::jwt_minter` runs this (for the Envoy
@@ -39,6 +41,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+# JWK crv -> (curve, coordinate and r/s size in bytes).
+CURVES = {"P-256": (ec.SECP256R1, 32), "P-384": (ec.SECP384R1, 48)}
 
 
 def b64url(data: bytes) -> str:
@@ -61,13 +65,17 @@ def generate(spec):
         numbers = private.public_key().public_numbers()
         public = {"kty": "RSA", "n": b64url(int_bytes(numbers.n)), "e": b64url(int_bytes(numbers.e))}
     elif kty == "EC":
-        private = ec.generate_private_key(ec.SECP256R1())
+        crv = spec.get("crv", "P-256")
+        if crv not in CURVES:
+            raise SystemExit(f"mint_jwt.py: key {spec['id']!r}: crv must be P-256 or P-384, not {crv!r}")
+        curve, size = CURVES[crv]
+        private = ec.generate_private_key(curve())
         numbers = private.public_key().public_numbers()
         public = {
             "kty": "EC",
-            "crv": "P-256",
-            "x": b64url(int_bytes(numbers.x, 32)),
-            "y": b64url(int_bytes(numbers.y, 32)),
+            "crv": crv,
+            "x": b64url(int_bytes(numbers.x, size)),
+            "y": b64url(int_bytes(numbers.y, size)),
         }
     else:
         raise SystemExit(f"mint_jwt.py: key {spec['id']!r}: kty must be RSA or EC, not {kty!r}")
@@ -88,10 +96,14 @@ def sign(alg: str, private, signing_input: bytes) -> bytes:
             # RFC 7518 section 3.5: MGF1 with the same hash, salt as long as the hash.
             scheme = padding.PSS(mgf=padding.MGF1(HASHES[bits]()), salt_length=digest.digest_size)
         return private.sign(signing_input, scheme, digest)
-    if alg == "ES256" and isinstance(private, ec.EllipticCurvePrivateKey):
-        # JWS wants r || s, each 32 bytes, not the DER sequence `cryptography` produces.
-        r, s = decode_dss_signature(private.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        return int_bytes(r, 32) + int_bytes(s, 32)
+    if family == "ES" and isinstance(private, ec.EllipticCurvePrivateKey):
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384"}.get(private.curve.name)
+        if (alg, crv) in (("ES256", "P-256"), ("ES384", "P-384")):
+            # JWS wants r || s, each the curve's size, not the DER sequence `cryptography`
+            # produces.
+            size = CURVES[crv][1]
+            r, s = decode_dss_signature(private.sign(signing_input, ec.ECDSA(HASHES[bits]())))
+            return int_bytes(r, size) + int_bytes(s, size)
     raise SystemExit(f"mint_jwt.py: cannot sign {alg} with this key")
 
 

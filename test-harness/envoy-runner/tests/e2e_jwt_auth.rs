@@ -478,21 +478,33 @@ fn only_value<'a>(seen: &'a SeenRequest, name: &str) -> &'a str {
 // Tests.
 
 #[test]
-fn admits_rs256_es256_and_ps256_tokens_with_keys_fetched_through_the_istio_named_cluster() {
+fn admits_every_rsa_and_ecdsa_algorithm_with_keys_fetched_through_the_istio_named_cluster() {
     let provider = provider();
     let minted = mint(
-        json!([rsa_key("rsa", "bank-rsa-1"), ec_key("ec", "bank-ec-1")]),
+        json!([
+            rsa_key("rsa", "bank-rsa-1"),
+            ec_key("ec", "bank-ec-1"),
+            {"id": "ec384", "kty": "EC", "crv": "P-384", "kid": "bank-ec-2"},
+        ]),
         json!([
             valid(&provider, "rs256", "rsa", "RS256"),
+            valid(&provider, "rs384", "rsa", "RS384"),
+            valid(&provider, "rs512", "rsa", "RS512"),
             valid(&provider, "es256", "ec", "ES256"),
+            valid(&provider, "es384", "ec384", "ES384"),
             valid(&provider, "ps256", "rsa", "PS256"),
             probe(&provider, "ec", "ES256"),
         ]),
     );
-    let deployment = Deployment::start(Setup::new(
-        "admits_rs256_es256_and_ps256_tokens_with_keys_fetched_through_the_istio_named_cluster",
-        minted.jwks(&["rsa", "ec"]),
+    let mut setup = Setup::new(
+        "admits_every_rsa_and_ecdsa_algorithm_with_keys_fetched_through_the_istio_named_cluster",
+        minted.jwks(&["rsa", "ec", "ec384"]),
+    );
+    setup.overrides.push((
+        "/providers/0/allowedAlgorithms",
+        json!(["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]),
     ));
+    let deployment = Deployment::start(setup);
     deployment.wait_for_keys(&payment(minted.token("probe")));
     // Envoy's config-validation VM may have started a fetch it then abandoned: count from here.
     let served_before = deployment.jwks.served();
@@ -512,7 +524,8 @@ fn admits_rs256_es256_and_ps256_tokens_with_keys_fetched_through_the_istio_named
         provider.cluster
     );
 
-    for alg in ["rs256", "es256", "ps256"] {
+    let algorithms = ["rs256", "rs384", "rs512", "es256", "es384", "ps256"];
+    for alg in algorithms {
         let token = minted.token(alg);
         // Spoofed copies of the claim headers: the upstream must only see the filter's.
         let request = payment(token)
@@ -536,14 +549,32 @@ fn admits_rs256_es256_and_ps256_tokens_with_keys_fetched_through_the_istio_named
     }
     assert_eq!(
         deployment.counter("allowed"),
-        1 + 3,
-        "the probe and the three tokens"
+        1 + algorithms.len() as u64,
+        "the probe and the tokens"
     );
+    // RS* and ES* (and the ES256 probe) were checked by Envoy's verify_signature, PS256 in
+    // Wasm, and the filter said so when it started.
+    assert_eq!(deployment.counter("signature_by_proxy"), 1 + 5);
+    assert_eq!(deployment.counter("signature_in_wasm"), 1);
     assert_eq!(
         deployment.jwks.served(),
         served_before,
         "the fetched set serves every request while it is fresh: no fetch per request"
     );
+    // Envoy flushes its log file every few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !deployment
+        .envoy
+        .log()
+        .contains("signatures are checked by the proxy's verify_signature (BoringSSL)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no start-up line naming the signature path in {:?}",
+            deployment.envoy.log_path()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     deployment.assert_no_crash();
 }
 
