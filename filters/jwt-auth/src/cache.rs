@@ -1,32 +1,33 @@
-//! The verified-token cache: a bounded per-worker map from a token's SHA-256 to the claims
-//! it was verified with, so a token reused across requests costs one signature check.
+//! The verified-token cache: a bounded per-worker map from a token to what its
+//! verification established, prepared for reuse ([`Prepared`]), so a token reused across
+//! requests costs one signature check and, after it, a lookup.
 //!
-//! The token itself is never stored, only its hash. An entry lives until the earlier of
-//! the token's `exp` and the configured TTL, and only while the key set it was verified
-//! against is still the one in use (a rotation drops every entry verified before it).
+//! The key is the token itself: std's `HashMap` hashes it with SipHash-1-3 under keys drawn
+//! at random when the VM starts (a client cannot aim tokens at one bucket), and a hit
+//! compares the whole token, so no two tokens ever share an entry. That costs the token's
+//! bytes per entry (about 1 KiB for an RS256 access token, `maxTokenBytes` at most) but no
+//! cryptographic hash per request. The cache lives in this worker's memory only: never in
+//! shared data, where any co-resident plugin could plant an entry. An entry lives until the
+//! earlier of the token's `exp` and the configured TTL, and only while the key set it was
+//! verified against is still the one in use (a changed set drops every entry verified
+//! before it).
 
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use banking_filter_common::clock::Timestamp;
-use serde_json::{Map, Value};
 
-pub type TokenHash = [u8; 32];
-
-/// SHA-256 of the token bytes.
-pub fn hash(token: &[u8]) -> TokenHash {
-    hmac_sha256::Hash::hash(token)
-}
+use crate::policy::Prepared;
 
 /// What a verified token established.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct VerifiedToken {
     /// Index of the provider that issued it.
     pub provider: usize,
     /// Version of that provider's key set it was verified against.
     pub keys_version: u64,
-    pub claims: Rc<Map<String, Value>>,
+    pub prepared: Rc<Prepared>,
     /// The entry is not used at or after this time.
     pub valid_until: Timestamp,
 }
@@ -35,7 +36,7 @@ pub struct VerifiedToken {
 pub struct TokenCache {
     capacity: usize,
     ttl: Duration,
-    entries: HashMap<TokenHash, VerifiedToken>,
+    entries: HashMap<Box<[u8]>, VerifiedToken>,
 }
 
 impl TokenCache {
@@ -56,29 +57,29 @@ impl TokenCache {
         self.entries.is_empty()
     }
 
-    /// The entry for `key` if it is still valid at `now` for key set `keys_version` of
-    /// its provider; stale entries are dropped on the way.
+    /// What `token`'s verification prepared, if it is still valid at `now` for key set
+    /// `keys_version` of its provider; a stale entry is dropped on the way.
     pub fn get(
         &mut self,
-        key: &TokenHash,
+        token: &[u8],
         now: Timestamp,
         keys_version: impl Fn(usize) -> Option<u64>,
-    ) -> Option<VerifiedToken> {
-        let entry = self.entries.get(key)?;
+    ) -> Option<Rc<Prepared>> {
+        let entry = self.entries.get(token)?;
         if now < entry.valid_until && keys_version(entry.provider) == Some(entry.keys_version) {
-            return Some(entry.clone());
+            return Some(Rc::clone(&entry.prepared));
         }
-        self.entries.remove(key);
+        self.entries.remove(token);
         None
     }
 
     /// Remembers a verified token whose `exp` is `expires_at` (None: no `exp`).
     pub fn insert(
         &mut self,
-        key: TokenHash,
+        token: &[u8],
         provider: usize,
         keys_version: u64,
-        claims: Rc<Map<String, Value>>,
+        prepared: Rc<Prepared>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) {
@@ -90,15 +91,15 @@ impl TokenCache {
         if valid_until <= now {
             return;
         }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(token) {
             self.evict(now);
         }
         self.entries.insert(
-            key,
+            token.into(),
             VerifiedToken {
                 provider,
                 keys_version,
-                claims,
+                prepared,
                 valid_until,
             },
         );
@@ -116,7 +117,7 @@ impl TokenCache {
             .entries
             .iter()
             .min_by_key(|(_, e)| e.valid_until)
-            .map(|(k, _)| *k)
+            .map(|(k, _)| k.clone())
         {
             self.entries.remove(&oldest);
         }
@@ -132,8 +133,8 @@ mod tests {
         Timestamp::from_unix_seconds(secs)
     }
 
-    fn claims() -> Rc<Map<String, Value>> {
-        Rc::new(Map::new())
+    fn claims() -> Rc<Prepared> {
+        Rc::new(Prepared::default())
     }
 
     fn version_1(_: usize) -> Option<u64> {
@@ -143,52 +144,56 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn entry_lives_until_the_earlier_of_exp_and_ttl() {
         let mut c = TokenCache::new(10, Duration::from_secs(60));
-        c.insert(hash(b"a"), 0, 1, claims(), Some(t(1030)), t(1000));
-        c.insert(hash(b"b"), 0, 1, claims(), Some(t(5000)), t(1000));
-        assert!(c.get(&hash(b"a"), t(1029), version_1).is_some());
-        assert!(c.get(&hash(b"a"), t(1030), version_1).is_none());
-        assert!(c.get(&hash(b"b"), t(1059), version_1).is_some());
-        assert!(c.get(&hash(b"b"), t(1060), version_1).is_none());
+        c.insert(b"a", 0, 1, claims(), Some(t(1030)), t(1000));
+        c.insert(b"b", 0, 1, claims(), Some(t(5000)), t(1000));
+        assert!(c.get(b"a", t(1029), version_1).is_some());
+        assert!(c.get(b"a", t(1030), version_1).is_none());
+        assert!(c.get(b"b", t(1059), version_1).is_some());
+        assert!(c.get(b"b", t(1060), version_1).is_none());
         assert!(c.is_empty());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn entry_is_dropped_when_its_key_set_changed() {
         let mut c = TokenCache::new(10, Duration::from_secs(60));
-        c.insert(hash(b"a"), 0, 1, claims(), None, t(1000));
-        assert!(c.get(&hash(b"a"), t(1001), |_| Some(2)).is_none());
-        assert!(c.get(&hash(b"a"), t(1001), version_1).is_none());
+        c.insert(b"a", 0, 1, claims(), None, t(1000));
+        assert!(c.get(b"a", t(1001), |_| Some(2)).is_none());
+        assert!(c.get(b"a", t(1001), version_1).is_none());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn stays_within_capacity_evicting_what_expires_first() {
         let mut c = TokenCache::new(2, Duration::from_secs(600));
-        c.insert(hash(b"a"), 0, 1, claims(), Some(t(1100)), t(1000));
-        c.insert(hash(b"b"), 0, 1, claims(), Some(t(1050)), t(1000));
-        c.insert(hash(b"c"), 0, 1, claims(), Some(t(1200)), t(1000));
+        c.insert(b"a", 0, 1, claims(), Some(t(1100)), t(1000));
+        c.insert(b"b", 0, 1, claims(), Some(t(1050)), t(1000));
+        c.insert(b"c", 0, 1, claims(), Some(t(1200)), t(1000));
         assert_eq!(c.len(), 2);
-        assert!(c.get(&hash(b"b"), t(1001), version_1).is_none());
-        assert!(c.get(&hash(b"a"), t(1001), version_1).is_some());
-        assert!(c.get(&hash(b"c"), t(1001), version_1).is_some());
+        assert!(c.get(b"b", t(1001), version_1).is_none());
+        assert!(c.get(b"a", t(1001), version_1).is_some());
+        assert!(c.get(b"c", t(1001), version_1).is_some());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn zero_capacity_disables_caching() {
         let mut c = TokenCache::new(0, Duration::from_secs(600));
-        c.insert(hash(b"a"), 0, 1, claims(), None, t(1000));
-        assert!(c.get(&hash(b"a"), t(1001), version_1).is_none());
+        c.insert(b"a", 0, 1, claims(), None, t(1000));
+        assert!(c.get(b"a", t(1001), version_1).is_none());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn already_expired_token_is_not_cached() {
         let mut c = TokenCache::new(4, Duration::from_secs(600));
-        c.insert(hash(b"a"), 0, 1, claims(), Some(t(999)), t(1000));
+        c.insert(b"a", 0, 1, claims(), Some(t(999)), t(1000));
         assert!(c.is_empty());
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn key_is_the_sha256_of_the_token() {
-        // SHA-256("abc"), FIPS 180-2 test vector.
-        assert_eq!(hash(b"abc")[..4], [0xba, 0x78, 0x16, 0xbf],);
+    fn a_hit_needs_the_whole_token() {
+        let mut c = TokenCache::new(4, Duration::from_secs(600));
+        c.insert(b"header.payload.signature", 0, 1, claims(), None, t(1000));
+        assert!(c.get(b"header.payload.signature", t(1001), version_1).is_some());
+        for other in [&b"header.payload.signaturE"[..], b"header.payload.signatur", b""] {
+            assert!(c.get(other, t(1001), version_1).is_none());
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here quotes the token or any part of it: details are fixed sentences plus
 //! names taken from the configuration.
 
+use std::rc::Rc;
 use banking_filter_common::metrics::Outcome;
 use banking_filter_common::problem::Problem;
 use banking_filter_common::route;
@@ -434,9 +435,17 @@ pub use banking_filter_common::identity::names::CLAIM_PREFIX as FILTER_STATE_CLA
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
     pub kind: AllowKind,
-    /// Removed first (every copy).
+    /// Removed first (every copy), except a name [`Outputs::set_headers`] replaces anyway.
     pub remove_headers: Vec<String>,
-    /// Then set (replacing).
+    /// What the token establishes for every request that carries it: prepared once, when
+    /// the token is verified, and shared by each later use of the cached verification.
+    pub outputs: Rc<Outputs>,
+}
+
+/// The headers and filter state a verified token (or a bypass) hands on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outputs {
+    /// Set, replacing every copy a client sent.
     pub set_headers: Vec<(String, Vec<u8>)>,
     /// (filter-state name, value).
     pub filter_state: Vec<(String, Vec<u8>)>,

@@ -491,7 +491,7 @@ impl StreamContext for Stream {
         }
         match evaluation.decision {
             Decision::Allow(allow) => {
-                let Some(identity) = &allow.identity else {
+                let Some(identity) = &allow.outputs.identity else {
                     return host::fail_closed(
                         FILTER,
                         "an allowed token has no identity to hand on",
@@ -539,15 +539,20 @@ impl StreamContext for Stream {
 /// spoofed identity header that stays, or an identity later filters cannot read, is a
 /// hole, so the first refusal is returned for the caller to fail closed on.
 fn apply(allow: &Allow, handoff: &Authentication) -> Result<(), HostError> {
+    let outputs = &allow.outputs;
+    // A header set below replaces every copy a client sent (Envoy's replace is remove and
+    // add): removing it first would only cost a hostcall.
     for name in &allow.remove_headers {
-        host::remove_request_header(name)?;
+        if !outputs.set_headers.iter().any(|(set, _)| set == name) {
+            host::remove_request_header(name)?;
+        }
     }
-    for (name, value) in &allow.set_headers {
+    for (name, value) in &outputs.set_headers {
         host::set_request_header(name, value)?;
     }
     // The identity names are the contract's, written once below: a read-only name takes
     // one write per stream.
-    for (name, value) in &allow.filter_state {
+    for (name, value) in &outputs.filter_state {
         if !names::IDENTITY.contains(&name.as_str()) {
             host::set_property(&[name.as_str()], value)?;
         }

@@ -11,10 +11,10 @@ use banking_filter_common::headers::{self, HeaderPairs, same_header_name};
 use banking_filter_common::route::{self, Route};
 use serde_json::{Map, Value};
 
-use crate::cache::{self, TokenCache, VerifiedToken};
+use crate::cache::TokenCache;
 use crate::config::{Config, Rule, TokenSource};
 use crate::decision::{
-    self, Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX,
+    self, Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX, Outputs,
 };
 use crate::jwks::KeySet;
 use crate::native::SignatureChecks;
@@ -137,33 +137,26 @@ pub fn authorize<K: KeySets + ?Sized>(
         Found::One { token, source } => (token, source),
     };
 
-    let key = cache::hash(&token);
     let version_of = |p: usize| {
         keys.provider(p)
             .filter(|k| k.set.is_some())
             .map(|k| k.version)
     };
-    let (verified, cache_use) = match cache.get(&key, now, version_of) {
+    let (prepared, cache_use) = match cache.get(&token, now, version_of) {
         Some(hit) => (hit, CacheUse::Hit),
         None => match verify_fresh(config, keys, &token, now, checks) {
             Ok((provider, verified)) => {
-                let claims = Rc::new(verified.claims);
+                let prepared = Rc::new(Prepared::new(config, verified.claims, &token));
                 let version = keys.provider(provider).map_or(0, |k| k.version);
                 cache.insert(
-                    key,
+                    &token,
                     provider,
                     version,
-                    Rc::clone(&claims),
+                    Rc::clone(&prepared),
                     verified.expires_at,
                     now,
                 );
-                let entry = VerifiedToken {
-                    provider,
-                    keys_version: version,
-                    claims,
-                    valid_until: now,
-                };
-                (entry, CacheUse::Miss)
+                (prepared, CacheUse::Miss)
             }
             Err((denial, keys_wanted)) => {
                 let refetch_provider =
@@ -179,9 +172,9 @@ pub fn authorize<K: KeySets + ?Sized>(
     };
     let cache_use = (config.cache_entries > 0).then_some(cache_use);
 
-    let decision = match check_request(config, &verified.claims, request, &route) {
+    let decision = match check_request(config, &prepared, request, &route) {
         Err(denial) => Decision::Deny(denial),
-        Ok(()) => Decision::Allow(outputs(config, &verified, &token, source, owned)),
+        Ok(()) => Decision::Allow(allow_verified(config, &prepared, source, owned)),
     };
     Evaluation {
         decision,
@@ -196,9 +189,10 @@ fn allowed(kind: AllowKind, remove_headers: Vec<String>) -> Evaluation {
         decision: Decision::Allow(Allow {
             kind,
             remove_headers,
-            set_headers: Vec::new(),
-            filter_state: Vec::new(),
-            identity: decision::handoff(kind, None, None),
+            outputs: Rc::new(Outputs {
+                identity: decision::handoff(kind, None, None),
+                ..Outputs::default()
+            }),
         }),
         refetch_provider: None,
         keys_wanted: None,
@@ -288,7 +282,7 @@ pub fn owned_headers(config: &Config, headers: &HeaderPairs) -> Vec<String> {
 /// Route scopes and customer binding: what the token may do with this request.
 fn check_request(
     config: &Config,
-    claims: &Map<String, Value>,
+    prepared: &Prepared,
     request: &Request<'_>,
     route: &Route<'_, Rule>,
 ) -> Result<(), Denial> {
@@ -299,14 +293,12 @@ fn check_request(
         ));
     }
     if let Route::Rule(rule) = route {
-        let granted = scopes(claims);
-        let missing: Vec<&str> = rule
+        let granted = &prepared.scopes;
+        if !rule
             .required_scopes
             .iter()
-            .filter(|s| !granted.iter().any(|g| g == *s))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
+            .all(|s| granted.iter().any(|g| g == s))
+        {
             let mut denial = Denial::new(
                 DenyReason::InsufficientScope,
                 format!(
@@ -321,8 +313,8 @@ fn check_request(
     if let Some(binding) = &config.customer_binding {
         let sent = headers::all(request.headers, &binding.header);
         if !sent.is_empty() {
-            let bound = claims.get(&binding.claim).and_then(claim_text);
-            let matches = bound
+            let matches = prepared
+                .bound_customer
                 .as_deref()
                 .is_some_and(|id| sent.iter().all(|v| *v == id.as_bytes()));
             if !matches {
@@ -337,11 +329,6 @@ fn check_request(
         }
     }
     Ok(())
-}
-
-/// Scopes the token grants (see [`decision::granted_scopes`]).
-fn scopes(claims: &Map<String, Value>) -> Vec<String> {
-    decision::granted_scopes(claims)
 }
 
 /// A claim as header/filter-state text: strings as they are, numbers and booleans
@@ -366,55 +353,81 @@ fn header_safe(text: &str) -> bool {
     text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-fn outputs(
+/// What a verified token establishes, worked out once, when it is verified, for this
+/// request and every later one that reuses the cached verification: a cache hit only
+/// compares scopes and the bound customer and hands on these outputs as they are.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The scopes the token grants (see [`decision::granted_scopes`]).
+    scopes: Vec<String>,
+    /// The customer-binding claim as text, when configured and present.
+    bound_customer: Option<String>,
+    outputs: Rc<Outputs>,
+}
+
+impl Prepared {
+    fn new(config: &Config, claims: Map<String, Value>, token: &[u8]) -> Prepared {
+        let mut set_headers = Vec::new();
+        for (claim, header) in &config.outputs.claim_headers {
+            if let Some(text) = claims.get(claim).and_then(claim_text)
+                && header_safe(&text)
+            {
+                set_headers.push((header.clone(), text.into_bytes()));
+            }
+        }
+        if let Some(header) = &config.outputs.payload_header
+            && let Some(payload) = std::str::from_utf8(token)
+                .ok()
+                .and_then(token::payload_segment)
+        {
+            set_headers.push((header.clone(), payload.as_bytes().to_vec()));
+        }
+        // The identity names are the `identity`'s, published once by the shell; these are
+        // the extra claims the config asks for.
+        let mut filter_state = Vec::new();
+        for claim in &config.outputs.filter_state_claims {
+            let text = match claims.get(claim) {
+                None | Some(Value::Null) => continue,
+                Some(v) => claim_text(v).unwrap_or_else(|| v.to_string()),
+            };
+            filter_state.push((
+                format!("{FILTER_STATE_CLAIM_PREFIX}{claim}"),
+                text.into_bytes(),
+            ));
+        }
+        let customer_claim = config.customer_binding.as_ref().map(|b| b.claim.as_str());
+        Prepared {
+            scopes: decision::granted_scopes(&claims),
+            bound_customer: customer_claim
+                .and_then(|claim| claims.get(claim))
+                .and_then(claim_text),
+            outputs: Rc::new(Outputs {
+                set_headers,
+                filter_state,
+                identity: decision::handoff(AllowKind::Verified, Some(&claims), customer_claim),
+            }),
+        }
+    }
+}
+
+/// The allowed request's changes: the token's prepared outputs, and the headers this
+/// request must lose (this filter's own, in any spelling it used, and the token's header
+/// when `removeTokenHeader` says so).
+fn allow_verified(
     config: &Config,
-    verified: &VerifiedToken,
-    token: &[u8],
+    prepared: &Prepared,
     source: usize,
     mut remove_headers: Vec<String>,
 ) -> Allow {
-    let claims = &verified.claims;
     if config.outputs.remove_token_header
         && let Some(TokenSource::Header { name, .. }) = config.token_sources.get(source)
     {
         remove_headers.push(name.clone());
     }
-    let mut set_headers = Vec::new();
-    for (claim, header) in &config.outputs.claim_headers {
-        if let Some(text) = claims.get(claim).and_then(claim_text)
-            && header_safe(&text)
-        {
-            set_headers.push((header.clone(), text.into_bytes()));
-        }
-    }
-    if let Some(header) = &config.outputs.payload_header
-        && let Some(payload) = std::str::from_utf8(token)
-            .ok()
-            .and_then(token::payload_segment)
-    {
-        set_headers.push((header.clone(), payload.as_bytes().to_vec()));
-    }
-    // The identity names are the `identity`'s, published once by the shell; these are the
-    // extra claims the config asks for.
-    let mut filter_state = Vec::new();
-    for claim in &config.outputs.filter_state_claims {
-        let text = match claims.get(claim) {
-            None | Some(Value::Null) => continue,
-            Some(v) => claim_text(v).unwrap_or_else(|| v.to_string()),
-        };
-        filter_state.push((
-            format!("{FILTER_STATE_CLAIM_PREFIX}{claim}"),
-            text.into_bytes(),
-        ));
-    }
-    // From the claims just verified (or cached with their verification): no second parse.
-    let customer_claim = config.customer_binding.as_ref().map(|b| b.claim.as_str());
     Allow {
         kind: AllowKind::Verified,
         remove_headers,
-        set_headers,
-        filter_state,
-        identity: decision::handoff(AllowKind::Verified, Some(claims), customer_claim),
+        outputs: Rc::clone(&prepared.outputs),
     }
 }
 
@@ -516,14 +529,14 @@ mod tests {
         ]);
         let a = allowed(&e);
         assert_eq!(a.kind, AllowKind::Verified);
-        let Some(Authentication::Verified(identity)) = &a.identity else {
-            panic!("a verified token carries its identity: {:?}", a.identity);
+        let Some(Authentication::Verified(identity)) = &a.outputs.identity else {
+            panic!("a verified token carries its identity: {:?}", a.outputs.identity);
         };
         assert_eq!(identity.issuer, "https://idp.bank.example");
         assert_eq!(identity.subject.as_deref(), Some("cust-42"));
         // Only the configured extra claims go to `filter_state`; the identity names are
         // published once, from `identity`.
-        assert!(a.filter_state.is_empty(), "{:?}", a.filter_state);
+        assert!(a.outputs.filter_state.is_empty(), "{:?}", a.outputs.filter_state);
         assert_eq!(e.cache, Some(CacheUse::Miss));
     }
 
@@ -938,25 +951,25 @@ mod tests {
             ]
         );
         assert!(
-            a.set_headers
+            a.outputs.set_headers
                 .contains(&("x-jwt-sub".into(), b"cust-42".to_vec()))
         );
         assert!(
-            a.set_headers
+            a.outputs.set_headers
                 .contains(&("x-jwt-scopes".into(), b"a,b".to_vec()))
         );
         assert!(
-            !a.set_headers.iter().any(|(h, _)| h == "x-jwt-evil"),
+            !a.outputs.set_headers.iter().any(|(h, _)| h == "x-jwt-evil"),
             "CR/LF claim must not become a header"
         );
         let payload = t.split('.').nth(1).unwrap().as_bytes().to_vec();
-        assert!(a.set_headers.contains(&("x-jwt-payload".into(), payload)));
+        assert!(a.outputs.set_headers.contains(&("x-jwt-payload".into(), payload)));
         assert!(
-            a.filter_state
+            a.outputs.filter_state
                 .contains(&("banking.jwt.claim.customer_id".into(), b"C-1".to_vec()))
         );
         assert!(
-            a.filter_state
+            a.outputs.filter_state
                 .contains(&("banking.jwt.claim.acct".into(), br#"{"n":1}"#.to_vec()))
         );
     }
@@ -1071,3 +1084,4 @@ mod tests {
         assert_eq!(e.cache, None);
     }
 }
+

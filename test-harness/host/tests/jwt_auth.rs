@@ -598,6 +598,51 @@ fn reused_token_is_served_from_the_cache() {
 }
 
 #[test]
+fn a_cache_hit_checks_no_signature_and_makes_twelve_hostcalls() {
+    const CALLS: [&str; 8] = [
+        "proxy_get_header_map_pairs",
+        "proxy_get_current_time_nanoseconds",
+        "proxy_call_foreign_function",
+        "proxy_remove_header_map_value",
+        "proxy_replace_header_map_value",
+        "proxy_set_property",
+        "proxy_increment_metric",
+        "proxy_log",
+    ];
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&every_family_jwks(), POLICY));
+    let token = mint("RS256", "rsa", claims(&host));
+    let counts = || CALLS.map(|call| host.hostcall_count(call));
+    let send = || {
+        let mut stream = plugin.stream();
+        let action = get(
+            &mut stream,
+            "/accounts/1",
+            Some(&token),
+            &[("x-jwt-claim-sub", "forged")],
+        );
+        assert_eq!(action, Action::Continue);
+        assert_eq!(
+            stream.request_header("x-jwt-claim-sub"),
+            Some(b"user-7".to_vec())
+        );
+    };
+    send();
+    let before = counts();
+    send();
+    let made: Vec<u64> = counts()
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after - before)
+        .collect();
+    // Read the headers and the time; set the claim header (replacing the copy the client
+    // sent, so nothing to remove); publish the six identity names and one claim; count the
+    // hit and the allow. No signature check, no log line.
+    assert_eq!(made, [1, 1, 0, 0, 1, 7, 2, 0]);
+    assert_eq!(metric(&host, "cache_hit"), 1);
+}
+
+#[test]
 fn token_expires_on_the_virtual_clock_even_when_cached() {
     let host = Host::new();
     let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
@@ -1110,12 +1155,13 @@ fn host_refusing_a_call_on_the_request_path_fails_closed_and_the_vm_serves_on() 
         let token = mint("ES256", "ec256", claims(&host));
         host.fail_hostcall(call, HostStatus::InternalFailure, 1);
         let mut stream = plugin.stream();
-        // A forged claim header to remove, claims to copy into headers and filter state.
+        // Forged claim headers to replace and (the `_` spelling) remove, claims to copy
+        // into headers and filter state.
         let action = get(
             &mut stream,
             "/accounts/1",
             Some(&token),
-            &[("x-jwt-claim-sub", "forged")],
+            &[("x-jwt-claim-sub", "forged"), ("x-jwt-claim_sub", "forged")],
         );
         assert_failed_closed(&plugin, &stream, action, call);
         assert_eq!(metric(&host, "allowed"), 0, "{call}");
