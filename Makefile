@@ -161,7 +161,7 @@ run: wasm envoy
 # Not a test: every row of bench/src/scenarios.rs (no filter, the no-op wasm floor, each filter,
 # the suite, and their native Envoy equivalents), each in its own Envoy, at a fixed request rate,
 # Envoy pinned to CPU 0 (CPUs 0-1 at --concurrency 2) and the load to CPU 1, rows alternated over
-# rounds; about 8 minutes. Writes bench/results.md. BENCH_ARGS='--help' lists the options, e.g.
+# rounds; about 10 minutes. Writes bench/results.md. BENCH_ARGS='--help' lists the options, e.g.
 # '--only suite --concurrency 1' for a part, '--soak 180' for the memory soak.
 .PHONY: bench
 bench: wasm envoy jwt-minter

@@ -15,25 +15,36 @@ use std::time::{Duration, Instant};
 use crate::BenchError;
 use crate::procfs;
 
-/// The requests a row sends, in rotation across all connections.
+/// The requests a row sends, shared by all connections: one after the other from a sequence
+/// that starts over when it runs out.
 pub struct Requests {
     raw: Vec<Vec<u8>>,
+    /// Indices into `raw` in sending order; empty: `raw` itself, in rotation.
+    order: Vec<usize>,
     next: AtomicUsize,
 }
 
 impl Requests {
     pub fn new(raw: Vec<Vec<u8>>) -> Requests {
+        Requests::in_order(raw, Vec::new())
+    }
+
+    pub fn in_order(raw: Vec<Vec<u8>>, order: Vec<usize>) -> Requests {
         Requests {
             raw,
+            order,
             next: AtomicUsize::new(0),
         }
     }
 
     fn next(&self) -> &[u8] {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.raw
-            .get(i % self.raw.len().max(1))
-            .map_or(&[][..], Vec::as_slice)
+        let index = if self.order.is_empty() {
+            i % self.raw.len().max(1)
+        } else {
+            self.order.get(i % self.order.len()).copied().unwrap_or(0)
+        };
+        self.raw.get(index).map_or(&[][..], Vec::as_slice)
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod chain;
 mod load;
+mod mix;
 mod native;
 mod procfs;
 mod report;
@@ -41,10 +42,11 @@ use envoy_runner::{self as envoy, RunningEnvoy, StartOptions, client};
 use serde_json::Value;
 
 use crate::load::{Edge, Plan, Requests};
+use crate::mix::Mix;
 use crate::native::Inputs;
 use crate::procfs::CpuClock;
-use crate::scenarios::{NO_FILTER, Probe, Rate, Scenario, TokenUse};
-use crate::tokens::Tokens;
+use crate::scenarios::{CacheStats, NO_FILTER, Probe, Rate, Scenario, TokenUse};
+use crate::tokens::{Alg, Tokens};
 
 type BenchError = Box<dyn std::error::Error>;
 
@@ -58,7 +60,8 @@ equivalents, a no-filter row and the no-op wasm floor), each in its own Envoy, a
 request rate, alternating rows over rounds; writes a markdown report.
 
   --rate N          requests per second offered to each row (default 3000)
-  --light-rate N    the same for rows marked Rate::Light, distinct tokens (default 500)
+  --light-rate N    the same for rows marked Rate::Light, distinct and mixed tokens
+                    (default 500)
   --seconds S       measured window per row and round (default 1.25)
   --rounds N        rounds (default 7)
   --warm-up S       load per row before the first round (default 1)
@@ -67,7 +70,8 @@ request rate, alternating rows over rounds; writes a markdown report.
   --soak S          after the rounds, S more seconds of load per row, then RSS again
   --only NAME       rows whose name contains NAME (repeatable); their yardsticks and the
                     no-filter row come along
-  --distinct N      distinct tokens per algorithm (default 4 x jwt-auth's cache size)
+  --distinct N      distinct tokens per algorithm (default 4 x jwt-auth's cache size); the
+                    mixed rows' pool is sized from their rate and the run's length
   --out FILE        the report (default bench/results.md)
   --list            print the rows and exit
 
@@ -183,7 +187,7 @@ fn main() -> ExitCode {
     }
     if args.list {
         for s in scenarios::select(&args.only) {
-            let versus = s.versus.map(|v| format!(", vs {v}")).unwrap_or_default();
+            let versus: String = s.versus.iter().map(|v| format!(", vs {v}")).collect();
             println!(
                 "{:<26} {} ({}{versus})",
                 s.name,
@@ -215,13 +219,20 @@ pub struct RowResult {
     pub rss_warm_kib: u64,
     pub rss_end_kib: u64,
     pub rss_soak_kib: Option<u64>,
-    /// jwt-auth's cache hits and misses over all the row's load, when it runs jwt-auth.
-    pub cache: Option<(u64, u64)>,
+    /// Each verified-token cache of the chain, with its hits and misses over all the row's
+    /// load.
+    pub caches: Vec<CacheCount>,
     /// The lowest share of the offered rate a window completed.
     pub min_achieved: f64,
     /// Envoy's CPU over the whole run by its clock and by `/proc/<pid>/stat`, seconds.
     pub cpu_clock_s: f64,
     pub cpu_stat_s: f64,
+}
+
+pub struct CacheCount {
+    pub stats: &'static CacheStats,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 pub struct LevelResult {
@@ -301,11 +312,24 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
         (true, Some(n)) => n,
         (true, None) => usize::try_from(cache_entries.saturating_mul(4).max(1000)).unwrap_or(4096),
     };
+    // One sequence per rate of the mixed rows, sized from the row's whole run.
+    let mut mixes: Vec<(f64, Mix)> = Vec::new();
+    for s in selected
+        .iter()
+        .filter(|s| matches!(s.tokens, TokenUse::Mix(_)))
+    {
+        let rate = rate_of(args, s.rate);
+        if !mixes.iter().any(|(r, _)| *r == rate) {
+            mixes.push((rate, Mix::for_requests(requests_per_row(args, rate))));
+        }
+    }
+    let minted = mixes.iter().map(|(_, m)| m.pool).fold(distinct, usize::max);
     eprintln!(
-        "bench: minting 2 x {} tokens with Python cryptography",
-        distinct + 2
+        "bench: minting {} x {} tokens with Python cryptography",
+        Alg::ALL.len(),
+        minted + 2
     );
-    let (jwks, tokens) = tokens::mint(&issuer, &audience, distinct)?;
+    let (jwks, tokens) = tokens::mint(&issuer, &audience, minted)?;
     let inputs = Inputs {
         jwks,
         issuer,
@@ -321,7 +345,11 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
             concurrency,
             &selected,
             &inputs,
-            &tokens,
+            &TokenSet {
+                minted: &tokens,
+                distinct,
+                mixes: &mixes,
+            },
             &wasm_dir,
             &binary,
             args,
@@ -340,6 +368,17 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
         soak: args.soak,
         lead_in: LEAD_IN,
         distinct,
+        mixes: mixes
+            .iter()
+            .map(|(rate, mix)| report::MixSummary {
+                rate: *rate,
+                pool: mix.pool,
+                requests: mix.order.len(),
+                drawn: mix.drawn(),
+            })
+            .collect(),
+        uses_per_token: mix::USES_PER_TOKEN,
+        standard_pool: Mix::pool_for(requests_per_row(args, args.rate)),
         cache_entries,
         envoy_version: &envoy_version,
         modules: &modules,
@@ -360,15 +399,33 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// What is measured: each selected row at its rate, and the no-filter row at every rate used.
-fn units(selected: &[&'static Scenario], args: &Args) -> Vec<(&'static Scenario, f64)> {
-    let rate_of = |rate: Rate| match rate {
+fn rate_of(args: &Args, rate: Rate) -> f64 {
+    match rate {
         Rate::Standard => args.rate,
         Rate::Light => args.light_rate,
-    };
+    }
+}
+
+/// The requests a row at `rate` gets over its run: warm-up, then each round's lead-in and
+/// window (a soak, when asked, comes after and is not counted).
+fn requests_per_row(args: &Args, rate: f64) -> usize {
+    let seconds = args.warm_up + f64::from(args.rounds) * (LEAD_IN.as_secs_f64() + args.seconds);
+    (rate * seconds).round() as usize
+}
+
+/// The minted tokens, how many of them the distinct rows rotate through, and the mixed rows'
+/// sequence per rate.
+struct TokenSet<'a> {
+    minted: &'a [Tokens],
+    distinct: usize,
+    mixes: &'a [(f64, Mix)],
+}
+
+/// What is measured: each selected row at its rate, and the no-filter row at every rate used.
+fn units(selected: &[&'static Scenario], args: &Args) -> Vec<(&'static Scenario, f64)> {
     let mut rates: Vec<f64> = Vec::new();
     for s in selected {
-        let rate = rate_of(s.rate);
+        let rate = rate_of(args, s.rate);
         if !rates.contains(&rate) {
             rates.push(rate);
         }
@@ -378,7 +435,7 @@ fn units(selected: &[&'static Scenario], args: &Args) -> Vec<(&'static Scenario,
         if s.name == NO_FILTER {
             units.extend(rates.iter().map(|&r| (s, r)));
         } else {
-            units.push((s, rate_of(s.rate)));
+            units.push((s, rate_of(args, s.rate)));
         }
     }
     units
@@ -399,7 +456,7 @@ fn measure_level(
     concurrency: u32,
     selected: &[&'static Scenario],
     inputs: &Inputs,
-    tokens: &[Tokens],
+    tokens: &TokenSet<'_>,
     wasm_dir: &Path,
     binary: &envoy::EnvoyBinary,
     args: &Args,
@@ -432,22 +489,35 @@ fn measure_level(
         let pid = proxy.pid();
         let clock = CpuClock::of(pid)?;
         let alg_tokens = tokens
+            .minted
             .iter()
             .find(|t| t.alg == scenario.tokens.alg())
             .ok_or("no tokens for the row's algorithm")?;
-        let raw = match scenario.tokens {
-            TokenUse::Reused(_) => vec![load_request(&alg_tokens.reused)],
-            TokenUse::Distinct(_) => alg_tokens
+        let pool = |n: usize| -> Vec<Vec<u8>> {
+            alg_tokens
                 .distinct
                 .iter()
+                .take(n)
                 .map(|t| load_request(t))
-                .collect(),
+                .collect()
+        };
+        let requests = match scenario.tokens {
+            TokenUse::Reused(_) => Requests::new(vec![load_request(&alg_tokens.reused)]),
+            TokenUse::Distinct(_) => Requests::new(pool(tokens.distinct)),
+            TokenUse::Mix(_) => {
+                let (_, mix) = tokens
+                    .mixes
+                    .iter()
+                    .find(|(r, _)| *r == rate)
+                    .ok_or("no token mix for the row's rate")?;
+                Requests::in_order(pool(mix.pool), mix.order.clone())
+            }
         };
         rows.push(Row {
             scenario,
             rate,
             clock,
-            requests: Requests::new(raw),
+            requests,
             cpu_at_start: clock.read()?,
             stat_at_start: procfs::stat_cpu_seconds(pid)?,
             result: RowResult {
@@ -459,7 +529,15 @@ fn measure_level(
                 rss_warm_kib: 0,
                 rss_end_kib: 0,
                 rss_soak_kib: None,
-                cache: scenario.has_plugin("jwt-auth").then_some((0, 0)),
+                caches: scenario
+                    .cache_stats()
+                    .into_iter()
+                    .map(|stats| CacheCount {
+                        stats,
+                        hits: 0,
+                        misses: 0,
+                    })
+                    .collect(),
                 min_achieved: f64::INFINITY,
                 cpu_clock_s: 0.0,
                 cpu_stat_s: 0.0,
@@ -477,7 +555,7 @@ fn measure_level(
     let load_placement = procfs::cpus_allowed(std::process::id());
 
     for row in &rows {
-        probe(row, tokens)?;
+        probe(row, tokens.minted)?;
     }
     eprintln!(
         "bench: --concurrency {concurrency}: warm-up, {} s per row",
@@ -574,13 +652,13 @@ fn plan(args: &Args, rate: f64, lead_in: Duration, window: f64) -> Plan {
 }
 
 /// Runs load on a row, recording Envoy's CPU clock at the window's edges into `cpu` when
-/// given, and jwt-auth's cache counters around it. Any failed request fails the bench.
+/// given, and the chain's cache counters around it. Any failed request fails the bench.
 fn run_load(
     row: &mut Row,
     plan: Plan,
     mut cpu: Option<&mut [Duration; 2]>,
 ) -> Result<load::Outcome, BenchError> {
-    let cache_before = row.result.cache.map(|_| jwt_cache_counters(&row.proxy));
+    let cache_before = cache_counters(row);
     let address = row.proxy.listener();
     let clock = row.clock;
     let outcome = load::run(address, plan, &row.requests, |edge| {
@@ -606,28 +684,37 @@ fn run_load(
         )
         .into());
     }
-    if let (Some((hits, misses)), Some((hits_before, misses_before))) =
-        (row.result.cache.as_mut(), cache_before)
+    let cache_after = cache_counters(row);
+    for ((count, before), after) in row
+        .result
+        .caches
+        .iter_mut()
+        .zip(cache_before)
+        .zip(cache_after)
     {
-        let (hits_after, misses_after) = jwt_cache_counters(&row.proxy);
-        *hits += hits_after.saturating_sub(hits_before);
-        *misses += misses_after.saturating_sub(misses_before);
+        count.hits += after.0.saturating_sub(before.0);
+        count.misses += after.1.saturating_sub(before.1);
     }
     Ok(outcome)
 }
 
-fn jwt_cache_counters(proxy: &RunningEnvoy) -> (u64, u64) {
-    let stats = proxy.stats().unwrap_or_default();
-    let find = |name: &str| {
+/// Hits and misses so far of each cache of the row's chain, in the order of `caches`.
+fn cache_counters(row: &Row) -> Vec<(u64, u64)> {
+    if row.result.caches.is_empty() {
+        return Vec::new();
+    }
+    let stats = row.proxy.stats().unwrap_or_default();
+    let find = |suffix: &str| {
         stats
             .iter()
-            .find(|(n, _)| n == &format!("wasmcustom.{name}"))
+            .find(|(n, _)| n.ends_with(suffix))
             .map_or(0, |(_, v)| *v)
     };
-    (
-        find("banking_jwt_auth_cache_hit"),
-        find("banking_jwt_auth_cache_miss"),
-    )
+    row.result
+        .caches
+        .iter()
+        .map(|c| (find(c.stats.hit), find(c.stats.miss)))
+        .collect()
 }
 
 /// The request of a probe, as the probe client sends it (one connection per request).

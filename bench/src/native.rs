@@ -6,7 +6,7 @@ use envoy_runner::WasmPlugin;
 use serde_json::{Value, json};
 
 use crate::BenchError;
-use crate::scenarios::Probe;
+use crate::scenarios::{CacheStats, Probe};
 
 /// What native filters are built from.
 pub struct Inputs {
@@ -38,13 +38,23 @@ pub struct NativeFilter {
     pub build: fn(&Inputs) -> Result<Value, BenchError>,
     /// The probes it refuses, with the status (see [`Probe`]).
     pub refuses: &'static [(Probe, u16)],
+    /// Its verified-token cache, when it keeps one.
+    pub cache: Option<&'static CacheStats>,
 }
+
+/// jwt_authn's `jwt_cache_config` cache (counted under `http.<prefix>.jwt_authn.`).
+static JWT_AUTHN_CACHE: CacheStats = CacheStats {
+    filter: "jwt_authn",
+    hit: ".jwt_authn.jwt_cache_hit",
+    miss: ".jwt_authn.jwt_cache_miss",
+};
 
 /// jwt_authn as Envoy configures it by default: no verified-token cache.
 pub const JWT_AUTHN: NativeFilter = NativeFilter {
     label: "jwt_authn",
     build: |inputs| jwt_authn(inputs, false, false),
     refuses: &[(Probe::TamperedToken, 401)],
+    cache: None,
 };
 
 /// jwt_authn with `jwt_cache_config` as large as jwt-auth's cache.
@@ -52,6 +62,7 @@ pub const JWT_AUTHN_CACHED: NativeFilter = NativeFilter {
     label: "jwt_authn+cache",
     build: |inputs| jwt_authn(inputs, true, false),
     refuses: &[(Probe::TamperedToken, 401)],
+    cache: Some(&JWT_AUTHN_CACHE),
 };
 
 /// jwt_authn with its cache, leaving the verified payload in dynamic metadata for
@@ -60,6 +71,7 @@ pub const JWT_AUTHN_FOR_AUTHZ: NativeFilter = NativeFilter {
     label: "jwt_authn+cache",
     build: |inputs| jwt_authn(inputs, true, true),
     refuses: &[(Probe::TamperedToken, 401)],
+    cache: Some(&JWT_AUTHN_CACHE),
 };
 
 /// `bench/native/banking-headers.lua` on banking-headers' shipped config.
@@ -73,6 +85,7 @@ pub const BANKING_HEADERS_LUA: NativeFilter = NativeFilter {
         ))
     },
     refuses: &[(Probe::MissingCustomerId, 400)],
+    cache: None,
 };
 
 /// `bench/native/jwt-authz.lua` on jwt-auth's shipped config: scopes and customer binding
@@ -91,6 +104,7 @@ pub const JWT_AUTHZ_LUA: NativeFilter = NativeFilter {
         ))
     },
     refuses: &[(Probe::OtherCustomer, 403)],
+    cache: None,
 };
 
 /// Where jwt_authn leaves the verified payload for the Lua step after it.

@@ -18,12 +18,27 @@ pub struct Input<'a> {
     pub soak: f64,
     pub lead_in: Duration,
     pub distinct: usize,
+    /// The mixed rows' token sequence at each rate they ran at.
+    pub mixes: Vec<MixSummary>,
+    pub uses_per_token: f64,
+    /// The pool a mixed row would need at `rate`.
+    pub standard_pool: usize,
     pub cache_entries: u64,
     pub envoy_version: &'a str,
     pub modules: &'a [(String, u64)],
     pub load: (&'a str, &'a str),
     pub wall: Duration,
     pub levels: &'a [LevelResult],
+}
+
+/// The mixed rows' tokens at one rate.
+pub struct MixSummary {
+    pub rate: f64,
+    pub pool: usize,
+    /// Requests per row over the warm-up and the rounds: the sequence's length.
+    pub requests: usize,
+    /// Tokens of the pool the sequence uses.
+    pub drawn: usize,
 }
 
 /// The `p`-quantile (0..1) of sorted values, nearest rank.
@@ -134,7 +149,7 @@ pub fn render(input: &Input<'_>) -> String {
     let _ = writeln!(w, "- Modules: {}", modules.join(", "));
     let _ = writeln!(
         w,
-        "- Run: `{}`: {:.0} req/s ({:.0} for distinct-token rows), {} rounds of {} s per row, {} connections; {:.0} s wall time",
+        "- Run: `{}`: {:.0} req/s ({:.0} for distinct-token and mixed rows), {} rounds of {} s per row, {} connections; {:.0} s wall time",
         if input.command.is_empty() {
             "bench".to_string()
         } else {
@@ -161,11 +176,13 @@ pub fn render(input: &Input<'_>) -> String {
          `x-transaction-id` and `x-banking-operation: account.read` (no `x-correlation-id`, so \
          one is generated), in every row, so all rows parse the same bytes. \"reused\" rows \
          send one token; \"distinct\" rows rotate through {distinct} tokens per algorithm, \
-         four times jwt-auth's cache of {cache} (RSA-2048 and P-256 keys), so neither cache \
-         ever hits (the notes column shows jwt-auth's hits and misses).\n",
+         four times jwt-auth's cache of {cache} (RSA-2048 keys for RS256 and PS256, a P-256 key \
+         for ES256), so neither cache ever hits.{mix} The notes column shows the hits and \
+         misses of each verified-token cache in the chain over all of the row's load.\n",
         path = crate::PATH,
         distinct = input.distinct,
         cache = input.cache_entries,
+        mix = mix_method(input),
     );
     let _ = writeln!(
         w,
@@ -189,7 +206,7 @@ pub fn render(input: &Input<'_>) -> String {
         "**Load.** A fixed rate per row, below saturation: {rate:.0} requests/s, and \
          {light:.0} for the distinct-token rows and their yardsticks, where jwt-auth checks a \
          signature on every request (the slowest, distinct ES256 tokens, costs Envoy about 1 ms \
-         of CPU per request at such rates: one worker stays about half busy). The no-filter row is measured at both rates, and a row is only \
+         of CPU per request at such rates: one worker stays about half busy){mix}. The no-filter row is measured at both rates, and a row is only \
          compared with rows at its own rate. One rate for all would have to be the low one, \
          where Envoy's cost per request is dominated by waking up for each request and varies \
          far more from round to round (in a trial on this machine, the no-filter row's rounds \
@@ -198,11 +215,12 @@ pub fn render(input: &Input<'_>) -> String {
          loop over {conns} keep-alive HTTP/1.1 connections on loopback: each request leaves \
          at its scheduled time and its latency runs from that time to the end of its response, \
          so a stall is charged to every request it delays. The generator is this bench \
-         (`bench/src/load.rs`), not h2load or wrk, because distinct rows need a different \
-         `authorization` header on each request.\n",
+         (`bench/src/load.rs`), not h2load or wrk, because distinct and mixed rows need a \
+         different `authorization` header on each request.\n",
         rate = input.rate,
         light = input.light_rate,
         conns = input.connections,
+        mix = mix_rate(input),
     );
     let soak = if input.soak > 0.0 {
         format!(" and after a soak of {} s more load per row", input.soak)
@@ -231,7 +249,8 @@ pub fn render(input: &Input<'_>) -> String {
          what it adds to the no-filter row (same round, same rate). At a fixed rate this \
          includes Envoy's per-request cost at that load (wake-ups, syscalls), not only the \
          filters'. *× vs*: this row's CPU per request divided by the named row's (its native yardstick, \
-         or for the floor, no filter) in the same round, median and range over rounds; rows \
+         or for the floor, no filter; the mixed jwt-auth row is divided by both jwt_authn rows, \
+         with its cache first) in the same round, median and range over rounds; rows \
          compared sit next to each other in the table, so they run seconds apart in every round. *p50, p99*: latency percentiles over every \
          request of every window, and in brackets what the row adds to the no-filter row at \
          the same concurrency. *RSS*: Envoy's `VmRSS` when ready, after the warm-up, after \
@@ -353,15 +372,20 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
             }
             _ => "–".to_string(),
         };
-        let versus = row.scenario.versus.and_then(|v| {
-            let other = level
-                .rows
-                .iter()
-                .find(|r| r.scenario.name == v && r.rate == row.rate)?;
-            let ratios = paired(row, other, |a, b| a / b);
-            let (lo, hi) = range(&ratios);
-            Some(format!("{:.2} ({lo:.2}–{hi:.2}) × {v}", median(&ratios)))
-        });
+        let versus: Vec<String> = row
+            .scenario
+            .versus
+            .iter()
+            .filter_map(|&v| {
+                let other = level
+                    .rows
+                    .iter()
+                    .find(|r| r.scenario.name == v && r.rate == row.rate)?;
+                let ratios = paired(row, other, |a, b| a / b);
+                let (lo, hi) = range(&ratios);
+                Some(format!("{:.2} ({lo:.2}–{hi:.2}) × {v}", median(&ratios)))
+            })
+            .collect();
         let latency = |q: f64| match (p(row, q), baseline.and_then(|b| p(b, q))) {
             (Some(mine), Some(base)) if row.scenario.name != NO_FILTER => {
                 format!("{mine:.0} ({:+.0})", mine - base)
@@ -379,8 +403,11 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
             rss.push_str(&format!(" / {}", mib(s)));
         }
         let mut notes = Vec::new();
-        if let Some((hits, misses)) = row.cache {
-            notes.push(format!("jwt-auth cache {hits} hits / {misses} misses"));
+        for cache in &row.caches {
+            notes.push(format!(
+                "{} cache {} hits / {} misses",
+                cache.stats.filter, cache.hits, cache.misses
+            ));
         }
         if row.min_achieved < 0.99 {
             notes.push(format!(
@@ -400,13 +427,83 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
             row.scenario.name,
             row.scenario.chain_label(),
             row.rate,
-            versus.unwrap_or_else(|| "–".to_string()),
+            if versus.is_empty() {
+                "–".to_string()
+            } else {
+                versus.join("; ")
+            },
             latency(0.50),
             latency(0.99),
             notes.join("; "),
         );
     }
     let _ = writeln!(w);
+}
+
+/// The mixed rows in the Rows paragraph: how their sequence is made and sized (empty when
+/// none ran).
+fn mix_method(input: &Input<'_>) -> String {
+    let mut out = String::new();
+    for (i, mix) in input.mixes.iter().enumerate() {
+        if i == 0 {
+            out.push_str(&format!(
+                " \"mix\" rows draw each request's token from a pool by a Zipf distribution (the \
+                 k-th most used token weighs 1/k: a few customers send most of the requests) \
+                 with a fixed seed, so every run and row sends the same sequence; the pool is \
+                 sized so that a token is used about {uses:.0} times over a row's run, which \
+                 the caches see as a whole since a row's Envoy runs from its warm-up to its \
+                 last round.",
+                uses = input.uses_per_token,
+            ));
+        }
+        let seconds = mix.requests as f64 / mix.rate;
+        let fits = if mix.pool as u64 <= input.cache_entries {
+            format!(
+                "fewer than the caches' {} entries: a cache misses only on a token's first use \
+                 by each worker (each Envoy worker keeps its own cache; at `--concurrency 2` \
+                 each sees about half the connections)",
+                input.cache_entries
+            )
+        } else {
+            format!(
+                "more than the caches' {} entries, so they also miss after evictions",
+                input.cache_entries
+            )
+        };
+        out.push_str(&format!(
+            " At {rate:.0} req/s a row gets {requests} requests over its {seconds:.2} s of \
+             warm-up and rounds, so the pool holds {pool} tokens, {fits}. The sequence uses \
+             {drawn} of them, {per:.1} times each on average.",
+            rate = mix.rate,
+            requests = mix.requests,
+            pool = mix.pool,
+            drawn = mix.drawn,
+            per = mix.requests as f64 / mix.drawn.max(1) as f64,
+        ));
+    }
+    out
+}
+
+/// Why the mixed rows run at the light rate, in the Load paragraph (empty when none ran).
+fn mix_rate(input: &Input<'_>) -> String {
+    let Some(mix) = input.mixes.iter().find(|m| m.rate == input.light_rate) else {
+        return String::new();
+    };
+    let mut out = ", and for the mixed rows".to_string();
+    if input.standard_pool as u64 > input.cache_entries && mix.pool as u64 <= input.cache_entries {
+        out.push_str(&format!(
+            ", whose pool is sized from their rate: at {rate:.0} req/s it would hold {big} \
+             tokens, more than the caches' {cache} entries, so evictions would add to the \
+             misses, and jwt-auth, checking a signature on each, would come near saturation on \
+             one worker; at {light:.0} req/s it holds {pool} and the misses are first uses",
+            rate = input.rate,
+            big = input.standard_pool,
+            cache = input.cache_entries,
+            light = input.light_rate,
+            pool = mix.pool,
+        ));
+    }
+    out
 }
 
 /// `f` of the two rows' CPU per request, round by round: rows measured in the same round ran
@@ -440,5 +537,50 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn the_method_says_why_the_mix_runs_at_the_light_rate() {
+        let input = Input {
+            command: String::new(),
+            rate: 3000.0,
+            light_rate: 500.0,
+            seconds: 1.25,
+            rounds: 7,
+            warm_up: 1.0,
+            connections: 8,
+            soak: 0.0,
+            lead_in: Duration::from_millis(250),
+            distinct: 4096,
+            mixes: vec![MixSummary {
+                rate: 500.0,
+                pool: 288,
+                requests: 5750,
+                drawn: 285,
+            }],
+            uses_per_token: 20.0,
+            standard_pool: 1725,
+            cache_entries: 1024,
+            envoy_version: "",
+            modules: &[],
+            load: ("", ""),
+            wall: Duration::ZERO,
+            levels: &[],
+        };
+        let why = mix_rate(&input);
+        assert!(
+            why.contains("at 3000 req/s it would hold 1725 tokens"),
+            "{why}"
+        );
+        assert!(why.contains("at 500 req/s it holds 288"), "{why}");
+        let how = mix_method(&input);
+        assert!(how.contains("5750 requests over its 11.50 s"), "{how}");
+        assert!(how.contains("uses 285 of them, 20.2 times each"), "{how}");
+        let none = Input {
+            mixes: Vec::new(),
+            ..input
+        };
+        assert_eq!(mix_rate(&none), "");
+        assert_eq!(mix_method(&none), "");
     }
 }

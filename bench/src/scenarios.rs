@@ -5,7 +5,7 @@
 //!
 //! The next filter is one entry, its native counterpart another, e.g.
 //! `Scenario { name: "rate-limit", chain: &[Step::Plugin("rate-limit")], tokens: REUSED_RS256,
-//! rate: Rate::Standard, versus: Some("local_ratelimit") }` beside a row whose chain is
+//! rate: Rate::Standard, versus: &["local_ratelimit"] }` beside a row whose chain is
 //! `&[Step::Native(&native::LOCAL_RATELIMIT)]`, a [`NativeFilter`] whose `build` returns
 //! the `http_filters` entry.
 
@@ -21,12 +21,16 @@ pub enum TokenUse {
     /// The next of many distinct tokens on every request, more than any cache holds: every
     /// request pays a signature check.
     Distinct(Alg),
+    /// A realistic mix ([`crate::mix`]): each request's token drawn from a pool by a seeded
+    /// Zipf distribution, the pool sized so a token is used about 20 times over the row's
+    /// run; the caches hit most of the time, not always.
+    Mix(Alg),
 }
 
 impl TokenUse {
     pub fn alg(self) -> Alg {
         match self {
-            TokenUse::Reused(alg) | TokenUse::Distinct(alg) => alg,
+            TokenUse::Reused(alg) | TokenUse::Distinct(alg) | TokenUse::Mix(alg) => alg,
         }
     }
 
@@ -34,12 +38,15 @@ impl TokenUse {
         match self {
             TokenUse::Reused(alg) => format!("{} reused", alg.name()),
             TokenUse::Distinct(alg) => format!("{} distinct", alg.name()),
+            TokenUse::Mix(alg) => format!("{} Zipf mix", alg.name()),
         }
     }
 }
 
 const REUSED_RS256: TokenUse = TokenUse::Reused(Alg::Rs256);
 const DISTINCT_RS256: TokenUse = TokenUse::Distinct(Alg::Rs256);
+const DISTINCT_PS256: TokenUse = TokenUse::Distinct(Alg::Ps256);
+const MIX_RS256: TokenUse = TokenUse::Mix(Alg::Rs256);
 const REUSED_ES256: TokenUse = TokenUse::Reused(Alg::Es256);
 const DISTINCT_ES256: TokenUse = TokenUse::Distinct(Alg::Es256);
 
@@ -52,7 +59,10 @@ pub enum Rate {
     Standard,
     /// `--light-rate` (default 500 req/s): rows with distinct tokens, where jwt-auth checks a
     /// signature on every request; the slowest (distinct ES256 tokens) costs Envoy about 1 ms
-    /// of CPU per request at such rates, so one worker stays near half busy.
+    /// of CPU per request at such rates, so one worker stays near half busy. Also the mixed
+    /// rows: their pool is sized from the rate, and at this one it fits the caches, so they
+    /// miss on first uses only; at the standard rate it would not, and jwt-auth's signature
+    /// checks on the misses would bring it near saturation on one worker.
     Light,
 }
 
@@ -85,7 +95,32 @@ impl Step {
             Step::Native(filter) => filter.refuses,
         }
     }
+
+    /// The verified-token cache this filter keeps, if any.
+    pub fn cache_stats(&self) -> Option<&'static CacheStats> {
+        match self {
+            Step::Plugin("jwt-auth") => Some(&JWT_AUTH_CACHE),
+            Step::Plugin(_) | Step::Noop => None,
+            Step::Native(filter) => filter.cache,
+        }
+    }
 }
+
+/// A verified-token cache whose hits and misses the results show: the filter, and how its
+/// hit and miss counters' names end in Envoy's stats.
+#[derive(Debug)]
+pub struct CacheStats {
+    pub filter: &'static str,
+    pub hit: &'static str,
+    pub miss: &'static str,
+}
+
+/// jwt-auth's cache (its counters, as Envoy names a Wasm filter's own).
+pub static JWT_AUTH_CACHE: CacheStats = CacheStats {
+    filter: "jwt-auth",
+    hit: "wasmcustom.banking_jwt_auth_cache_hit",
+    miss: "wasmcustom.banking_jwt_auth_cache_miss",
+};
 
 /// Requests sent to every row before it is measured: a chain must answer each as its first
 /// refusing filter would (200 when none refuses), or the row is not measured.
@@ -118,9 +153,9 @@ pub struct Scenario {
     pub chain: &'static [Step],
     pub tokens: TokenUse,
     pub rate: Rate,
-    /// The row this one's CPU is divided by in the "× versus" column: the native equivalent,
-    /// or for the floor, no filter.
-    pub versus: Option<&'static str>,
+    /// The rows this one's CPU is divided by in the "× versus" column, first the one it is
+    /// judged against: the native equivalent, or for the floor, no filter.
+    pub versus: &'static [&'static str],
 }
 
 impl Scenario {
@@ -133,10 +168,9 @@ impl Scenario {
         labels.join(" → ")
     }
 
-    pub fn has_plugin(&self, name: &str) -> bool {
-        self.chain
-            .iter()
-            .any(|s| matches!(s, Step::Plugin(p) if *p == name))
+    /// The verified-token caches of the chain, in its order.
+    pub fn cache_stats(&self) -> Vec<&'static CacheStats> {
+        self.chain.iter().filter_map(Step::cache_stats).collect()
     }
 
     /// What the chain answers `probe` with: the first refusing filter's status, else 200.
@@ -163,14 +197,14 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: None,
+        versus: &[],
     },
     Scenario {
         name: "floor",
         chain: &[Step::Noop],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: Some(NO_FILTER),
+        versus: &[NO_FILTER],
     },
     // banking-headers has no native twin; its yardstick is a Lua filter doing the same
     // checks on the same config (bench/native/banking-headers.lua).
@@ -179,14 +213,14 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("banking-headers")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: Some("banking-headers-lua"),
+        versus: &["banking-headers-lua"],
     },
     Scenario {
         name: "banking-headers-lua",
         chain: &[Step::Native(&native::BANKING_HEADERS_LUA)],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: None,
+        versus: &[],
     },
     // jwt-auth against jwt_authn as Envoy configures it by default (no cache) and with its
     // verified-token cache.
@@ -195,70 +229,107 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: Some("jwt_authn-rs256"),
+        versus: &["jwt_authn-rs256"],
     },
     Scenario {
         name: "jwt_authn-rs256",
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: None,
+        versus: &[],
     },
     Scenario {
         name: "jwt_authn-cache-rs256",
         chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: Some("jwt_authn-rs256"),
+        versus: &["jwt_authn-rs256"],
     },
     Scenario {
         name: "jwt-auth-rs256-distinct",
         chain: &[Step::Plugin("jwt-auth")],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
-        versus: Some("jwt_authn-rs256-distinct"),
+        versus: &["jwt_authn-rs256-distinct"],
     },
     Scenario {
         name: "jwt_authn-rs256-distinct",
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
-        versus: None,
+        versus: &[],
+    },
+    Scenario {
+        name: "jwt-auth-ps256-distinct",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: DISTINCT_PS256,
+        rate: Rate::Light,
+        versus: &["jwt_authn-ps256-distinct"],
+    },
+    Scenario {
+        name: "jwt_authn-ps256-distinct",
+        chain: &[Step::Native(&native::JWT_AUTHN)],
+        tokens: DISTINCT_PS256,
+        rate: Rate::Light,
+        versus: &[],
     },
     Scenario {
         name: "jwt-auth-es256",
         chain: &[Step::Plugin("jwt-auth")],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
-        versus: Some("jwt_authn-es256"),
+        versus: &["jwt_authn-es256"],
     },
     Scenario {
         name: "jwt_authn-es256",
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
-        versus: None,
+        versus: &[],
     },
     Scenario {
         name: "jwt_authn-cache-es256",
         chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
-        versus: Some("jwt_authn-es256"),
+        versus: &["jwt_authn-es256"],
     },
     Scenario {
         name: "jwt-auth-es256-distinct",
         chain: &[Step::Plugin("jwt-auth")],
         tokens: DISTINCT_ES256,
         rate: Rate::Light,
-        versus: Some("jwt_authn-es256-distinct"),
+        versus: &["jwt_authn-es256-distinct"],
     },
     Scenario {
         name: "jwt_authn-es256-distinct",
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: DISTINCT_ES256,
         rate: Rate::Light,
-        versus: None,
+        versus: &[],
+    },
+    // A realistic mix of tokens, each used about 20 times: jwt-auth against jwt_authn with its
+    // cache (both caches hit most of the time) and, second, without.
+    Scenario {
+        name: "jwt-auth-rs256-mix",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: MIX_RS256,
+        rate: Rate::Light,
+        versus: &["jwt_authn-cache-rs256-mix", "jwt_authn-rs256-mix"],
+    },
+    Scenario {
+        name: "jwt_authn-cache-rs256-mix",
+        chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
+        tokens: MIX_RS256,
+        rate: Rate::Light,
+        versus: &["jwt_authn-rs256-mix"],
+    },
+    Scenario {
+        name: "jwt_authn-rs256-mix",
+        chain: &[Step::Native(&native::JWT_AUTHN)],
+        tokens: MIX_RS256,
+        rate: Rate::Light,
+        versus: &[],
     },
     // The suite as istiod chains it, against the closest native chain: the Lua banking-header
     // checks, jwt_authn with its cache (jwt-auth caches too), and a Lua step for jwt-auth's
@@ -268,28 +339,28 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: Some("suite-native"),
+        versus: &["suite-native"],
     },
     Scenario {
         name: "suite-native",
         chain: NATIVE_SUITE,
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: None,
+        versus: &[],
     },
     Scenario {
         name: "suite-distinct",
         chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
-        versus: Some("suite-native-distinct"),
+        versus: &["suite-native-distinct"],
     },
     Scenario {
         name: "suite-native-distinct",
         chain: NATIVE_SUITE,
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
-        versus: None,
+        versus: &[],
     },
 ];
 
@@ -306,7 +377,7 @@ pub fn select(only: &[String]) -> Vec<&'static Scenario> {
     let mut names: Vec<&str> = vec![NO_FILTER];
     for s in SCENARIOS.iter().filter(|s| wanted(s)) {
         names.push(s.name);
-        names.extend(s.versus);
+        names.extend(s.versus.iter().copied());
     }
     SCENARIOS
         .iter()
@@ -320,7 +391,7 @@ pub fn check_table() -> Result<(), String> {
         if SCENARIOS[..i].iter().any(|t| t.name == s.name) {
             return Err(format!("scenario {:?} is declared twice", s.name));
         }
-        if let Some(v) = s.versus {
+        for &v in s.versus {
             match SCENARIOS.iter().find(|t| t.name == v) {
                 None => {
                     return Err(format!(
@@ -376,5 +447,22 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(names, ["none", "suite-distinct", "suite-native-distinct"]);
+    }
+
+    #[test]
+    fn selecting_the_mix_brings_jwt_authn_with_and_without_its_cache() {
+        let names: Vec<&str> = select(&["jwt-auth-rs256-mix".to_string()])
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "none",
+                "jwt-auth-rs256-mix",
+                "jwt_authn-cache-rs256-mix",
+                "jwt_authn-rs256-mix"
+            ]
+        );
     }
 }

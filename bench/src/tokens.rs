@@ -1,6 +1,7 @@
 //! The bench's keys and JWTs, minted by `demo_services::jwt_minter` (Python `cryptography`, as
-//! in the e2e tests): an RSA-2048 and a P-256 key, and per algorithm one token every request
-//! reuses, a tampered copy of it, and many distinct tokens.
+//! in the e2e tests): one key per algorithm (RSA-2048 for RS256 and for PS256, P-256 for
+//! ES256), and per algorithm one token every request reuses, a tampered copy of it, and many
+//! distinct tokens.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,24 +20,40 @@ const SCOPE: &str = "accounts:read payments:read";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
     Rs256,
+    Ps256,
     Es256,
 }
 
 impl Alg {
-    pub const ALL: [Alg; 2] = [Alg::Rs256, Alg::Es256];
+    pub const ALL: [Alg; 3] = [Alg::Rs256, Alg::Ps256, Alg::Es256];
 
     pub fn name(self) -> &'static str {
         match self {
             Alg::Rs256 => "RS256",
+            Alg::Ps256 => "PS256",
             Alg::Es256 => "ES256",
         }
     }
 
+    /// The minter's name for this algorithm's key.
     fn key_id(self) -> &'static str {
         match self {
             Alg::Rs256 => "rsa",
+            Alg::Ps256 => "rsa-pss",
             Alg::Es256 => "ec",
         }
+    }
+
+    /// The key as the minter is asked for it. Each algorithm has a key of its own whose JWK
+    /// names it in `alg`, as identity providers publish them, so both verifiers pick the key
+    /// by `kid` and accept only that algorithm with it.
+    fn key_spec(self) -> Value {
+        let (kty, kid) = match self {
+            Alg::Rs256 => ("RSA", "bench-rsa-1"),
+            Alg::Ps256 => ("RSA", "bench-rsa-pss-1"),
+            Alg::Es256 => ("EC", "bench-ec-1"),
+        };
+        json!({"id": self.key_id(), "kty": kty, "kid": kid, "alg": self.name()})
     }
 }
 
@@ -46,6 +63,8 @@ pub struct Tokens {
     pub reused: String,
     /// The reused token with one bit of its signature flipped.
     pub tampered: String,
+    /// Tokens that differ from each other (their `jti`), drawn on by the distinct and the
+    /// mixed rows.
     pub distinct: Vec<String>,
 }
 
@@ -74,13 +93,8 @@ pub fn mint(
             specs.push(json!({"id": format!("{key}-{i}"), "key": key, "alg": alg.name(), "claims": claims(&i.to_string())}));
         }
     }
-    let request = json!({
-        "keys": [
-            {"id": "rsa", "kty": "RSA", "kid": "bench-rsa-1", "alg": "RS256"},
-            {"id": "ec", "kty": "EC", "kid": "bench-ec-1", "alg": "ES256"}
-        ],
-        "tokens": specs,
-    });
+    let keys: Vec<Value> = Alg::ALL.iter().map(|alg| alg.key_spec()).collect();
+    let request = json!({"keys": keys, "tokens": specs});
     let answer = jwt_minter::mint(&request)?;
     let minted = |id: &str| -> Result<String, BenchError> {
         Ok(answer["tokens"][id]
