@@ -153,19 +153,31 @@ impl VmState {
                     warn!("{FILTER}: could not share the fetched JWKS: {e:?}");
                 }
                 self.metrics.jwks_fetch_ok.increment();
-                info!(
-                    "{FILTER}: JWKS of issuer {} fetched: {} usable key entries",
-                    issuer(provider),
-                    set.entries().len()
-                );
+                if set.is_empty() {
+                    warn!(
+                        "{FILTER}: JWKS of issuer {} holds no usable key ({}): every token of \
+                         this issuer is refused until it publishes one",
+                        issuer(provider),
+                        set.why_empty()
+                    );
+                } else {
+                    info!(
+                        "{FILTER}: JWKS of issuer {} fetched: {} usable key entries",
+                        issuer(provider),
+                        set.entries().len()
+                    );
+                }
             }
             KeyEvent::FetchFailed {
                 provider,
                 problem,
                 kept_last_good,
+                stale,
             } => {
                 self.metrics.jwks_fetch_failed.increment();
-                let kept = if kept_last_good {
+                let kept = if stale {
+                    "the last good set is past maxStaleness: its tokens get 503"
+                } else if kept_last_good {
                     "keeping the last good set"
                 } else {
                     "no keys yet: its tokens get 503"
@@ -176,6 +188,24 @@ impl VmState {
                         issuer(provider),
                         remote.cluster,
                         remote.retry_interval
+                    );
+                }
+            }
+            KeyEvent::Stale {
+                provider,
+                fetched_at,
+            } => {
+                if let Some(remote) = remote(provider) {
+                    let age = clock::now()
+                        .map(|now| now.since(fetched_at).as_secs())
+                        .unwrap_or_default();
+                    error!(
+                        "{FILTER}: JWKS of issuer {} could not be refreshed for {age}s, past \
+                         maxStaleness ({:?}): its tokens get 503 until a fetch from cluster {} \
+                         succeeds",
+                        issuer(provider),
+                        remote.max_staleness,
+                        remote.cluster
                     );
                 }
             }
