@@ -27,6 +27,8 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CACHE_DURATION: Duration = Duration::from_secs(600);
 pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// `maxStaleness` is this many `cacheDuration`s unless set.
+pub const DEFAULT_MAX_STALENESS_FACTOR: u32 = 3;
 pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REALM: &str = "banking-api";
@@ -164,15 +166,18 @@ pub struct RemoteJwksConfig {
     )]
     pub timeout: Option<Duration>,
     /// How long a fetched set is fresh; it is refreshed from `on_tick` once 90% of this
-    /// has passed, and kept (stale) while refreshes fail. Default "10m".
+    /// has passed, and kept (stale) while refreshes fail, up to `maxStaleness`. A fetch
+    /// that succeeds is installed whatever it holds: a set without a usable key (every key
+    /// revoked, or rotated to an algorithm not allowed) refuses every token of the issuer
+    /// with 401 `no-usable-key`. Default "10m"; at least "10s".
     #[serde(default, deserialize_with = "opt_duration")]
     #[cfg_attr(
         feature = "schema",
         schemars(with = "banking_filter_common::config::schema::DurationText")
     )]
     pub cache_duration: Option<Duration>,
-    /// A token with an unknown `kid` triggers a re-fetch at most once per this interval.
-    /// Default "30s".
+    /// A token with an unknown `kid` (or any token while the set holds no usable key)
+    /// triggers a re-fetch at most once per this interval. Default "30s"; at least "1s".
     #[serde(default, deserialize_with = "opt_duration")]
     #[cfg_attr(
         feature = "schema",
@@ -186,6 +191,17 @@ pub struct RemoteJwksConfig {
         schemars(with = "banking_filter_common::config::schema::DurationText")
     )]
     pub retry_interval: Option<Duration>,
+    /// How long after its last successful fetch a set is trusted while refreshes fail.
+    /// Past it the set is dropped from use: the issuer's tokens get 503
+    /// `signing-keys-stale` with `Retry-After: 1` (a revoked key does not stay trusted
+    /// through an outage of the identity provider) until a fetch succeeds. Default three
+    /// times `cacheDuration` ("30m" with the default); at least `cacheDuration`.
+    #[serde(default, deserialize_with = "opt_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
+    pub max_staleness: Option<Duration>,
 }
 
 /// Where to look for a token: exactly one of `header`, `queryParam`, `cookie`.
@@ -349,6 +365,8 @@ pub struct RemoteJwks {
     pub cache_duration: Duration,
     pub min_refetch_interval: Duration,
     pub retry_interval: Duration,
+    /// A set not refreshed for this long is no longer trusted.
+    pub max_staleness: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -696,6 +714,19 @@ fn validate_remote(r: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigEr
             "must be at least \"1s\"",
         ));
     }
+    let max_staleness = match r.max_staleness {
+        Some(max) if max < cache_duration => {
+            return Err(err(
+                format!("{at}.maxStaleness"),
+                format!(
+                    "must be at least cacheDuration ({cache_duration:?}): a set is refreshed \
+                     within cacheDuration"
+                ),
+            ));
+        }
+        Some(max) => max,
+        None => cache_duration.saturating_mul(DEFAULT_MAX_STALENESS_FACTOR),
+    };
     Ok(RemoteJwks {
         key_prefix: String::new(),
         cluster: r.cluster,
@@ -705,6 +736,7 @@ fn validate_remote(r: RemoteJwksConfig, at: &str) -> Result<RemoteJwks, ConfigEr
         cache_duration,
         min_refetch_interval,
         retry_interval,
+        max_staleness,
     })
 }
 
@@ -863,6 +895,7 @@ mod tests {
         assert_eq!(r.timeout, Duration::from_secs(5));
         assert_eq!(r.cache_duration, Duration::from_secs(600));
         assert_eq!(r.min_refetch_interval, Duration::from_secs(30));
+        assert_eq!(r.max_staleness, Duration::from_secs(1800));
         assert_eq!(
             c.token_sources,
             vec![TokenSource::Header {
@@ -1072,6 +1105,39 @@ mod tests {
         );
         let bad = r#"{"instance":"test","providers":[{"issuer":"i","audiences":["a"],"remoteJwks":{"cluster":"c","authority":"a","path":"j"}}]}"#;
         assert_eq!(refused(bad).path, "providers[0].remoteJwks.path");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn max_staleness_defaults_to_three_cache_durations_and_is_at_least_one() {
+        let remote = |fields: &str| {
+            format!(
+                r#"{{"instance":"test","providers":[{{"issuer":"i","audiences":["a"],"remoteJwks":{{"cluster":"c","authority":"a","path":"/j"{fields}}}}}]}}"#
+            )
+        };
+        let staleness = |fields: &str| match parse(&remote(fields)).unwrap().providers[0].keys {
+            KeySource::Remote(ref r) => r.max_staleness,
+            KeySource::Inline(_) => unreachable!(),
+        };
+        assert_eq!(
+            staleness(r#","cacheDuration":"100s""#),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            staleness(r#","cacheDuration":"100s","maxStaleness":"100s""#),
+            Duration::from_secs(100)
+        );
+        assert_eq!(
+            staleness(r#","maxStaleness":"2h""#),
+            Duration::from_secs(7200)
+        );
+        let e = refused(&remote(r#","cacheDuration":"100s","maxStaleness":"99s""#));
+        assert_eq!(e.path, "providers[0].remoteJwks.maxStaleness");
+        assert!(e.to_string().contains("at least cacheDuration"), "{e}");
+        // Default cacheDuration (10m).
+        assert_eq!(
+            refused(&remote(r#","maxStaleness":"5m""#)).path,
+            "providers[0].remoteJwks.maxStaleness"
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

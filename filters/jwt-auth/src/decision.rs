@@ -43,6 +43,12 @@ pub enum DenyReason {
     CustomerMismatch,
     /// The issuer's signing keys have not been fetched yet.
     KeysUnavailable,
+    /// The issuer's last fetched JWKS holds no key usable here (all revoked, or rotated to
+    /// an algorithm not allowed): every token of that issuer is refused.
+    NoUsableKey,
+    /// The issuer's keys could not be refreshed for longer than `maxStaleness`: no longer
+    /// trusted until a fetch succeeds.
+    KeysStale,
 }
 
 /// Everything about one reason, written once. `slug` names the reason in filter state and
@@ -59,6 +65,8 @@ struct ReasonRow {
     bearer_error: Option<&'static str>,
     /// Whether the response carries a `WWW-Authenticate` challenge at all.
     challenges: bool,
+    /// `Retry-After` seconds, for a refusal that a later try may not get.
+    retry_after: Option<&'static str>,
     /// Counter suffixes: `banking_jwt_auth_<denied>`, and in dry-run `..._<would_deny>`.
     denied: &'static str,
     would_deny: &'static str,
@@ -81,6 +89,7 @@ const fn invalid_token(
         description,
         bearer_error: Some("invalid_token"),
         challenges: true,
+        retry_after: None,
         denied: counters.0,
         would_deny: counters.1,
     }
@@ -122,6 +131,8 @@ impl DenyReason {
         DenyReason::InsufficientScope,
         DenyReason::CustomerMismatch,
         DenyReason::KeysUnavailable,
+        DenyReason::NoUsableKey,
+        DenyReason::KeysStale,
     ];
 
     /// The reason table.
@@ -257,10 +268,30 @@ impl DenyReason {
                 title: "Signing keys not yet available",
                 bearer_error: None,
                 challenges: false,
+                // Keys usually arrive within a second or two of start-up.
+                retry_after: Some("1"),
                 ..invalid_token(
                     "signing-keys-unavailable",
                     "The issuer signing keys are not available yet",
                     ("denied_keys_unavailable", "would_deny_keys_unavailable"),
+                )
+            },
+            DenyReason::NoUsableKey => invalid_token(
+                "no-usable-key",
+                "The access token issuer publishes no usable signing key",
+                ("denied_no_usable_key", "would_deny_no_usable_key"),
+            ),
+            DenyReason::KeysStale => ReasonRow {
+                status: 503,
+                title: "Signing keys too old",
+                bearer_error: None,
+                challenges: false,
+                // Refetched every retryInterval; the client's try costs no signature check.
+                retry_after: Some("1"),
+                ..invalid_token(
+                    "signing-keys-stale",
+                    "The issuer signing keys could not be refreshed in time",
+                    ("denied_keys_stale", "would_deny_keys_stale"),
                 )
             },
         }
@@ -318,7 +349,7 @@ impl Outcome for DenyReason {
 pub struct WouldDeny(pub DenyReason);
 
 impl WouldDeny {
-    const ALL_REASONS: [WouldDeny; 20] = [
+    const ALL_REASONS: [WouldDeny; 22] = [
         WouldDeny(DenyReason::MissingToken),
         WouldDeny(DenyReason::MultipleTokens),
         WouldDeny(DenyReason::InvalidPath),
@@ -339,6 +370,8 @@ impl WouldDeny {
         WouldDeny(DenyReason::InsufficientScope),
         WouldDeny(DenyReason::CustomerMismatch),
         WouldDeny(DenyReason::KeysUnavailable),
+        WouldDeny(DenyReason::NoUsableKey),
+        WouldDeny(DenyReason::KeysStale),
     ];
 }
 
@@ -397,11 +430,12 @@ impl Denial {
 
     /// Extra response headers besides content type and challenge.
     pub fn extra_headers(&self) -> Vec<(&'static str, &'static str)> {
-        match self.reason {
-            // Keys usually arrive within a second or two of start-up.
-            DenyReason::KeysUnavailable => vec![("retry-after", "1")],
-            _ => Vec::new(),
-        }
+        self.reason
+            .row()
+            .retry_after
+            .map(|seconds| ("retry-after", seconds))
+            .into_iter()
+            .collect()
     }
 
     pub fn problem(&self) -> Problem {
@@ -599,6 +633,39 @@ mod tests {
         assert_eq!(
             p.type_uri,
             "urn:banking-filters:problem:jwt-signing-keys-unavailable"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn stale_keys_are_503_asking_to_retry_and_no_usable_key_is_an_invalid_token() {
+        let d = Denial::plain(DenyReason::KeysStale);
+        assert_eq!((d.status(), d.www_authenticate("bank")), (503, None));
+        assert_eq!(d.extra_headers(), vec![("retry-after", "1")]);
+        assert_eq!(
+            d.problem().type_uri,
+            "urn:banking-filters:problem:jwt-signing-keys-stale"
+        );
+        let d = Denial::plain(DenyReason::NoUsableKey);
+        assert_eq!(d.status(), 401);
+        assert!(d.extra_headers().is_empty());
+        assert!(
+            d.www_authenticate("bank")
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+        assert_eq!(
+            d.problem().type_uri,
+            "urn:banking-filters:problem:jwt-no-usable-key"
+        );
+        // Only the two 503s ask the client to come back.
+        let retrying: Vec<DenyReason> = DenyReason::ALL
+            .iter()
+            .copied()
+            .filter(|r| !Denial::plain(*r).extra_headers().is_empty())
+            .collect();
+        assert_eq!(
+            retrying,
+            vec![DenyReason::KeysUnavailable, DenyReason::KeysStale]
         );
     }
 

@@ -347,6 +347,7 @@ mod tests {
             cache_duration: Duration::from_secs(600),
             min_refetch_interval: Duration::from_secs(30),
             retry_interval: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(1800),
         }
     }
 

@@ -8,10 +8,14 @@
 //! pauses, and one fetch serves every worker (see [`crate::fetch`]).
 //!
 //! `on_configure` starts no fetch: Envoy also configures a short-lived VM on the main
-//! thread just to validate the config and destroys it straight after, so a fetch started
-//! there would be thrown away while its marker kept every worker from fetching until the
-//! marker ran out (timeout + 1 s). The first tick comes [`FIRST_TICK`] after configure
-//! instead, then every [`TICK`].
+//! thread just to validate the config (proxy-wasm-cpp-host's configuration canary: a clone
+//! of the base VM that gets `on_vm_start` and `on_configure` like a worker's, then is killed
+//! before the main thread returns to its event loop), so a fetch started there would be
+//! thrown away while its marker kept every worker from fetching until the marker ran out
+//! (timeout + 1 s). Nothing in the ABI tells that VM from a worker's (proxy-wasm/spec#103
+//! asks for such a flag), but only a VM that lives on gets another callback: the first tick
+//! comes [`FIRST_TICK`] (1 ms) after configure, on the worker's own event loop, and starts
+//! the fetch there; then every [`TICK`].
 //!
 //! A request that finds no keys, or no key with its `kid`, first looks at the shared set
 //! and installs it if another worker fetched a newer one, so a worker never refuses a
@@ -55,10 +59,10 @@ const FILTER: &str = "jwt-auth";
 /// How often the root context looks at shared data and schedules fetches.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Delay from `on_configure` to the first tick, which starts the first fetch: short, as
-/// requests get 503 until the keys arrive, but on a timer, so that a VM Envoy destroys
-/// right after configuring it never starts one.
-pub const FIRST_TICK: Duration = Duration::from_millis(100);
+/// Delay from `on_configure` to the first tick, which starts the first fetch: the shortest
+/// period the ABI has, as requests get 503 until the keys arrive, but on a timer, so that a
+/// VM Envoy destroys right after configuring it never starts one.
+pub const FIRST_TICK: Duration = Duration::from_millis(1);
 
 struct Metrics {
     allowed: Counter,
@@ -161,19 +165,31 @@ impl VmState {
                     warn!("{FILTER}: could not share the fetched JWKS: {e:?}");
                 }
                 self.metrics.jwks_fetch_ok.increment();
-                info!(
-                    "{FILTER}: JWKS of issuer {} fetched: {} usable key entries",
-                    issuer(provider),
-                    set.entries().len()
-                );
+                if set.is_empty() {
+                    warn!(
+                        "{FILTER}: JWKS of issuer {} holds no usable key ({}): every token of \
+                         this issuer is refused until it publishes one",
+                        issuer(provider),
+                        set.why_empty()
+                    );
+                } else {
+                    info!(
+                        "{FILTER}: JWKS of issuer {} fetched: {} usable key entries",
+                        issuer(provider),
+                        set.entries().len()
+                    );
+                }
             }
             KeyEvent::FetchFailed {
                 provider,
                 problem,
                 kept_last_good,
+                stale,
             } => {
                 self.metrics.jwks_fetch_failed.increment();
-                let kept = if kept_last_good {
+                let kept = if stale {
+                    "the last good set is past maxStaleness: its tokens get 503"
+                } else if kept_last_good {
                     "keeping the last good set"
                 } else {
                     "no keys yet: its tokens get 503"
@@ -184,6 +200,24 @@ impl VmState {
                         issuer(provider),
                         remote.cluster,
                         remote.retry_interval
+                    );
+                }
+            }
+            KeyEvent::Stale {
+                provider,
+                fetched_at,
+            } => {
+                if let Some(remote) = remote(provider) {
+                    let age = clock::now()
+                        .map(|now| now.since(fetched_at).as_secs())
+                        .unwrap_or_default();
+                    error!(
+                        "{FILTER}: JWKS of issuer {} could not be refreshed for {age}s, past \
+                         maxStaleness ({:?}): its tokens get 503 until a fetch from cluster {} \
+                         succeeds",
+                        issuer(provider),
+                        remote.max_staleness,
+                        remote.cluster
                     );
                 }
             }

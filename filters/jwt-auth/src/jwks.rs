@@ -200,6 +200,8 @@ pub enum KeyLookup<'a> {
 pub struct KeySet {
     entries: Vec<KeyEntry>,
     skipped: Vec<SkippedKey>,
+    /// See [`KeySet::fingerprint`].
+    fingerprint: u64,
 }
 
 #[derive(Deserialize)]
@@ -237,8 +239,25 @@ impl KeySet {
     /// Parses a JWKS document, keeping keys for `allowed` algorithms only.
     ///
     /// Keys that cannot be used are skipped with a reason ([`KeySet::skipped`]); a document
-    /// that is not a JWKS, or has no usable key, is an error.
+    /// that is not a JWKS, or has no usable key, is an error (an inline set in the config).
     pub fn parse(
+        json: &[u8],
+        allowed: &[Algorithm],
+        origin: KeyOrigin,
+    ) -> Result<KeySet, JwksError> {
+        let set = KeySet::parse_published(json, allowed, origin)?;
+        if set.entries.is_empty() {
+            return Err(JwksError(format!("no usable key: {}", set.why_empty())));
+        }
+        Ok(set)
+    }
+
+    /// Parses a JWKS document as an issuer publishes it: like [`KeySet::parse`], except that
+    /// a JWKS without a usable key is a set, an empty one. A fetch that returns one is the
+    /// issuer's word (every key revoked, or rotated to an algorithm not allowed here), so it
+    /// replaces the last good set and refuses every token; only a document that is not a
+    /// JWKS (or holds too many keys) is an error.
+    pub fn parse_published(
         json: &[u8],
         allowed: &[Algorithm],
         origin: KeyOrigin,
@@ -252,6 +271,7 @@ impl KeySet {
             )));
         }
         let mut set = KeySet::default();
+        let mut digests = Vec::new();
         for (index, value) in raw.keys.into_iter().enumerate() {
             let kid = value
                 .get("kid")
@@ -259,28 +279,57 @@ impl KeySet {
                 .map(str::to_owned);
             let parsed = serde_json::from_value::<RawJwk>(value)
                 .map_err(|e| format!("not a JWK ({e})"))
-                .and_then(|jwk| keys_of(&jwk, allowed, origin));
+                .and_then(|jwk| {
+                    let keys = keys_of(&jwk, allowed, origin)?;
+                    Ok((key_digest(&jwk, kid.as_deref(), &keys), keys))
+                });
             match parsed {
-                Ok(keys) => set.entries.extend(keys.into_iter().map(|key| KeyEntry {
-                    kid: kid.clone(),
-                    key,
-                })),
+                Ok((digest, keys)) => {
+                    digests.push(digest);
+                    set.entries.extend(keys.into_iter().map(|key| KeyEntry {
+                        kid: kid.clone(),
+                        key,
+                    }));
+                }
                 Err(reason) => set.skipped.push(SkippedKey { index, kid, reason }),
             }
         }
-        if set.entries.is_empty() {
-            let why = if set.skipped.is_empty() {
-                "the set has no keys".to_owned()
-            } else {
-                set.skipped
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            return Err(JwksError(format!("no usable key: {why}")));
+        // In no particular order: the same keys listed otherwise are the same set.
+        digests.sort_unstable();
+        let mut h = hmac_sha256::Hash::new();
+        for digest in &digests {
+            h.update(digest);
         }
+        let [b0, b1, b2, b3, b4, b5, b6, b7, ..] = h.finalize();
+        set.fingerprint = u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
         Ok(set)
+    }
+
+    /// Why a set has no usable key: it has none at all, or each was skipped (with reasons).
+    pub fn why_empty(&self) -> String {
+        if self.skipped.is_empty() {
+            "the set has no keys".to_owned()
+        } else {
+            self.skipped
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    }
+
+    /// Whether the set has no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A digest of the usable keys (each one's `kid`, key members and the algorithms it
+    /// serves), independent of their order, of the document's formatting and of the keys
+    /// skipped: the same keys fetched again give the same value, any key added, removed or
+    /// changed another. It versions the verified-token cache, so an identical refetch keeps
+    /// it.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// Keys left out of the set, with reasons.
@@ -322,6 +371,28 @@ impl KeySet {
             KeyLookup::Candidates(candidates)
         }
     }
+}
+
+/// What [`KeySet::fingerprint`] knows of one usable JWK: its `kid`, its key members as
+/// published (base64url padding aside) and the algorithms it serves here.
+fn key_digest(jwk: &RawJwk, kid: Option<&str>, keys: &[VerifyingKey]) -> [u8; 32] {
+    let mut h = hmac_sha256::Hash::new();
+    // Tagged and length-prefixed: no two JWKs run together into the same bytes.
+    let mut field = |value: Option<&str>| {
+        let bytes = value.map_or(&b""[..], |v| v.trim_end_matches('=').as_bytes());
+        h.update([u8::from(value.is_some())]);
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(kid);
+    field(Some(&jwk.kty));
+    for member in [&jwk.crv, &jwk.n, &jwk.e, &jwk.x, &jwk.y, &jwk.k] {
+        field(member.as_deref());
+    }
+    for key in keys {
+        field(Some(key.algorithm().name()));
+    }
+    h.finalize()
 }
 
 fn keys_of(
@@ -686,6 +757,69 @@ mod tests {
         );
         assert!(parse("[]").unwrap_err().0.contains("not a JWKS document"));
         assert!(parse("{").unwrap_err().0.contains("not a JWKS document"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_published_set_without_a_usable_key_is_an_empty_set() {
+        let published = |json: &str| {
+            KeySet::parse_published(json.as_bytes(), &[Algorithm::ES256], KeyOrigin::Remote)
+        };
+        let none = published(r#"{"keys":[]}"#).unwrap();
+        assert!(none.is_empty() && none.skipped().is_empty());
+        assert_eq!(none.why_empty(), "the set has no keys");
+        // Rotated to an algorithm not allowed here: every key skipped, with its reason.
+        let rotated = published(&jwks([rsa().jwk("r2").alg("RS256")])).unwrap();
+        assert!(rotated.is_empty());
+        assert!(
+            rotated.why_empty().contains("not in allowedAlgorithms"),
+            "{}",
+            rotated.why_empty()
+        );
+        assert!(matches!(
+            rotated.lookup(Algorithm::ES256, Some("r2")),
+            KeyLookup::UnknownKid
+        ));
+        // Not a JWKS, or too many keys, is still no set at all.
+        assert!(published("{").is_err());
+        let many: Vec<_> = (0..=MAX_KEYS_PER_SET)
+            .map(|i| ec256().jwk(&format!("k{i}")))
+            .collect();
+        assert!(published(&jwks(many)).is_err());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_fingerprint_names_the_usable_keys_not_the_document() {
+        let fp = |json: &str| parse(json).unwrap().fingerprint();
+        let both = fp(&jwks([ec256().jwk("a"), ed25519().jwk("b")]));
+        // Same keys, another order, other formatting, an extra unusable key: same set.
+        let reordered = jwks([ed25519().jwk("b"), ec256().jwk("a")]);
+        assert_eq!(fp(&reordered), both);
+        assert_eq!(fp(&format!("  {}\n", reordered.replace(',', " , "))), both);
+        let with_junk = jwks([
+            ec256().jwk("a"),
+            ed25519().jwk("b"),
+            rsa().jwk("c").key_use("enc"),
+        ]);
+        assert_eq!(fp(&with_junk), both);
+        // A key removed, added, renamed or replaced: another set.
+        let one = fp(&jwks([ec256().jwk("a")]));
+        assert_ne!(one, both);
+        assert_ne!(
+            fp(&jwks([
+                ec256().jwk("a"),
+                ed25519().jwk("b"),
+                ec384().jwk("c")
+            ])),
+            both
+        );
+        assert_ne!(fp(&jwks([ec256().jwk("z")])), one);
+        assert_ne!(fp(&jwks([Key::generate_ec256().jwk("a")])), one);
+        assert_ne!(fp(&jwks([ec256().jwk("a").alg("ES256")])), 0);
+        // The empty set has a fingerprint of its own.
+        let empty = KeySet::parse_published(br#"{"keys":[]}"#, &Algorithm::ALL, KeyOrigin::Remote)
+            .unwrap()
+            .fingerprint();
+        assert_ne!(empty, one);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -8,14 +8,20 @@
 //! reports what happened as [`KeyEvent`]s, which the shell turns into logs and counters.
 //!
 //! The rules it keeps:
-//! - a fetch starts from a tick only (the shell's first one comes shortly after configure),
-//!   never on the request path and never from configure;
+//! - a fetch starts from a tick only (the shell's first one comes a millisecond after
+//!   configure), never on the request path and never from configure;
 //! - one fetch per proxy: a VM fetches only after taking the shared fetch marker;
 //! - a fetch is due without a set, at 90% of `cacheDuration` after the last good fetch, or,
-//!   after a token named an unknown `kid`, at most once per `minRefetchInterval`;
+//!   after a token named an unknown `kid` (or met a set without a usable key), at most once
+//!   per `minRefetchInterval`;
 //! - a request short of keys looks for a newer shared set before it is refused;
+//! - a fetch that returns a JWKS is the truth, installed and shared whatever it holds: a set
+//!   without a usable key refuses every token of its issuer;
 //! - a failed fetch (including a callout the host refuses) keeps the last good set and
-//!   backs every VM off for `retryInterval`;
+//!   backs every VM off for `retryInterval`, but a set not refreshed for `maxStaleness`
+//!   is no longer trusted: its issuer's tokens get 503 until a fetch succeeds;
+//! - a set is versioned by its keys ([`KeySet::fingerprint`]), so refetching the same keys
+//!   keeps the verified-token cache and any other set drops it;
 //! - a shared record that is not this plugin's is ignored and overwritten by the next fetch.
 //!
 //! Time is the wall clock on purpose: every interval here is measured from a stamp in a
@@ -69,18 +75,25 @@ pub enum KeyEvent {
         provider: usize,
         error: CalloutError,
     },
-    /// A fetched set was installed; `shared` is whether it went to shared data (false: a
-    /// newer one was there), or why sharing it failed.
+    /// A fetched set was installed (possibly empty: no usable key); `shared` is whether it
+    /// went to shared data (false: a newer one was there), or why sharing it failed.
     Fetched {
         provider: usize,
         set: Rc<KeySet>,
         shared: Result<bool, UpdateError>,
     },
-    /// A fetch failed; the last good set (if any) stays.
+    /// A fetch failed; the last good set (if any) stays, in use unless `stale`.
     FetchFailed {
         provider: usize,
         problem: String,
         kept_last_good: bool,
+        stale: bool,
+    },
+    /// The set was not refreshed for `maxStaleness`: its issuer's tokens are refused with
+    /// 503 until a fetch succeeds. Reported once per set.
+    Stale {
+        provider: usize,
+        fetched_at: Timestamp,
     },
     /// A newer set another VM fetched was installed.
     Installed {
@@ -113,6 +126,8 @@ pub struct RemoteKeySource {
     in_flight: Option<u32>,
     /// The last reason a shared record was ignored.
     ignored_reported: Option<RecordError>,
+    /// The installed set was reported stale.
+    stale_reported: bool,
 }
 
 impl RemoteKeySource {
@@ -124,6 +139,7 @@ impl RemoteKeySource {
             unknown_kid_seen: false,
             in_flight: None,
             ignored_reported: None,
+            stale_reported: false,
         }
     }
 }
@@ -137,15 +153,22 @@ pub struct IssuerKeys {
 }
 
 impl IssuerKeys {
-    /// Installs a remote set stamped `fetched_at`; the stamp versions the cached tokens.
+    /// Installs a remote set stamped `fetched_at`, trusted for `maxStaleness` from then.
+    /// Its keys version the cached tokens: the same keys again keep them.
     fn install(&mut self, set: Rc<KeySet>, fetched_at: Timestamp) {
+        let expires_at = self
+            .remote
+            .as_ref()
+            .map(|source| fetched_at.plus(source.remote.max_staleness));
         self.keys = ProviderKeys {
+            version: set.fingerprint(),
             set: Some(set),
-            version: fetched_at.unix_millis().max(1),
+            expires_at,
         };
         if let Some(source) = &mut self.remote {
             source.installed = Some(fetched_at);
             source.unknown_kid_seen = false;
+            source.stale_reported = false;
         }
     }
 }
@@ -169,6 +192,7 @@ impl KeyManager {
                     keys: ProviderKeys {
                         set: Some(Rc::new(set.clone())),
                         version: 1,
+                        expires_at: None,
                     },
                     allowed_algorithms: p.allowed_algorithms.clone(),
                     remote: None,
@@ -251,7 +275,11 @@ impl KeyManager {
                 false
             }
             SharedSet::Newer(record) => {
-                match KeySet::parse(&record.body, &keys.allowed_algorithms, KeyOrigin::Remote) {
+                match KeySet::parse_published(
+                    &record.body,
+                    &keys.allowed_algorithms,
+                    KeyOrigin::Remote,
+                ) {
                     Ok(set) => {
                         keys.install(Rc::new(set), record.fetched_at);
                         events.push(KeyEvent::Installed {
@@ -273,8 +301,8 @@ impl KeyManager {
         }
     }
 
-    /// The tick: per remote provider, installs a newer shared set, then starts the fetch if
-    /// one is due and this VM takes the marker.
+    /// The tick: per remote provider, installs a newer shared set, reports a set that has
+    /// gone stale, then starts the fetch if one is due and this VM takes the marker.
     pub fn on_tick(
         &mut self,
         store: &dyn SharedStore,
@@ -291,6 +319,16 @@ impl KeyManager {
             let Some(source) = &mut keys.remote else {
                 continue;
             };
+            if keys.keys.is_stale(now)
+                && !source.stale_reported
+                && let Some(fetched_at) = source.installed
+            {
+                source.stale_reported = true;
+                events.push(KeyEvent::Stale {
+                    provider: index,
+                    fetched_at,
+                });
+            }
             if source.in_flight.is_some() {
                 continue;
             }
@@ -342,9 +380,10 @@ impl KeyManager {
         })
     }
 
-    /// A fetch of provider `index` came back with `fetched` (the body, or why there is none
-    /// usable). A usable set is installed, shared and the marker freed; anything else keeps
-    /// the last good set and holds the marker for `retryInterval`.
+    /// A fetch of provider `index` came back with `fetched` (the body, or why there is none).
+    /// A JWKS is installed whatever it holds (a set without a usable key too), shared, and
+    /// the marker freed; anything else keeps the last good set and holds the marker for
+    /// `retryInterval`.
     pub fn on_fetched(
         &mut self,
         index: usize,
@@ -362,7 +401,7 @@ impl KeyManager {
         };
         let remote = source.remote.clone();
         let parsed = fetched.and_then(|body| {
-            KeySet::parse(&body, &keys.allowed_algorithms, KeyOrigin::Remote)
+            KeySet::parse_published(&body, &keys.allowed_algorithms, KeyOrigin::Remote)
                 .map(|set| (set, body))
                 .map_err(|e| e.to_string())
         });
@@ -387,6 +426,7 @@ impl KeyManager {
                     provider: index,
                     problem,
                     kept_last_good: source.installed.is_some(),
+                    stale: keys.keys.is_stale(now),
                 });
                 let _ = fetch::release(store, &remote, owner, now.plus(remote.retry_interval));
             }
@@ -534,7 +574,10 @@ mod tests {
         vm.answer(&store, Ok(jwks(&["k1"])), t(2));
         assert!(vm.has_kid("k1"));
         assert_eq!(vm.keys.installed(0), Some(t(2)));
-        assert_eq!(vm.keys.provider(0).unwrap().version, t(2).unix_millis());
+        let keys = vm.keys.provider(0).unwrap();
+        assert_eq!(keys.version, keys.set.as_ref().unwrap().fingerprint());
+        // Trusted for maxStaleness (3 x cacheDuration by default) from the fetch.
+        assert_eq!(keys.expires_at, Some(t(302)));
         assert!(matches!(
             vm.events.last(),
             Some(KeyEvent::Fetched {
@@ -723,7 +766,7 @@ mod tests {
         let remote = vm.keys.remote(0).unwrap().clone();
         let bad = JwksRecord {
             fetched_at: t(10),
-            body: br#"{"keys":[]}"#.to_vec(),
+            body: b"{not json".to_vec(),
         };
         fetch::publish(&store, &remote, &bad, t(10)).unwrap();
         let mut events = Vec::new();
@@ -734,6 +777,168 @@ mod tests {
             [KeyEvent::Unusable { provider: 0, .. }]
         ));
         assert!(vm.has_kid("k1"));
+    }
+
+    fn usable_keys(vm: &Vm) -> usize {
+        vm.keys
+            .provider(0)
+            .and_then(|k| k.set.as_ref())
+            .map_or(0, |set| set.entries().len())
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_fetched_set_without_a_usable_key_replaces_the_last_good_one_on_every_vm() {
+        let store = MemoryStore::new();
+        let (mut a, mut b) = (Vm::new(1), Vm::new(2));
+        a.tick(&store, t(0));
+        a.answer(&store, Ok(jwks(&["k1"])), t(0));
+        b.tick(&store, t(1));
+        assert!(b.has_kid("k1"));
+
+        // The issuer revokes every key: the refresh is the truth, not a failure.
+        a.tick(&store, t(90));
+        a.answer(&store, Ok(br#"{"keys":[]}"#.to_vec()), t(90));
+        assert!(!a.has_kid("k1"));
+        assert_eq!(usable_keys(&a), 0);
+        assert!(a.keys.provider(0).unwrap().set.is_some(), "a set, empty");
+        assert!(matches!(
+            a.events.last(),
+            Some(KeyEvent::Fetched { set, shared: Ok(true), .. }) if set.is_empty()
+        ));
+        assert_eq!(a.count(|e| matches!(e, KeyEvent::FetchFailed { .. })), 0);
+        // Shared: the other worker drops k1 too, on its tick or on a request.
+        let mut events = Vec::new();
+        assert!(b.keys.adopt_shared(0, &store, t(91), &mut events));
+        assert!(!b.has_kid("k1"));
+        assert_eq!(
+            a.keys.provider(0).unwrap().version,
+            b.keys.provider(0).unwrap().version
+        );
+        // The marker was freed as after any success: the next refresh is at 90% again.
+        a.tick(&store, t(179));
+        assert_eq!(a.fetches(), 2);
+        a.tick(&store, t(180));
+        assert_eq!(a.fetches(), 3);
+
+        // A rotation to keys this provider cannot use (a symmetric key from the network,
+        // a key for encryption) is the same: no usable key.
+        let unusable = format!(
+            r#"{{"keys":[{{"kty":"oct","k":"{}","kid":"h1"}},{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"k1","use":"enc"}}]}}"#,
+            "A".repeat(64)
+        );
+        a.answer(&store, Ok(unusable.into_bytes()), t(180));
+        assert_eq!(usable_keys(&a), 0);
+        assert!(matches!(
+            a.events.last(),
+            Some(KeyEvent::Fetched { set, .. }) if set.is_empty() && set.skipped().len() == 2
+        ));
+
+        // Keys published again: service is back.
+        a.keys.unknown_kid(0);
+        a.tick(&store, t(210));
+        a.answer(&store, Ok(jwks(&["k2"])), t(210));
+        assert!(a.has_kid("k2"));
+        assert!(b.keys.adopt_shared(0, &store, t(211), &mut events));
+        assert!(b.has_kid("k2"));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_set_not_refreshed_for_max_staleness_is_stale_until_a_fetch_succeeds() {
+        let store = MemoryStore::new();
+        let mut vm = Vm::new(1);
+        vm.tick(&store, t(0));
+        vm.answer(&store, Ok(jwks(&["k1"])), t(0));
+        // cacheDuration 100 s, so maxStaleness 300 s; every refresh from 90 s on fails.
+        let mut s = 90;
+        while s < 300 {
+            vm.tick(&store, t(s));
+            if vm
+                .keys
+                .take_call(u32::try_from(vm.fetches()).unwrap())
+                .is_some()
+            {
+                vm.keys.on_fetched(
+                    0,
+                    Err("HTTP status 503".into()),
+                    &store,
+                    t(s),
+                    &mut vm.events,
+                );
+            }
+            s += 5;
+        }
+        let keys = vm.keys.provider(0).unwrap();
+        assert!(!keys.is_stale(t(299)) && keys.is_stale(t(300)));
+        assert_eq!(vm.count(|e| matches!(e, KeyEvent::Stale { .. })), 0);
+        assert!(vm.events.iter().any(|e| matches!(
+            e,
+            KeyEvent::FetchFailed {
+                kept_last_good: true,
+                stale: false,
+                ..
+            }
+        )));
+
+        // The tick that finds it stale reports it, once.
+        vm.tick(&store, t(300));
+        vm.tick(&store, t(301));
+        let stale: Vec<Timestamp> = vm
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                KeyEvent::Stale {
+                    provider: 0,
+                    fetched_at,
+                } => Some(*fetched_at),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stale, vec![t(0)]);
+        // The fetch due at 300 s fails too: said so.
+        vm.answer(&store, Err("HTTP status 503".into()), t(301));
+        assert!(matches!(
+            vm.events.last(),
+            Some(KeyEvent::FetchFailed { stale: true, .. })
+        ));
+
+        // A later success restores the set (the same keys: same version) for another
+        // maxStaleness.
+        let version = vm.keys.provider(0).unwrap().version;
+        vm.tick(&store, t(306));
+        vm.answer(&store, Ok(jwks(&["k1"])), t(306));
+        let keys = vm.keys.provider(0).unwrap();
+        assert!(!keys.is_stale(t(306)) && keys.is_stale(t(606)));
+        assert_eq!(keys.version, version);
+        vm.tick(&store, t(307));
+        assert_eq!(vm.count(|e| matches!(e, KeyEvent::Stale { .. })), 1);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_same_keys_fetched_again_keep_their_version_and_other_keys_change_it() {
+        let store = MemoryStore::new();
+        let mut vm = Vm::new(1);
+        let version = |vm: &Vm| vm.keys.provider(0).unwrap().version;
+        vm.tick(&store, t(0));
+        vm.answer(&store, Ok(jwks(&["k1", "k2"])), t(0));
+        let first = version(&vm);
+        // An unknown kid forces a refetch; the issuer serves the same keys, reformatted.
+        vm.keys.unknown_kid(0);
+        vm.tick(&store, t(30));
+        let reformatted = String::from_utf8(jwks(&["k2", "k1"]))
+            .unwrap()
+            .replace(',', " ,\n ");
+        vm.answer(&store, Ok(reformatted.into_bytes()), t(30));
+        assert_eq!(vm.keys.installed(0), Some(t(30)), "installed, newer stamp");
+        assert_eq!(version(&vm), first, "same keys, same version");
+        // Another VM adopting it names it alike.
+        let mut other = Vm::new(2);
+        other.keys.adopt_shared(0, &store, t(31), &mut Vec::new());
+        assert_eq!(version(&other), first);
+        // A key revoked: another version.
+        vm.keys.unknown_kid(0);
+        vm.tick(&store, t(60));
+        vm.answer(&store, Ok(jwks(&["k1"])), t(60));
+        assert_ne!(version(&vm), first);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

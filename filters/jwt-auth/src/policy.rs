@@ -24,10 +24,23 @@ use crate::verify;
 /// A provider's keys as this worker currently has them.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderKeys {
-    /// None until the first JWKS arrives (remote providers).
+    /// None until the first JWKS arrives (remote providers). May be empty: the issuer
+    /// published no usable key, and its tokens are refused.
     pub set: Option<Rc<KeySet>>,
-    /// Changes whenever `set` is replaced; cached verifications name the version they used.
+    /// Names the keys in `set` (a remote set's [`KeySet::fingerprint`]): the same keys
+    /// fetched again keep it, other keys change it. Cached verifications name the version
+    /// they used.
     pub version: u64,
+    /// The set is not trusted at or after this time (a remote set's fetch time plus
+    /// `maxStaleness`); `None` for an inline set, trusted for good.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl ProviderKeys {
+    /// Whether the set is past `expires_at` at `now`.
+    pub fn is_stale(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|expires| now >= expires)
+    }
 }
 
 /// Where the core finds each provider's current keys: the key manager in the filter, a
@@ -137,9 +150,10 @@ pub fn authorize<K: KeySets + ?Sized>(
         Found::One { token, source } => (token, source),
     };
 
+    // A verification made with keys that are gone or stale is not reused.
     let version_of = |p: usize| {
         keys.provider(p)
-            .filter(|k| k.set.is_some())
+            .filter(|k| k.set.is_some() && !k.is_stale(now))
             .map(|k| k.version)
     };
     let (prepared, cache_use) = match cache.get(&token, now, version_of) {
@@ -159,8 +173,14 @@ pub fn authorize<K: KeySets + ?Sized>(
                 (prepared, CacheUse::Miss)
             }
             Err((denial, keys_wanted)) => {
-                let refetch_provider =
-                    keys_wanted.filter(|_| denial.reason == DenyReason::UnknownKey);
+                // A kid the set lacks (or a set without a usable key) may mean the set is
+                // out of date: refetch, at most once per minRefetchInterval.
+                let refetch_provider = keys_wanted.filter(|_| {
+                    matches!(
+                        denial.reason,
+                        DenyReason::UnknownKey | DenyReason::NoUsableKey
+                    )
+                });
                 return Evaluation {
                     decision: Decision::Deny(denial),
                     refetch_provider,
@@ -237,7 +257,8 @@ fn verify_fresh<K: KeySets + ?Sized>(
             None,
         ));
     };
-    let Some(set) = keys.provider(index).and_then(|k| k.set.as_deref()) else {
+    let provider_keys = keys.provider(index);
+    let Some(set) = provider_keys.and_then(|k| k.set.as_deref()) else {
         return Err((
             Denial::new(
                 DenyReason::KeysUnavailable,
@@ -246,6 +267,26 @@ fn verify_fresh<K: KeySets + ?Sized>(
             Some(index),
         ));
     };
+    // Each of these may be answered by a newer set another worker fetched: `Some(index)`.
+    if provider_keys.is_some_and(|k| k.is_stale(now)) {
+        return Err((
+            Denial::new(
+                DenyReason::KeysStale,
+                "The issuer's signing keys could not be refreshed for longer than allowed; \
+                 retry shortly.",
+            ),
+            Some(index),
+        ));
+    }
+    if set.is_empty() {
+        return Err((
+            Denial::new(
+                DenyReason::NoUsableKey,
+                "The issuer publishes no key usable for this token.",
+            ),
+            Some(index),
+        ));
+    }
     verify::verify(provider, set, unverified, now, config.max_token_bytes, checks)
         .map(|v| (index, v))
         .map_err(|d| {
@@ -473,6 +514,7 @@ mod tests {
             keys: vec![ProviderKeys {
                 set: Some(Rc::new(set)),
                 version: 1,
+                expires_at: None,
             }],
             cache,
         }
@@ -587,10 +629,77 @@ mod tests {
         w.keys[0] = ProviderKeys {
             set: Some(Rc::new(set)),
             version: 2,
+            expires_at: None,
         };
         let e = w.run(&req);
         assert_eq!(denied(&e).reason, DenyReason::UnknownKey);
         assert_eq!(e.refetch_provider, Some(0));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_set_without_a_usable_key_refuses_every_token_and_its_cached_verifications() {
+        let mut w = world("");
+        let t = good_token();
+        let req = [
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ];
+        allowed(&w.run(&req));
+        // The issuer now publishes no key this provider may use.
+        let set = KeySet::parse_published(
+            jwks([ed25519().jwk("ec256")]).as_bytes(),
+            &[Algorithm::ES256],
+            KeyOrigin::Remote,
+        )
+        .unwrap();
+        w.keys[0] = ProviderKeys {
+            version: set.fingerprint(),
+            set: Some(Rc::new(set)),
+            expires_at: None,
+        };
+        let kid_less = mint(Algorithm::ES256, None, good_claims());
+        for token in [&t, &kid_less] {
+            let e = w.run(&[
+                (":method", "GET"),
+                (":path", "/a"),
+                ("authorization", &bearer(token)),
+            ]);
+            let d = denied(&e);
+            assert_eq!((d.reason, d.status()), (DenyReason::NoUsableKey, 401));
+            assert_eq!(
+                d.detail,
+                "The issuer publishes no key usable for this token."
+            );
+            assert_eq!(e.cache, Some(CacheUse::Miss), "not the cached verification");
+            // A newer set may have keys again: look for one, and refetch in due course.
+            assert_eq!((e.keys_wanted, e.refetch_provider), (Some(0), Some(0)));
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_stale_set_is_503_and_its_cached_verifications_are_not_used() {
+        let mut w = world("");
+        let t = good_token();
+        let req = [
+            (":method", "GET"),
+            (":path", "/a"),
+            ("authorization", &bearer(&t)),
+        ];
+        w.keys[0].expires_at = Some(now().plus(std::time::Duration::from_secs(1)));
+        allowed(&w.run(&req));
+        assert_eq!(w.run(&req).cache, Some(CacheUse::Hit));
+        w.keys[0].expires_at = Some(now());
+        let e = w.run(&req);
+        let d = denied(&e);
+        assert_eq!((d.reason, d.status()), (DenyReason::KeysStale, 503));
+        assert_eq!(d.extra_headers(), vec![("retry-after", "1")]);
+        assert_eq!(e.cache, Some(CacheUse::Miss));
+        // Another worker may have refreshed it; no refetch asked: one is due anyway.
+        assert_eq!((e.keys_wanted, e.refetch_provider), (Some(0), None));
+        // Refreshed: served again.
+        w.keys[0].expires_at = Some(now().plus(std::time::Duration::from_secs(60)));
+        allowed(&w.run(&req));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

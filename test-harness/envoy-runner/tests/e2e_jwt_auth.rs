@@ -38,8 +38,8 @@ use serde_json::{Value, json};
 
 const MAX_REQUESTS: u32 = 50;
 /// How long the first JWKS fetch may take after Envoy is ready. It starts on the workers'
-/// first tick, 100 ms after they are configured, so it is usually done well within a
-/// second; the rest is slack for a busy machine.
+/// first tick, 1 ms after they are configured, so it is usually done within milliseconds;
+/// the rest is slack for a busy machine.
 const FIRST_KEYS_WITHIN: Duration = Duration::from_secs(10);
 
 /// The customer the tokens belong to; also a valid `x-customer-id` for banking-headers.

@@ -766,7 +766,7 @@ fn timed_out_fetch_counts_as_a_failure() {
 }
 
 #[test]
-fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
+fn malformed_or_oversized_sets_are_refused_and_the_last_good_set_stays() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(r#","cacheDuration":"100s""#));
     answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
@@ -783,11 +783,14 @@ fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
         "last good set kept after malformed JSON"
     );
 
+    // (A JWKS without a usable key is not a failure but the issuer's word:
+    // jwt_auth_keys.rs.)
     host.advance(Duration::from_secs(5));
-    answer_fetch(&plugin, 200, r#"{"keys":[]}"#);
+    let oversized: Vec<_> = (0..101).map(|i| ec256().jwk(&format!("k{i}"))).collect();
+    answer_fetch(&plugin, 200, &jwks(oversized));
     assert!(
         passes(&plugin, &token),
-        "last good set kept after an empty set"
+        "last good set kept after a set of too many keys"
     );
     assert_eq!(metric(&host, "jwks_fetch_failed"), 2);
     let warnings = plugin.logs(LogLevel::Warn);
@@ -796,7 +799,9 @@ fn malformed_or_empty_sets_are_refused_and_the_last_good_set_stays() {
         "{warnings:?}"
     );
     assert!(
-        warnings.iter().any(|l| l.contains("has no keys")),
+        warnings
+            .iter()
+            .any(|l| l.contains("at most 100 are accepted")),
         "{warnings:?}"
     );
     assert!(
