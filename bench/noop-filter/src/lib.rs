@@ -2,7 +2,8 @@
 //! that accepts any configuration and passes every request and response untouched. Its row
 //! is what Envoy pays for a Wasm filter in the chain (VM call-ins, context creation, the
 //! `proxy_on_*` dispatch) before a filter does any work of its own; it has no WasmPlugin and
-//! is never deployed.
+//! is never deployed. Like jwt-auth it exports only the callbacks every filter has (context,
+//! request headers, delete), so Envoy enters it three times per request.
 
 use banking_filter_common::host::{RootContext, StreamContext};
 

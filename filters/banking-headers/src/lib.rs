@@ -11,4 +11,4 @@ pub mod policy;
 mod filter;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-banking_filter_common::filter_main!(|_| Box::new(filter::Root::default()));
+banking_filter_common::filter_main!(|_| Box::new(filter::Root::default()), [response_headers]);

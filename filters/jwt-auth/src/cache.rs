@@ -213,8 +213,15 @@ mod tests {
     fn a_hit_needs_the_whole_token() {
         let mut c = TokenCache::new(4, Duration::from_secs(600));
         c.insert(b"header.payload.signature", 0, 1, claims(), None, t(1000));
-        assert!(c.get(b"header.payload.signature", t(1001), version_1).is_some());
-        for other in [&b"header.payload.signaturE"[..], b"header.payload.signatur", b""] {
+        assert!(
+            c.get(b"header.payload.signature", t(1001), version_1)
+                .is_some()
+        );
+        for other in [
+            &b"header.payload.signaturE"[..],
+            b"header.payload.signatur",
+            b"",
+        ] {
             assert!(c.get(other, t(1001), version_1).is_none());
         }
     }

@@ -17,6 +17,11 @@ use serde::Deserialize;
 use crate::jwks::{Algorithm, KeyOrigin, KeySet};
 
 /// The filter's name in shared-data keys.
+/// What a verified-token cache entry costs beside its token, rounded up: the prepared
+/// outputs, the map's own bookkeeping.
+const CACHE_ENTRY_OVERHEAD: usize = 1024;
+/// The most a worker's verified-token cache may hold at worst (every token `maxTokenBytes`).
+const MAX_CACHE_BYTES: usize = 64 << 20;
 pub const FILTER_NAME: &str = "jwt-auth";
 
 /// Defaults, shown in the config reference.
@@ -291,7 +296,9 @@ pub struct ClaimHeaderConfig {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Most tokens kept per worker; 0 turns the cache off. Default 1024.
+    /// Most tokens kept per worker; 0 turns the cache off. Default 1024. Each entry keeps the
+    /// token and what its verification prepared, so `maxEntries` × (`maxTokenBytes` + 1 KiB)
+    /// may be at most 64 MiB.
     #[serde(default, deserialize_with = "opt_whole_number")]
     #[cfg_attr(
         feature = "schema",
@@ -516,6 +523,20 @@ fn validate(raw: PluginConfig) -> Result<Parsed, ConfigError> {
             let entries = c.max_entries.unwrap_or(DEFAULT_CACHE_ENTRIES);
             if entries > 100_000 {
                 return Err(err("cache.maxEntries", "must be at most 100000"));
+            }
+            // Each entry keeps its token (up to maxTokenBytes) and what was prepared from it:
+            // bound the whole, so a worker's cache cannot outgrow its VM's memory.
+            let worst =
+                entries.saturating_mul(max_token_bytes.saturating_add(CACHE_ENTRY_OVERHEAD));
+            if worst > MAX_CACHE_BYTES {
+                return Err(err(
+                    "cache.maxEntries",
+                    format!(
+                        "times maxTokenBytes (plus {CACHE_ENTRY_OVERHEAD} bytes per entry) must stay \
+                         within {} MiB per worker; lower one of them",
+                        MAX_CACHE_BYTES >> 20
+                    ),
+                ));
             }
             let ttl = c.ttl.unwrap_or(DEFAULT_CACHE_TTL);
             if ttl.is_zero() {
@@ -969,6 +990,12 @@ mod tests {
                 with_provider(r#","clockSkew":"sixty""#, ""),
                 "providers[0].clockSkew",
                 "duration",
+            ),
+            (
+                // 20,000 tokens of up to 8 KiB: about 180 MiB per worker at worst.
+                with_provider("", r#","cache":{"maxEntries":20000}"#),
+                "cache.maxEntries",
+                "within 64 MiB per worker",
             ),
             (
                 with_provider(r#","allowedAlgorithms":["none"]"#, ""),

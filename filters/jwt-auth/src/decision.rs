@@ -4,10 +4,10 @@
 //! Nothing here quotes the token or any part of it: details are fixed sentences plus
 //! names taken from the configuration.
 
-use std::rc::Rc;
 use banking_filter_common::metrics::Outcome;
 use banking_filter_common::problem::Problem;
 use banking_filter_common::route;
+use std::rc::Rc;
 
 /// Why a request was refused. Each reason has its own counter,
 /// `banking_jwt_auth_denied_<suffix>`.

@@ -574,12 +574,9 @@ impl StreamContext for Stream {
 /// hole, so the first refusal is returned for the caller to fail closed on.
 fn apply(allow: &Allow, handoff: &Authentication) -> Result<(), HostError> {
     let outputs = &allow.outputs;
-    // A header set below replaces every copy a client sent (Envoy's replace is remove and
-    // add): removing it first would only cost a hostcall.
+    // Every copy a client sent goes first, whatever the host's replace does with copies.
     for name in &allow.remove_headers {
-        if !outputs.set_headers.iter().any(|(set, _)| set == name) {
-            host::remove_request_header(name)?;
-        }
+        host::remove_request_header(name)?;
     }
     for (name, value) in &outputs.set_headers {
         host::set_request_header(name, value)?;

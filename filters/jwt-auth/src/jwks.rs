@@ -1,6 +1,6 @@
 //! JSON Web Key Sets (RFC 7517) turned into [`VerifyingKey`]s, once per set.
 //!
-//! Neither ring nor jwt-simple reads JWKS, so this module decides which keys of a set are
+//! Neither ring nor the proxy's `verify_signature` reads JWKS, so this module decides which keys of a set are
 //! usable: it honours each key's `kid`, `alg`, `use` and `key_ops`, refuses weak or
 //! mismatched keys with a reason, and fails only when no key at all is usable.
 
@@ -683,7 +683,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn refuses_hmac_key_shorter_than_the_hash() {
-        // 31 bytes: jwt-simple alone would accept it (its floor is 12 bytes).
+        // 31 bytes: ring's HMAC alone would accept it (it takes a key of any length).
         let err = parse(&jwks([Key::Hmac(vec![1; 31]).jwk("h").alg("HS256")])).unwrap_err();
         assert!(err.0.contains("shorter than the 32 bytes"), "{err}");
         // 32 bytes is enough for HS256 but not for HS384/HS512.

@@ -306,41 +306,61 @@ pub enum Probe {
 
 /// The text the probe's keys signed.
 const PROBE_TEXT: &[u8] = b"banking-wasm-filters: is this proxy's verify_signature sound?";
-/// An RSA-2048 key made for this probe (e = 65537) and its PKCS#1 v1.5 SHA-256 signature.
-const PROBE_RSA_N: &str = "qLnaksW6Q8jlLPzn2JM-wK_sw96YtTY8zWIT6xnbIiioNdTvKN_q2b6JZMEnNO7mkw__axzbp703ZN8lt8WdyXUOJ0wqj_nEDCdiY6MLygigqu4tbLv5xEqvliN95c0WNid9Zhl7GsoBMY1Dr6jovY6pom92OA8ApbDddvw3sfphykImGJA9zgBzYDT7WlPSXj8ngrGl52MijrhKg5KvgrIG04ISn2Ch6Mn8tSh5rT4074roMnWfK87q5CRgaJrvydTEsUryqYzBz42sGCc1pebXMGWBjXnt2gisoe4l5AKCDqW9a5qNQDGjjVXhxgPLH3_hP7Pcqm7Hplix88N5XQ";
-const PROBE_RSA_SIGNATURE: &str = "Q4tC686aRS_HUVZyz8yWBdC-i1cCKd32OhrW93G6kI0Gr8jaT6FMtHJsqZPoSOca2X8q_xCM3qdiu7bBiNLZJezPMLhrkiYNXQX5PKkI0bXPxVPm1JnkFgfqaldTM-kZ_2ioY00eVYAEauGqA7lPJSc_xJILlXma9jiNHvFX544Un3v0jzkLVjbBQ69OCcHXPbpNyld-a39xTknb-zmw8xflquZrZhLnDtAm4mwlaA1ZBtl2dL7xxLISAYJDXPpQO6jiEEA9Yx79bs7QMwJYtIKqA-7A-PSK5ch8S_fE_j4aRqHweWGW7XM4_wGjt_IUphJME063QGTc0z9byqy3jQ";
+/// An RSA-2048 key made for this probe (e = 65537) and its PKCS#1 v1.5 signatures, SHA-256
+/// and SHA-512.
+const PROBE_RSA_N: &str = "nbKR_0R0GGshJjE8Q-guWopImdC229CuFWxoePe4LBfCXLnofmFEbM8NUWLKSFWfXl4EzGfJERLIObEzeviFmuaEq4STUO4o60Z2OquHsQe3oFoi1p6x5_kQjHaAj4c06Zdu4bTUxvJLgMW1lZCeBwWpU3J4IEA1uOyiFjN0mS-WpUzdgrvGEuJXkOFNDWZT7H8gtHjVE3_1C_-TAD1RctbVxbvSOq9cV1Hdbymy8IIBUm-9wDtVwaCuieuW8M22ZPEQB3tkxn9EUm_OqZkCj3uN6SCO1xBuChFDlShyimFgcJCJDeLXh7ohmp9w6VOQPWdS--ZQLLOhnpMNs7sNrQ";
+const PROBE_RSA_SHA256: &str = "Rq1a6ImVVc_QBRAHlSYuT22H0Sn8Q14vxDI1IoO2xG9SoAJz-Hpv8XYUJFQtO4MGx5MTM0JWJN14D8Z5I0or8FxlPt-w2wqxyO3BEKg_Xv_W2e30TjvxA-gx9aq0hwTUUwq1W3Sy5VtVzMSvgjozOy4wT-lzBqeHhlqmu2XCH7-zvYMrqU-7tIxqh5mTKXu-LyOFXb1LIC8vKj7ETC8pYV8d3jV8m2-n-YlAh2uvs182WwG1lrPQid9y-Z16jronLtlTZoiqktkQ_DxY--WWoAoc3ZqJiV7eH7lZcmYFqSFnyQAXZDBRserVeDOoHMtce0CC4vXYV4zeOkO006cBKg";
+const PROBE_RSA_SHA512: &str = "McvNhqigQ596dLwVe1AYy8RWEpzl8vWIuvoOWNNhXXIwNAL40tDIpUCo5dDE2pBnYnodVwM9KyoBMMls0c7zezlRre8suNidI_jebvSG5Xfhm8EPQiAuZ0eZCFx2kPJJCQFPdOCD6dUul1PHywYEzj1tngMXfJ9a6lk7u8n-uEQgxQO6PB5Q8vBdSc0Fh4qFkOLwqBuYqs3TJb_o_lBojgBhTO7LGcFVNfXcugRLnefPDXyxiDG6j8QADrRgGosP7u4GOfP--fFodEDlIOAbaR5I63d_BZXJoC_GTw8-yJHjpGscZbX9WYL_BI2U5Uf8qo19qbtCPLHiCjsLUqoUVQ";
 /// A P-256 key made for this probe (SEC1 uncompressed point) and its JWS ES256 signature.
-const PROBE_EC_POINT: &str = "BDO8Y8B_E1R7b2b3iYCgo6YUopEYpJhnFQxfQsfPEY_QPLERLn9U0Ls4odkjXTtBne47uTZuX_La4SkFAtK_AWw";
-const PROBE_EC_SIGNATURE: &str = "2kiH7FKKhKR1UXN4e6sjAK9vXdQ_Y8UKzRXAu6YJYfabrw7n0LSIgZv9b6WjDKSP1Iwgg2wG6jft8rCHZMxDqw";
+const PROBE_P256_POINT: &str =
+    "BDO8Y8B_E1R7b2b3iYCgo6YUopEYpJhnFQxfQsfPEY_QPLERLn9U0Ls4odkjXTtBne47uTZuX_La4SkFAtK_AWw";
+const PROBE_P256_SIGNATURE: &str =
+    "2kiH7FKKhKR1UXN4e6sjAK9vXdQ_Y8UKzRXAu6YJYfabrw7n0LSIgZv9b6WjDKSP1Iwgg2wG6jft8rCHZMxDqw";
+/// A P-384 key made for this probe and its JWS ES384 signature.
+const PROBE_P384_POINT: &str = "BJoASWcZZ7dqxJZ0ClsmcRpg2G_EaRL2bM6IGrQHQQjfZkM1UDml-mHtWQionqDRow2cFFhuooB2Ui1B31uHF6XEqv7cjblmRUTSatBf7_hxhB4L9fNIHipjgOfAFus7KQ";
+const PROBE_P384_SIGNATURE: &str = "2-TEYM7gO-yPwU1i_gPzcw56o0szo4IN_0Qmj411hQ12PbBJAMxO-Etgq03Jerf1YdycXoEOFP9cCdwaooQOtkNU8HWugukpvIhutSWguGaZHQagdBX6QkWB1m82F-nG";
 
-/// Asks `host` to verify the probe's two signatures over their text (each must pass) and
-/// over another text (each must fail), with keys and signatures encoded exactly as
-/// requests will encode them.
+/// Asks `host` to verify the probe's signatures (RS256, RS512, ES256, ES384) over their
+/// text (each must pass) and over another text (each must fail), with keys and signatures
+/// encoded exactly as requests will encode them.
 pub fn probe(host: &dyn SignatureHost) -> Probe {
     let decode = |b64: &str| Base64UrlSafeNoPadding::decode_to_vec(b64, None).unwrap_or_default();
-    let rsa = (
-        rsa_spki(&decode(PROBE_RSA_N), &[1, 0, 1]),
-        decode(PROBE_RSA_SIGNATURE),
-    );
-    let ec = (
-        ec_spki(Curve::P256, &decode(PROBE_EC_POINT)),
-        ecdsa_der(Curve::P256, &decode(PROBE_EC_SIGNATURE)).unwrap_or_default(),
-    );
+    let rsa = rsa_spki(&decode(PROBE_RSA_N), &[1, 0, 1]);
+    let ecdsa = |curve, point, signature| {
+        (
+            ec_spki(curve, &decode(point)),
+            ecdsa_der(curve, &decode(signature)).unwrap_or_default(),
+        )
+    };
+    let p256 = ecdsa(Curve::P256, PROBE_P256_POINT, PROBE_P256_SIGNATURE);
+    let p384 = ecdsa(Curve::P384, PROBE_P384_POINT, PROBE_P384_SIGNATURE);
+    let cases: [(&str, &str, &[u8], Vec<u8>); 4] = [
+        ("RS256", "sha256", &rsa, decode(PROBE_RSA_SHA256)),
+        ("RS512", "sha512", &rsa, decode(PROBE_RSA_SHA512)),
+        ("ES256", "sha256", &p256.0, p256.1.clone()),
+        ("ES384", "sha384", &p384.0, p384.1.clone()),
+    ];
     let mut altered = PROBE_TEXT.to_vec();
     altered.push(b'!');
-    for (name, (key, signature)) in [("RSA", &rsa), ("ECDSA", &ec)] {
+    for (name, hash, key, signature) in &cases {
         for (text, expected) in [(PROBE_TEXT, true), (&altered[..], false)] {
-            let answer = host.verify_signature(&arguments("sha256", key, signature, text));
+            let answer = host.verify_signature(&arguments(hash, key, signature, text));
             match answer.map(|r| verdict(&r)) {
                 Err(HostCallFailed::Absent) => return Probe::Absent,
                 Err(HostCallFailed::Failed) => {
                     return Probe::Unsound(format!("it failed on an {name} signature"));
                 }
                 Ok(None) => {
-                    return Probe::Unsound(format!("its answer on an {name} signature is no VerifySignatureResult"));
+                    return Probe::Unsound(format!(
+                        "its answer on an {name} signature is no VerifySignatureResult"
+                    ));
                 }
                 Ok(Some(verdict)) if verdict != expected => {
-                    let what = if expected { "refused a valid" } else { "accepted a forged" };
+                    let what = if expected {
+                        "refused a valid"
+                    } else {
+                        "accepted a forged"
+                    };
                     return Probe::Unsound(format!("it {what} {name} signature"));
                 }
                 Ok(Some(_)) => {}
@@ -374,7 +394,9 @@ mod tests {
         assert_eq!(verdict(&[]), Some(false));
         // Unknown fields of every wire type are skipped.
         assert_eq!(
-            verdict(&[0x18, 0x05, 0x21, 0, 0, 0, 0, 0, 0, 0, 0, 0x2d, 0, 0, 0, 0, 0x08, 1]),
+            verdict(&[
+                0x18, 0x05, 0x21, 0, 0, 0, 0, 0, 0, 0, 0, 0x2d, 0, 0, 0, 0, 0x08, 1
+            ]),
             Some(true)
         );
         // Truncated or malformed bytes are no answer.
@@ -405,7 +427,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn ec_spki_is_the_der_openssl_writes() {
-        let point = Base64UrlSafeNoPadding::decode_to_vec(PROBE_EC_POINT, None).unwrap();
+        let point = Base64UrlSafeNoPadding::decode_to_vec(PROBE_P256_POINT, None).unwrap();
         let der = ec_spki(Curve::P256, &point);
         let mut expected = vec![
             0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
@@ -468,7 +490,10 @@ mod tests {
         fn verify_signature(&self, _: &[u8]) -> Result<Vec<u8>, HostCallFailed> {
             let i = self.1.get();
             self.1.set(i + 1);
-            self.0.get(i).cloned().unwrap_or(Err(HostCallFailed::Failed))
+            self.0
+                .get(i)
+                .cloned()
+                .unwrap_or(Err(HostCallFailed::Failed))
         }
     }
 
@@ -476,19 +501,24 @@ mod tests {
     fn the_probe_trusts_only_a_host_that_accepts_and_refuses_as_it_must() {
         let yes = Ok(vec![0x08, 0x01]);
         let no = Ok(b"\x12\x06forged".to_vec());
-        let sound = Answers(vec![yes.clone(), no.clone(), yes.clone(), no.clone()], Cell::new(0));
+        let pairs = |n| {
+            (0..n)
+                .flat_map(|_| [yes.clone(), no.clone()])
+                .collect::<Vec<_>>()
+        };
+        let sound = Answers(pairs(4), Cell::new(0));
         assert_eq!(probe(&sound), Probe::Sound);
         let absent = Answers(vec![Err(HostCallFailed::Absent)], Cell::new(0));
         assert_eq!(probe(&absent), Probe::Absent);
-        let yes_man = Answers(vec![yes.clone(); 4], Cell::new(0));
+        let yes_man = Answers(vec![yes.clone(); 8], Cell::new(0));
         assert_eq!(
             probe(&yes_man),
-            Probe::Unsound("it accepted a forged RSA signature".into())
+            Probe::Unsound("it accepted a forged RS256 signature".into())
         );
-        let no_ec = Answers(vec![yes.clone(), no.clone(), no.clone()], Cell::new(0));
+        let no_es384 = Answers([pairs(3), vec![no.clone()]].concat(), Cell::new(0));
         assert_eq!(
-            probe(&no_ec),
-            Probe::Unsound("it refused a valid ECDSA signature".into())
+            probe(&no_es384),
+            Probe::Unsound("it refused a valid ES384 signature".into())
         );
         let failing = Answers(vec![Err(HostCallFailed::Failed)], Cell::new(0));
         assert!(matches!(probe(&failing), Probe::Unsound(_)));

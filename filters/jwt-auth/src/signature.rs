@@ -195,9 +195,7 @@ impl VerifyingKey {
     /// Which path checks this key's signatures.
     pub fn path(&self) -> Path {
         match self {
-            VerifyingKey::Rsa { proxy: Some(_), .. } | VerifyingKey::Ec { .. } => {
-                Path::ProxyOrWasm
-            }
+            VerifyingKey::Rsa { proxy: Some(_), .. } | VerifyingKey::Ec { .. } => Path::ProxyOrWasm,
             _ => Path::Wasm,
         }
     }
@@ -208,7 +206,11 @@ impl VerifyingKey {
     pub fn verify(&self, signing_input: &[u8], signature: &[u8], checks: &SignatureChecks) -> bool {
         match self {
             VerifyingKey::Rsa {
-                params, n, e, proxy, ..
+                params,
+                n,
+                e,
+                proxy,
+                ..
             } => {
                 if let Some(key) = proxy
                     && let Some(verdict) =
@@ -233,8 +235,7 @@ impl VerifyingKey {
                 let Some(der) = native::ecdsa_der(*curve, signature) else {
                     return false;
                 };
-                if let Some(verdict) = checks.ask_proxy(key.hash, &key.spki, &der, signing_input)
-                {
+                if let Some(verdict) = checks.ask_proxy(key.hash, &key.spki, &der, signing_input) {
                     return verdict;
                 }
                 checks.counted_in_wasm(

@@ -245,10 +245,10 @@ mod tests {
     use crate::jwks::{Algorithm, KeyOrigin, VerifyingKey};
     use crate::native::{self, HostCallFailed, SignatureChecks, SignatureHost};
     use crate::signature::Path;
-    use std::cell::RefCell;
     use crate::testkeys::{self, NOW, claims_with, good_claims, mint};
     use crate::token;
     use serde_json::json;
+    use std::cell::RefCell;
     use std::time::Duration;
     use test_tokens::{forged, jwks, mint_raw_hs256, other_rsa, resigned, weak_rsa_1024};
     use wasm_bindgen_test::wasm_bindgen_test;
@@ -312,7 +312,7 @@ mod tests {
         // exp is NOW+300; the 60 s skew keeps it valid until NOW+360.
         assert!(check(&p, &t, NOW + 360).is_ok());
         assert_eq!(reason(&p, &t, NOW + 361), DenyReason::Expired);
-        // Not jwt-simple's 15-minute default: 10 minutes after exp is expired.
+        // No leeway beyond the configured skew: 10 minutes after exp is expired.
         assert_eq!(reason(&p, &t, NOW + 900), DenyReason::Expired);
     }
 
@@ -529,7 +529,17 @@ mod tests {
         )
         .unwrap();
         let u = token::parse(t.as_bytes(), 8192).unwrap();
-        assert!(verify(&provider(), &set, u, at(NOW), 8192, &SignatureChecks::in_wasm()).is_ok());
+        assert!(
+            verify(
+                &provider(),
+                &set,
+                u,
+                at(NOW),
+                8192,
+                &SignatureChecks::in_wasm()
+            )
+            .is_ok()
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -629,8 +639,13 @@ mod tests {
     impl SignatureHost for FakeProxy {
         fn verify_signature(&self, arguments: &[u8]) -> Result<Vec<u8>, HostCallFailed> {
             self.asked.borrow_mut().push(arguments.to_vec());
-            self.verdict
-                .map(|yes| if yes { vec![0x08, 0x01] } else { b"\x12\x03bad".to_vec() })
+            self.verdict.map(|yes| {
+                if yes {
+                    vec![0x08, 0x01]
+                } else {
+                    b"\x12\x03bad".to_vec()
+                }
+            })
         }
     }
 

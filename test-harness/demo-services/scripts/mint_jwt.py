@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Mints JWTs for the Envoy end-to-end tests with Python's `cryptography`, an implementation
-other than the filter's jwt-simple, so the tests prove interoperability rather than agreement
-of one library with itself.
+(OpenSSL) other than the ones that check them (BoringSSL inside Envoy for RS* and ES*, ring in
+the filter for the rest), so the tests prove interoperability rather than agreement of one
+library with itself.
 
 Keys are generated afresh on every run and tokens signed on the spot: nothing is stored, so
 nothing expires between runs.

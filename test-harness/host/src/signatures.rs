@@ -6,9 +6,9 @@
 //! (SubjectPublicKeyInfo DER), signature = 3, text = 4 } and `VerifySignatureResult`
 //! { result = 1, error = 2 }. Same semantics as BoringSSL's `EVP_DigestVerify` there: the
 //! key's type picks the scheme (RSA PKCS#1 v1.5, or ECDSA with a DER signature), the hash is
-//! the one named, whatever the curve. Arguments that do not parse, or carry no key, are
-//! BadArgument; a key that does not parse, an unknown hash or a bad signature is Ok with
-//! `result` false and an error text. ring does the arithmetic (it accepts RSA moduli from
+//! the one named, whatever the curve. Arguments that do not parse, carry no key, or a key
+//! that does not parse (BoringSSL's strict DER: minimal lengths) are BadArgument; an unknown
+//! hash or a bad signature is Ok with `result` false and an error text. ring does the arithmetic (it accepts RSA moduli from
 //! 2048 to 8192 bits, BoringSSL more: the filters refuse outside 2048..=4096 anyway).
 
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
@@ -26,10 +26,8 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 /// The foreign function: serialized arguments in, a serialized result or a status out.
 pub(crate) fn verify_signature(arguments: &[u8]) -> Result<Vec<u8>, u32> {
     let args = parse_arguments(arguments).ok_or(Status::BadArgument as u32)?;
-    if args.public_key.is_empty() {
-        return Err(Status::BadArgument as u32);
-    }
-    let answer = verify(&args);
+    let key = SubjectPublicKey::parse(&args.public_key).ok_or(Status::BadArgument as u32)?;
+    let answer = verify(&args, &key);
     let mut out = Vec::new();
     match answer {
         Ok(()) => out.extend_from_slice(&[0x08, 0x01]),
@@ -50,10 +48,9 @@ struct Arguments {
     text: Vec<u8>,
 }
 
-fn verify(args: &Arguments) -> Result<(), String> {
-    let key = SubjectPublicKey::parse(&args.public_key).ok_or("invalid public key")?;
+fn verify(args: &Arguments, key: &SubjectPublicKey) -> Result<(), String> {
     let hash = args.hash.to_ascii_lowercase();
-    let algorithm: &'static dyn VerificationAlgorithm = match (&key, hash.as_str()) {
+    let algorithm: &'static dyn VerificationAlgorithm = match (key, hash.as_str()) {
         (SubjectPublicKey::Rsa(_), "sha256") => &signature::RSA_PKCS1_2048_8192_SHA256,
         (SubjectPublicKey::Rsa(_), "sha384") => &signature::RSA_PKCS1_2048_8192_SHA384,
         (SubjectPublicKey::Rsa(_), "sha512") => &signature::RSA_PKCS1_2048_8192_SHA512,
@@ -66,7 +63,7 @@ fn verify(args: &Arguments) -> Result<(), String> {
         }
         _ => return Err(format!("{} is not supported.", args.hash)),
     };
-    let bytes = match &key {
+    let bytes = match key {
         SubjectPublicKey::Rsa(b) | SubjectPublicKey::P256(b) | SubjectPublicKey::P384(b) => b,
     };
     UnparsedPublicKey::new(algorithm, bytes)
@@ -127,7 +124,14 @@ fn element(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         }
         let (len_bytes, after) = rest.split_at(count);
         rest = after;
-        len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        // DER: the long form only for 128 and more, in as few bytes as it takes.
+        if len < 0x80 || len_bytes.first() == Some(&0) {
+            return None;
+        }
+        len
     };
     (rest.len() >= len).then(|| rest.split_at(len))
 }
@@ -160,6 +164,13 @@ fn parse_arguments(bytes: &[u8]) -> Option<Arguments> {
         match key & 7 {
             0 => {
                 take_varint(bytes, &mut at)?;
+            }
+            // Fixed 64- and 32-bit fields: none is ours, skipped as protobuf does.
+            1 | 5 => {
+                at = at.checked_add(if key & 7 == 1 { 8 } else { 4 })?;
+                if at > bytes.len() {
+                    return None;
+                }
             }
             2 => {
                 let len = usize::try_from(take_varint(bytes, &mut at)?).ok()?;

@@ -277,27 +277,27 @@ pub extern "C" fn proxy_on_request_headers(context: u32, headers: usize, end: u3
     on_stream_phase(context, |s| s.on_request_headers(headers, end != 0))
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_request_body(context: u32, body_size: usize, end: u32) -> u32 {
     on_stream_phase(context, |s| s.on_request_body(body_size, end != 0))
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_request_trailers(context: u32, trailers: usize) -> u32 {
     on_stream_phase(context, |s| s.on_request_trailers(trailers))
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_response_headers(context: u32, headers: usize, end: u32) -> u32 {
     on_stream_phase(context, |s| s.on_response_headers(headers, end != 0))
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_response_body(context: u32, body_size: usize, end: u32) -> u32 {
     on_stream_phase(context, |s| s.on_response_body(body_size, end != 0))
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_response_trailers(context: u32, trailers: usize) -> u32 {
     on_stream_phase(context, |s| s.on_response_trailers(trailers))
 }
@@ -341,7 +341,7 @@ pub extern "C" fn proxy_on_http_call_response(
     };
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_done(context: u32) -> u32 {
     if registry(|r| r.roots.contains_key(&context)).unwrap_or(false) {
         return u32::from(on_root(context, true, |root| root.on_done()));
@@ -349,7 +349,7 @@ pub extern "C" fn proxy_on_done(context: u32) -> u32 {
     1
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_log(context: u32) {
     if let Some(stream) = stream(context)
         && let Ok(mut stream) = stream.try_borrow_mut()

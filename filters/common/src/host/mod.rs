@@ -28,9 +28,20 @@ pub use respond::*;
 /// Exports `_initialize`, which Envoy calls once per VM before any context exists: it runs
 /// the module's constructors, then installs the logger, the panic hook and `$new_root`,
 /// the factory of the filter's root context (`Fn(u32) -> Box<dyn RootContext>`).
+///
+/// Then exports the per-stream callbacks the filter names, of `request_body`,
+/// `request_trailers`, `response_headers`, `response_body`, `response_trailers`, `log` and
+/// `done`: `filter_main!(|_| Box::new(Root), [response_headers])`. Envoy (proxy-wasm-cpp-host)
+/// enters the VM for a callback only when the module exports it, and each entry costs
+/// microseconds on every request, so a filter exports what it uses and no more. The
+/// context, `proxy_on_request_headers`, `proxy_on_delete` and the root's callbacks are
+/// always exported.
 #[macro_export]
 macro_rules! filter_main {
     ($new_root:expr) => {
+        $crate::filter_main!($new_root, []);
+    };
+    ($new_root:expr, [$($callback:ident),* $(,)?]) => {
         #[cfg(target_os = "wasi")]
         unsafe extern "C" {
             fn __wasm_call_ctors();
@@ -45,6 +56,56 @@ macro_rules! filter_main {
                 __wasm_call_ctors();
             }
             $crate::host::start(::std::rc::Rc::new($new_root));
+        }
+
+        $($crate::export_stream_callback!($callback);)*
+    };
+}
+
+/// One optional callback for [`filter_main!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_stream_callback {
+    (request_body) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_request_body(context: u32, size: usize, end: u32) -> u32 {
+            $crate::host::dispatch::proxy_on_request_body(context, size, end)
+        }
+    };
+    (request_trailers) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_request_trailers(context: u32, trailers: usize) -> u32 {
+            $crate::host::dispatch::proxy_on_request_trailers(context, trailers)
+        }
+    };
+    (response_headers) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_response_headers(context: u32, headers: usize, end: u32) -> u32 {
+            $crate::host::dispatch::proxy_on_response_headers(context, headers, end)
+        }
+    };
+    (response_body) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_response_body(context: u32, size: usize, end: u32) -> u32 {
+            $crate::host::dispatch::proxy_on_response_body(context, size, end)
+        }
+    };
+    (response_trailers) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_response_trailers(context: u32, trailers: usize) -> u32 {
+            $crate::host::dispatch::proxy_on_response_trailers(context, trailers)
+        }
+    };
+    (log) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_log(context: u32) {
+            $crate::host::dispatch::proxy_on_log(context)
+        }
+    };
+    (done) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_done(context: u32) -> u32 {
+            $crate::host::dispatch::proxy_on_done(context)
         }
     };
 }
