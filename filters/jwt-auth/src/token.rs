@@ -2,7 +2,6 @@
 //! signature work: size, three base64url segments, a JSON header naming a known `alg`, a
 //! JSON object payload without duplicate members.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use banking_filter_common::headers::{self, HeaderPairs};
@@ -216,9 +215,8 @@ impl<'de> Deserialize<'de> for UniqueMap {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueMap, A::Error> {
                 let mut map = Map::new();
-                let mut seen = BTreeSet::new();
                 while let Some((key, value)) = access.next_entry::<String, Value>()? {
-                    if !seen.insert(key.clone()) {
+                    if map.contains_key(&key) {
                         return Err(de::Error::custom("duplicate member"));
                     }
                     map.insert(key, value);
