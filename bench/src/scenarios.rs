@@ -223,13 +223,14 @@ pub static SCENARIOS: &[Scenario] = &[
         versus: &[],
     },
     // jwt-auth against jwt_authn as Envoy configures it by default (no cache) and with its
-    // verified-token cache.
+    // verified-token cache: a reused token is compared with the cached one first, which is
+    // what jwt-auth's own cache answers.
     Scenario {
         name: "jwt-auth-rs256",
         chain: &[Step::Plugin("jwt-auth")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
-        versus: &["jwt_authn-rs256"],
+        versus: &["jwt_authn-cache-rs256", "jwt_authn-rs256"],
     },
     Scenario {
         name: "jwt_authn-rs256",
@@ -278,7 +279,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
-        versus: &["jwt_authn-es256"],
+        versus: &["jwt_authn-cache-es256", "jwt_authn-es256"],
     },
     Scenario {
         name: "jwt_authn-es256",
