@@ -30,7 +30,8 @@ pub(crate) fn declare(vm: &mut VmState, args: &[u8]) -> Status {
     Status::Ok
 }
 
-fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+/// A protobuf varint at `at`, which it advances; `None` when the bytes end first.
+pub(crate) fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*at)?;

@@ -14,6 +14,7 @@
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 
 use crate::abi::Status;
+use crate::properties::varint;
 
 /// The function's name in Envoy.
 pub(crate) const VERIFY_SIGNATURE: &str = "verify_signature";
@@ -144,26 +145,13 @@ fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     out.push(value as u8);
 }
 
-fn take_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
 fn parse_arguments(bytes: &[u8]) -> Option<Arguments> {
     let (mut args, mut at) = (Arguments::default(), 0usize);
     while at < bytes.len() {
-        let key = take_varint(bytes, &mut at)?;
+        let key = varint(bytes, &mut at)?;
         match key & 7 {
             0 => {
-                take_varint(bytes, &mut at)?;
+                varint(bytes, &mut at)?;
             }
             // Fixed 64- and 32-bit fields: none is ours, skipped as protobuf does.
             1 | 5 => {
@@ -173,7 +161,7 @@ fn parse_arguments(bytes: &[u8]) -> Option<Arguments> {
                 }
             }
             2 => {
-                let len = usize::try_from(take_varint(bytes, &mut at)?).ok()?;
+                let len = usize::try_from(varint(bytes, &mut at)?).ok()?;
                 let value = bytes.get(at..at.checked_add(len)?)?.to_vec();
                 at += len;
                 match key >> 3 {
