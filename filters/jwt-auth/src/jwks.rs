@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use serde::Deserialize;
 
 pub use crate::signature::VerifyingKey;
@@ -468,8 +467,8 @@ fn b64(member: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
     let value = value.ok_or_else(|| format!("missing {member:?}"))?;
     // RFC 7517 uses unpadded base64url; tolerate padding some issuers add anyway.
     let trimmed = value.trim_end_matches('=');
-    let bytes = Base64UrlSafeNoPadding::decode_to_vec(trimmed, None)
-        .map_err(|_| format!("{member:?} is not base64url"))?;
+    let bytes =
+        crate::base64url::decode(trimmed).ok_or_else(|| format!("{member:?} is not base64url"))?;
     if bytes.is_empty() {
         return Err(format!("{member:?} is empty"));
     }

@@ -9,6 +9,7 @@
 //! `filter` is the thin proxy-wasm shell around it, left out of `wasm32-unknown-unknown`
 //! builds, where the core's tests run under wasm-bindgen-test.
 
+pub mod base64url;
 pub mod cache;
 pub mod config;
 pub mod decision;

@@ -21,7 +21,7 @@
 
 use std::cell::Cell;
 
-use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+use crate::base64url;
 
 /// The foreign function's name in Envoy.
 pub const VERIFY_SIGNATURE: &str = "verify_signature";
@@ -324,7 +324,7 @@ const PROBE_P384_SIGNATURE: &str = "2-TEYM7gO-yPwU1i_gPzcw56o0szo4IN_0Qmj411hQ12
 /// text (each must pass) and over another text (each must fail), with keys and signatures
 /// encoded exactly as requests will encode them.
 pub fn probe(host: &dyn SignatureHost) -> Probe {
-    let decode = |b64: &str| Base64UrlSafeNoPadding::decode_to_vec(b64, None).unwrap_or_default();
+    let decode = |b64: &str| base64url::decode(b64).unwrap_or_default();
     let rsa = rsa_spki(&decode(PROBE_RSA_N), &[1, 0, 1]);
     let ecdsa = |curve, point, signature| {
         (
@@ -410,7 +410,7 @@ mod tests {
         // An RSA key's SubjectPublicKeyInfo as `openssl pkey -pubout -outform DER` writes
         // it, down to the length bytes: 30 82 01 22 30 0d 06 09 <rsaEncryption> 05 00 03 82
         // 01 0f 00 30 82 01 0a 02 82 01 01 00 <n> 02 03 01 00 01.
-        let n = Base64UrlSafeNoPadding::decode_to_vec(PROBE_RSA_N, None).unwrap();
+        let n = base64url::decode(PROBE_RSA_N).unwrap();
         let der = rsa_spki(&n, &[0, 1, 0, 1]);
         assert_eq!(der.len(), 294);
         assert_eq!(
@@ -427,7 +427,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn ec_spki_is_the_der_openssl_writes() {
-        let point = Base64UrlSafeNoPadding::decode_to_vec(PROBE_P256_POINT, None).unwrap();
+        let point = base64url::decode(PROBE_P256_POINT).unwrap();
         let der = ec_spki(Curve::P256, &point);
         let mut expected = vec![
             0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,

@@ -5,10 +5,10 @@
 use std::fmt;
 
 use banking_filter_common::headers::{self, HeaderPairs};
-use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::base64url;
 use crate::config::TokenSource;
 use crate::jwks::Algorithm;
 
@@ -153,8 +153,7 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
     {
         return Err(malformed("the token is not base64url"));
     }
-    let header_json = Base64UrlSafeNoPadding::decode_to_vec(header, None)
-        .map_err(|_| malformed("the header is not base64url"))?;
+    let header_json = base64url::decode(header).ok_or(malformed("the header is not base64url"))?;
     let header: UniqueMap = serde_json::from_slice(&header_json)
         .map_err(|_| malformed("the header is not a JSON object with unique members"))?;
     let header = header.0;
@@ -187,8 +186,8 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
         Some(Value::String(typ)) => Some(typ.clone()),
         Some(_) => return Err(malformed("the header's typ is not a string")),
     };
-    let payload_json = Base64UrlSafeNoPadding::decode_to_vec(payload, None)
-        .map_err(|_| malformed("the payload is not base64url"))?;
+    let payload_json =
+        base64url::decode(payload).ok_or(malformed("the payload is not base64url"))?;
     let claims: UniqueMap = serde_json::from_slice(&payload_json)
         .map_err(|_| malformed("the payload is not a JSON object with unique members"))?;
     Ok(Unverified {
