@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mode;
 pub mod pattern;
 pub mod problem;
+pub mod protobuf;
 pub mod record;
 pub mod route;
 pub mod shared;

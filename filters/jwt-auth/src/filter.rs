@@ -581,12 +581,10 @@ fn apply(allow: &Allow, handoff: &Authentication) -> Result<(), HostError> {
     for (name, value) in &outputs.set_headers {
         host::set_request_header(name, value)?;
     }
-    // The identity names are the contract's, written once below: a read-only name takes
-    // one write per stream.
+    // Only `banking.jwt.claim.<claim>` names here; the identity names are written once,
+    // below (a read-only name takes one write per stream).
     for (name, value) in &outputs.filter_state {
-        if !names::IDENTITY.contains(&name.as_str()) {
-            host::set_property(&[name.as_str()], value)?;
-        }
+        host::set_property(&[name.as_str()], value)?;
     }
     filter_state::publish_authentication(handoff)
 }

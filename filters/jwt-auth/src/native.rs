@@ -21,6 +21,8 @@
 
 use std::cell::Cell;
 
+use banking_filter_common::protobuf::{push_bytes, skip_value, take_varint};
+
 use crate::base64url;
 
 /// The foreign function's name in Envoy.
@@ -103,41 +105,14 @@ impl<'h> SignatureChecks<'h> {
 
 // ---- protobuf: VerifySignatureArguments and VerifySignatureResult ------------------------
 
-fn put_varint(mut value: u64, out: &mut Vec<u8>) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    put_varint(field << 3 | 2, out);
-    put_varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
 /// A serialized `VerifySignatureArguments`.
 pub fn arguments(hash: &str, spki: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + hash.len() + spki.len() + signature.len() + text.len());
-    put_bytes(1, hash.as_bytes(), &mut out);
-    put_bytes(2, spki, &mut out);
-    put_bytes(3, signature, &mut out);
-    put_bytes(4, text, &mut out);
+    push_bytes(&mut out, 1, hash.as_bytes());
+    push_bytes(&mut out, 2, spki);
+    push_bytes(&mut out, 3, signature);
+    push_bytes(&mut out, 4, text);
     out
-}
-
-fn take_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 /// The `result` of a serialized `VerifySignatureResult`: proto3 leaves a false `result`
@@ -148,19 +123,7 @@ pub fn verdict(bytes: &[u8]) -> Option<bool> {
         let key = take_varint(bytes, &mut at)?;
         match (key >> 3, key & 7) {
             (1, 0) => result = take_varint(bytes, &mut at)? != 0,
-            (_, 0) => {
-                take_varint(bytes, &mut at)?;
-            }
-            (_, 1) => at = at.checked_add(8)?,
-            (_, 2) => {
-                let len = usize::try_from(take_varint(bytes, &mut at)?).ok()?;
-                at = at.checked_add(len)?;
-            }
-            (_, 5) => at = at.checked_add(4)?,
-            _ => return None,
-        }
-        if at > bytes.len() {
-            return None;
+            (_, wire_type) => skip_value(bytes, &mut at, wire_type)?,
         }
     }
     Some(result)

@@ -6,6 +6,9 @@
 //! Keys are generated and tokens minted at test time (`test_tokens`, natively), with times
 //! taken from the harness's virtual clock, so nothing here depends on today's date.
 
+mod idp;
+
+use idp::answer_jwks_fetch;
 use std::time::{Duration, UNIX_EPOCH};
 
 use envoy_runner::fixture;
@@ -162,18 +165,6 @@ fn load_and_tick(host: &Host, config: &str) -> Plugin {
     let plugin = load(host, config);
     first_tick(host, &plugin);
     plugin
-}
-
-/// Answers the one pending JWKS fetch.
-fn answer_fetch(plugin: &Plugin, status: u32, body: &str) {
-    let calls = plugin.pending_http_calls();
-    assert_eq!(calls.len(), 1, "one pending JWKS fetch: {calls:?}");
-    plugin.respond_http_call(
-        calls[0].token,
-        status,
-        &[("content-type", "application/json")],
-        body.as_bytes(),
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -719,7 +710,7 @@ fn remote_jwks_is_fetched_at_start_and_tokens_wait_for_it_with_503() {
         "urn:banking-filters:problem:jwt-signing-keys-unavailable"
     );
 
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&plugin, &token));
     assert_eq!(metric(&host, "jwks_fetch_ok"), 1);
     assert!(
@@ -733,7 +724,7 @@ fn remote_jwks_is_fetched_at_start_and_tokens_wait_for_it_with_503() {
 fn failed_fetch_is_retried_after_the_retry_interval() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
-    answer_fetch(&plugin, 500, "oops");
+    answer_jwks_fetch(&plugin, 500, "oops");
     assert_eq!(metric(&host, "jwks_fetch_failed"), 1);
     assert!(
         plugin
@@ -747,7 +738,7 @@ fn failed_fetch_is_retried_after_the_retry_interval() {
     host.advance(Duration::from_secs(4));
     assert!(plugin.pending_http_calls().is_empty(), "backing off");
     host.advance(Duration::from_secs(1));
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&plugin, &token));
 }
 
@@ -773,7 +764,7 @@ fn timed_out_fetch_counts_as_a_failure() {
 fn malformed_or_oversized_sets_are_refused_and_the_last_good_set_stays() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(r#","cacheDuration":"100s""#));
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&plugin, &token));
 
@@ -781,7 +772,7 @@ fn malformed_or_oversized_sets_are_refused_and_the_last_good_set_stays() {
     host.advance(Duration::from_secs(89));
     assert!(plugin.pending_http_calls().is_empty());
     host.advance(Duration::from_secs(1));
-    answer_fetch(&plugin, 200, "{not json");
+    answer_jwks_fetch(&plugin, 200, "{not json");
     assert!(
         passes(&plugin, &token),
         "last good set kept after malformed JSON"
@@ -791,7 +782,7 @@ fn malformed_or_oversized_sets_are_refused_and_the_last_good_set_stays() {
     // jwt_auth_keys.rs.)
     host.advance(Duration::from_secs(5));
     let oversized: Vec<_> = (0..101).map(|i| ec256().jwk(&format!("k{i}"))).collect();
-    answer_fetch(&plugin, 200, &jwks(oversized));
+    answer_jwks_fetch(&plugin, 200, &jwks(oversized));
     assert!(
         passes(&plugin, &token),
         "last good set kept after a set of too many keys"
@@ -820,7 +811,7 @@ fn malformed_or_oversized_sets_are_refused_and_the_last_good_set_stays() {
 fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     // The issuer rotates: new tokens name k2 (a new key).
     let new_key = Key::generate_ec256();
     let rotated = new_key.mint("ES256", "k2", claims(&host));
@@ -835,7 +826,7 @@ fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
     host.advance(Duration::from_secs(29));
     assert!(plugin.pending_http_calls().is_empty());
     host.advance(Duration::from_secs(1));
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
     assert!(passes(&plugin, &rotated));
     assert_eq!(metric(&host, "jwks_fetch_ok"), 2);
 }
@@ -844,7 +835,7 @@ fn rotation_to_a_new_kid_is_picked_up_by_a_refetch() {
 fn unknown_kid_flood_refetches_at_most_once_per_interval() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let mut fetches = 0;
     for second in 0..95 {
         let kid = format!("junk-{second}");
@@ -853,7 +844,7 @@ fn unknown_kid_flood_refetches_at_most_once_per_interval() {
         host.advance(Duration::from_secs(1));
         if !plugin.pending_http_calls().is_empty() {
             fetches += 1;
-            answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+            answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
         }
     }
     // Fetches at 30, 60 and 90 s.
@@ -876,7 +867,7 @@ fn two_vms_share_one_fetch_and_one_key_set() {
     } else {
         &first
     };
-    answer_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     // The other VM takes the shared set as soon as a request needs it: no fetch of its own.
     assert!(passes(&first, &token));
@@ -900,7 +891,7 @@ fn envoys_config_validation_vm_does_not_hold_up_the_workers_first_fetch() {
     drop(validation);
     let worker = load(&host, &remote_config(""));
     first_tick(&host, &worker);
-    answer_fetch(&worker, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&worker, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&worker, &mint("ES256", "k1", claims(&host))));
 }
 
@@ -917,7 +908,7 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
     };
     let token = mint("ES256", "k1", claims(&host));
     assert_eq!(refusal(other, &token).status, 503, "no keys anywhere yet");
-    answer_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(other, &token), "first set, before the other's tick");
 
     // Rotation: both refuse the new kid, both ask for a refetch; one VM makes it.
@@ -932,7 +923,7 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
         (&first, &second)
     };
     assert!(other.pending_http_calls().is_empty(), "one fetch at a time");
-    answer_fetch(fetcher, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
+    answer_jwks_fetch(fetcher, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
     assert!(
         passes(other, &rotated),
         "rotated set, before the other's tick"
@@ -978,7 +969,7 @@ fn the_wasmplugin_config_loads_fetches_its_jwks_and_enforces_scopes() {
     let config = serde_json::to_string(&doc["spec"]["pluginConfig"]).unwrap();
     let host = Host::new();
     let plugin = load_and_tick(&host, &config);
-    answer_fetch(
+    answer_jwks_fetch(
         &plugin,
         200,
         &jwks([
@@ -1197,7 +1188,7 @@ fn refused_callout_is_a_failed_fetch_retried_later_and_tokens_wait_with_503() {
     let token = mint("ES256", "k1", claims(&host));
     assert_eq!(refusal(&plugin, &token).status, 503);
     host.advance(Duration::from_secs(3));
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert!(passes(&plugin, &token));
     assert_eq!(plugin.failure(), None);
 }
@@ -1208,7 +1199,7 @@ fn refused_shared_data_writes_leave_the_worker_with_its_own_keys() {
     let plugin = load_and_tick(&host, &remote_config(""));
     // Publishing the fetched set and releasing the marker are both refused.
     host.fail_hostcall("proxy_set_shared_data", HostStatus::InternalFailure, 10);
-    answer_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert_eq!(plugin.failure(), None);
     assert!(passes(&plugin, &mint("ES256", "k1", claims(&host))));
 }
@@ -1251,7 +1242,7 @@ fn two_workers_racing_for_the_fetch_marker_start_one_fetch() {
         0,
         "A wrote the marker over B's: two fetches for one proxy"
     );
-    answer_fetch(&b, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&b, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&a, &token) && passes(&b, &token));
 }
@@ -1264,7 +1255,7 @@ fn no_spelling_of_the_payment_route_escapes_its_scope_under_the_shipped_config()
     let config = serde_json::to_string(&doc["spec"]["pluginConfig"]).unwrap();
     let host = Host::new();
     let plugin = load_and_tick(&host, &config);
-    answer_fetch(&plugin, 200, &jwks([rsa().jwk("bank-2030").key_use("sig")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([rsa().jwk("bank-2030").key_use("sig")]));
     // A reader: the shipped rules give POST /payments to payments:write only.
     let reader = mint(
         "RS256",
@@ -1370,7 +1361,7 @@ fn records_another_plugin_plants_under_jwt_auths_keys_are_ignored_and_the_real_k
 
         first_tick(&host, &plugin);
         let real_jwks = jwks([ec256().jwk("k1")]);
-        answer_fetch(&plugin, 200, &real_jwks);
+        answer_jwks_fetch(&plugin, 200, &real_jwks);
         let real = mint("ES256", "k1", claims(&host));
         assert!(passes(&plugin, &real), "{what}: the real key verifies");
         let reply = refusal(&plugin, &forged("k1", claims(&host)));

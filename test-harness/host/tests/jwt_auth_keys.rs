@@ -8,6 +8,9 @@
 //! Keys are generated and tokens minted at test time (`test_tokens`), with times from the
 //! harness's virtual clock.
 
+mod idp;
+
+use idp::answer_jwks_fetch;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -44,18 +47,6 @@ fn start(host: &Host, config: &str) -> Plugin {
     let plugin = load(host, config);
     host.advance(plugin.tick_period().expect("a remote JWKS sets a tick"));
     plugin
-}
-
-/// Answers the one pending JWKS fetch of `plugin`.
-fn answer(plugin: &Plugin, status: u32, body: &str) {
-    let calls = plugin.pending_http_calls();
-    assert_eq!(calls.len(), 1, "one pending JWKS fetch: {calls:?}");
-    plugin.respond_http_call(
-        calls[0].token,
-        status,
-        &[("content-type", "application/json")],
-        body.as_bytes(),
-    );
 }
 
 /// Fails every fetch that comes due while `by` passes, a second at a time.
@@ -116,7 +107,7 @@ fn a_jwks_without_a_usable_key_revokes_the_last_good_set_on_every_worker() {
     );
     let fetcher = start(&host, &config);
     let other = load(&host, &config);
-    answer(&fetcher, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&fetcher, 200, &jwks([ec256().jwk("k1")]));
     let token = ec256().mint("ES256", "k1", claims(&host));
     assert_eq!(send(&fetcher, &token), Ok(()));
     assert_eq!(send(&other, &token), Ok(()), "cached on both workers now");
@@ -128,7 +119,7 @@ fn a_jwks_without_a_usable_key_revokes_the_last_good_set_on_every_worker() {
     } else {
         &fetcher
     };
-    answer(refetcher, 200, r#"{"keys":[]}"#);
+    answer_jwks_fetch(refetcher, 200, r#"{"keys":[]}"#);
     assert_eq!(metric(&host, "jwks_fetch_ok"), 2);
     assert_eq!(metric(&host, "jwks_fetch_failed"), 0, "not a failed fetch");
     assert!(
@@ -167,7 +158,7 @@ fn a_jwks_without_a_usable_key_revokes_the_last_good_set_on_every_worker() {
     } else {
         &fetcher
     };
-    answer(refetcher, 200, &jwks([rsa().jwk("r1").alg("RS256")]));
+    answer_jwks_fetch(refetcher, 200, &jwks([rsa().jwk("r1").alg("RS256")]));
     let rsa_token = rsa().mint("RS256", "r1", claims(&host));
     assert_eq!(send(&fetcher, &rsa_token).unwrap_err().status, 401);
     assert!(logged(
@@ -183,7 +174,7 @@ fn a_jwks_without_a_usable_key_revokes_the_last_good_set_on_every_worker() {
     } else {
         &fetcher
     };
-    answer(refetcher, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(refetcher, 200, &jwks([ec256().jwk("k1")]));
     assert_eq!(send(&fetcher, &token), Ok(()));
     assert_eq!(send(&other, &token), Ok(()));
 }
@@ -196,7 +187,7 @@ fn a_set_not_refreshed_for_max_staleness_fails_closed_until_a_fetch_succeeds() {
     let host = Host::new();
     // maxStaleness is not set: three times cacheDuration, 300 s.
     let plugin = start(&host, &config(r#","cacheDuration":"100s""#, ""));
-    answer(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let token = ec256().mint("ES256", "k1", claims(&host));
     assert_eq!(send(&plugin, &token), Ok(()));
 
@@ -244,7 +235,7 @@ fn a_set_not_refreshed_for_max_staleness_fails_closed_until_a_fetch_succeeds() {
 
     // The identity provider is back: the next fetch restores service.
     host.advance(Duration::from_secs(5));
-    answer(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     assert_eq!(send(&plugin, &token), Ok(()));
 }
 
@@ -255,7 +246,7 @@ fn max_staleness_is_configurable_down_to_cache_duration_and_no_lower() {
         &host,
         &config(r#","cacheDuration":"100s","maxStaleness":"100s""#, ""),
     );
-    answer(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     identity_provider_down_for(&host, &plugin, Duration::from_secs(99));
     let token = ec256().mint("ES256", "k1", claims(&host));
     assert_eq!(send(&plugin, &token), Ok(()));
@@ -285,7 +276,7 @@ fn max_staleness_is_configurable_down_to_cache_duration_and_no_lower() {
 fn an_identical_refetch_keeps_cached_verifications_and_a_changed_set_drops_them() {
     let host = Host::new();
     let plugin = start(&host, &config("", ""));
-    answer(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let token = ec256().mint("ES256", "k1", claims(&host));
     assert_eq!(send(&plugin, &token), Ok(()));
     assert_eq!(
@@ -298,7 +289,7 @@ fn an_identical_refetch_keeps_cached_verifications_and_a_changed_set_drops_them(
     assert_eq!(send(&plugin, &junk).unwrap_err().status, 401);
     host.advance(Duration::from_secs(30));
     // The issuer serves the same keys (in another layout).
-    answer(
+    answer_jwks_fetch(
         &plugin,
         200,
         &format!("\n{}\n", jwks([ec256().jwk("k1")]).replace(',', ", ")),
@@ -313,7 +304,7 @@ fn an_identical_refetch_keeps_cached_verifications_and_a_changed_set_drops_them(
     let junk = Key::generate_ec256().mint("ES256", "junk-2", claims(&host));
     assert_eq!(send(&plugin, &junk).unwrap_err().status, 401);
     host.advance(Duration::from_secs(30));
-    answer(
+    answer_jwks_fetch(
         &plugin,
         200,
         &jwks([ec256().jwk("k1"), Key::generate_ec256().jwk("k2")]),
@@ -346,7 +337,7 @@ fn the_first_fetch_starts_a_millisecond_after_a_worker_is_configured() {
     let calls = worker.pending_http_calls();
     assert_eq!(calls.len(), 1, "fetching 1 ms after configure");
     assert_eq!(calls[0].upstream, CLUSTER);
-    answer(&worker, 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(&worker, 200, &jwks([ec256().jwk("k1")]));
     assert_eq!(send(&worker, &token), Ok(()), "served 1 ms after configure");
     // The steady tick takes over after the first.
     assert_eq!(worker.tick_period(), Some(Duration::from_secs(1)));
@@ -362,7 +353,7 @@ fn workers_configured_together_make_one_first_fetch() {
         .filter(|w| !w.pending_http_calls().is_empty())
         .collect();
     assert_eq!(fetching.len(), 1, "one fetch for the proxy");
-    answer(fetching[0], 200, &jwks([ec256().jwk("k1")]));
+    answer_jwks_fetch(fetching[0], 200, &jwks([ec256().jwk("k1")]));
     let token = ec256().mint("ES256", "k1", claims(&host));
     for worker in &workers {
         assert_eq!(send(worker, &token), Ok(()));

@@ -30,6 +30,7 @@
 use super::calls::{self, HostError, HostResult, Status};
 use crate::identity::{Authentication, ContractError, Refusal, VerifiedIdentity, names};
 use crate::mode::WouldDenyLog;
+use crate::protobuf::{push_bytes, push_varint};
 use std::fmt;
 
 /// Envoy's foreign function that declares a filter-state property.
@@ -48,23 +49,13 @@ pub enum LifeSpan {
 /// FilterChain are the zero values, which proto3 leaves out, the rest when not zero).
 pub fn declare_property_arguments(name: &str, span: LifeSpan) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 8);
-    out.push(0x0a); // field 1, wire type 2
-    push_varint(&mut out, name.len() as u64);
-    out.extend_from_slice(name.as_bytes());
+    push_bytes(&mut out, 1, name.as_bytes());
     out.extend_from_slice(&[0x10, 0x01]); // field 2 (readonly), varint true
     if span != LifeSpan::FilterChain {
         out.push(0x28); // field 5, wire type 0
         push_varint(&mut out, span as u64);
     }
     out
-}
-
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
 }
 
 /// How the names a filter publishes are protected on this host.

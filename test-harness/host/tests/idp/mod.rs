@@ -48,3 +48,15 @@ impl Idp {
         plugin.respond_http_call(call.token, 200, &[], self.jwks().as_bytes());
     }
 }
+
+/// Answers the one JWKS fetch `plugin` has pending with `status` and `body`.
+pub fn answer_jwks_fetch(plugin: &Plugin, status: u32, body: &str) {
+    let calls = plugin.pending_http_calls();
+    assert_eq!(calls.len(), 1, "one pending JWKS fetch: {calls:?}");
+    plugin.respond_http_call(
+        calls[0].token,
+        status,
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+}
