@@ -9,30 +9,44 @@
 //!
 //! # Encoding
 //!
-//! Every value is UTF-8 text. Envoy keeps each one as filter state `wasm.<name>`; another
-//! Wasm filter reads it with `get_property(["<name>"])`, RBAC and CEL as
-//! `filter_state["wasm.<name>"]`.
+//! Envoy keeps each value as filter state `wasm.<name>`; another Wasm filter reads it with
+//! `get_property(["<name>"])`, RBAC and CEL as `filter_state["wasm.<name>"]`, the access log
+//! as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
 //!
 //! | name | set by | value |
 //! |------|--------|-------|
-//! | [`names::ISSUER`] | jwt-auth, every allowed request | the verified token's `iss`; empty when authentication was bypassed |
-//! | [`names::SUBJECT`] | jwt-auth, every allowed request | `sub`; empty when the token has none or authentication was bypassed |
-//! | [`names::CUSTOMER`] | jwt-auth, every allowed request | the customer id: the claim `customerBinding.claim` names; empty without a binding or the claim |
-//! | [`names::CLIENT`] | jwt-auth, every allowed request | the OAuth client: `client_id` (RFC 9068), else `azp` (OIDC); empty when neither |
-//! | [`names::SCOPES`] | jwt-auth, every allowed request | granted scopes, space-separated as in OAuth (RFC 6749 §3.3), from `scope` and `scp` |
-//! | [`names::BYPASS`] | jwt-auth, every allowed request | empty when a token was verified; `path` (a bypass path) or `cors-preflight` when none was needed |
-//! | `banking.jwt.claim.<claim>` | jwt-auth, verified requests | each of `outputs.filterStateClaims`, as configured |
+//! | [`names::IDENTITY`] | jwt-auth, every request it lets through | one compact JSON object (below); empty when a token failed in dry-run |
 //! | [`names::DENIED_BY`] | the filter that refuses a request | that filter's name, e.g. `jwt-auth` |
 //! | [`names::DENY_REASON`] | the filter that refuses a request | its reason slug, e.g. `missing-token` |
 //!
-//! jwt-auth writes all six identity names on every request it lets through, empty ones
-//! included, so that each exists, created by jwt-auth, before any later filter runs: where the
-//! host supports read-only declarations (see `host::filter_state`), a later filter can then
-//! neither overwrite one nor add one jwt-auth left out. A reader takes an absent name as an
-//! empty one: Envoy hands an empty value back as a null buffer, which the Rust SDK reads as
-//! "no such property". It fails closed on anything else that does not follow this table
-//! ([`ContractError`]): identity values without an issuer, a bypass that also names an
-//! identity, bytes that are not UTF-8, a scope list with empty entries.
+//! The identity is one value, not a name per fact, so that handing it on costs jwt-auth one
+//! host call and reading it costs a later filter one: each proxy-wasm call costs a few
+//! microseconds in Envoy's V8, more than the whole cache hit it follows. Its members, each
+//! left out when it has no value:
+//!
+//! | member | value |
+//! |--------|-------|
+//! | `issuer` | the verified token's `iss`; always there for a verified token |
+//! | `subject` | `sub` |
+//! | `customer` | the customer id: the claim `customerBinding.claim` names |
+//! | `client` | the OAuth client: `client_id` (RFC 9068), else `azp` (OIDC) |
+//! | `scopes` | the granted scopes (from `scope` and `scp`), an array of RFC 6749 scope-tokens |
+//! | `claims` | an object: each of jwt-auth's `outputs.filterStateClaims` the token carries, as text |
+//! | `bypass` | instead of all the above, when no token was needed: `path` (a bypass path) or `cors-preflight` |
+//!
+//! For example `{"issuer":"https://idp.bank.example","subject":"user-7","customer":"CUST-42",`
+//! `"client":"mobile-app","scopes":["payments:read"],"claims":{"acr":"sca"}}`, or
+//! `{"bypass":"path"}`.
+//!
+//! jwt-auth writes the name on every request it lets through, empty when a failed token goes
+//! on in dry-run, so that it exists, created by jwt-auth, before any later filter runs: where
+//! the host supports read-only declarations (see `host::filter_state`), a later filter can
+//! then neither overwrite it nor add an identity jwt-auth did not establish. A reader takes
+//! an absent name as an empty one (Envoy hands an empty value back as a null buffer, which
+//! the Rust SDK reads as "no such property"), and fails closed on anything else the contract
+//! does not allow ([`ContractError`]): bytes that are not such an object, an unknown or
+//! repeated member, an identity without an issuer, a bypass beside an identity, an empty
+//! member, a scope that is no scope-token.
 //!
 //! # Refusals
 //!
@@ -44,38 +58,30 @@
 //! # Reserved
 //!
 //! Names other filters will publish, fixed here so that no two filters pick the same one:
-//! - [`names::WOULD_DENY`]: a filter in a future `mode: dryRun` that would have refused but
-//!   let the request through. Several filters can do so in one chain (nothing stops it), so
-//!   the value is a list: space-separated `<filter>:<reason>` entries in chain order
+//! - [`names::WOULD_DENY`]: a filter in `mode: dryRun` that would have refused but let the
+//!   request through. Several filters can do so in one chain (nothing stops it), so the value
+//!   is a list: space-separated `<filter>:<reason>` entries in chain order
 //!   ([`append_would_deny`], [`parse_would_deny`]). It never sets [`names::DENIED_BY`].
 //! - [`names::RATE_LIMIT_NAME`], [`names::RATE_LIMIT_REMAINING`]: the limit that applied to
 //!   the request (its configured name) and what remained of it after the request (decimal).
 //! - [`names::IDEMPOTENCY_KEY_STATUS`]: what the idempotency filter found for the request's
 //!   key: `new`, `replayed`, `in-flight` or `mismatch`.
 
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Every name in the contract.
 pub mod names {
-    pub const ISSUER: &str = "banking.jwt.issuer";
-    pub const SUBJECT: &str = "banking.jwt.subject";
-    pub const CUSTOMER: &str = "banking.jwt.customer";
-    pub const CLIENT: &str = "banking.jwt.client";
-    pub const SCOPES: &str = "banking.jwt.scopes";
-    pub const BYPASS: &str = "banking.jwt.bypass";
-    /// Prefix of `banking.jwt.claim.<claim>`, one per claim of jwt-auth's
-    /// `outputs.filterStateClaims`.
-    pub const CLAIM_PREFIX: &str = "banking.jwt.claim.";
-
-    /// What jwt-auth writes on every request it lets through, in this order.
-    pub const IDENTITY: [&str; 6] = [ISSUER, SUBJECT, CUSTOMER, CLIENT, SCOPES, BYPASS];
+    /// jwt-auth's account of the caller: one JSON object (see the module notes).
+    pub const IDENTITY: &str = "banking.jwt.identity";
 
     pub const DENIED_BY: &str = "banking.decision.denied_by";
     pub const DENY_REASON: &str = "banking.decision.reason";
     /// What a refusing filter writes.
     pub const REFUSAL: [&str; 2] = [DENIED_BY, DENY_REASON];
 
-    /// Reserved: dry-run refusals, `<filter>:<reason>` entries separated by spaces.
+    /// Dry-run refusals, `<filter>:<reason>` entries separated by spaces.
     pub const WOULD_DENY: &str = "banking.decision.would_deny";
     /// Reserved: the rate limit that applied (its configured name).
     pub const RATE_LIMIT_NAME: &str = "banking.ratelimit.limit";
@@ -95,7 +101,7 @@ pub enum ContractError {
     Malformed(&'static str),
     /// Some names of a set are there, this one, which the others need, is not (or is empty).
     Missing(&'static str),
-    /// Identity values beside a bypass: an authenticated and an unauthenticated request at once.
+    /// An identity beside a bypass: an authenticated and an unauthenticated request at once.
     BypassWithIdentity,
 }
 
@@ -109,8 +115,8 @@ impl fmt::Display for ContractError {
             }
             ContractError::BypassWithIdentity => write!(
                 f,
-                "filter state {} says authentication was bypassed but an identity is set",
-                names::BYPASS
+                "filter state {} says authentication was bypassed but names an identity",
+                names::IDENTITY
             ),
         }
     }
@@ -119,7 +125,7 @@ impl fmt::Display for ContractError {
 impl std::error::Error for ContractError {}
 
 /// What jwt-auth established about a request's caller from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifiedIdentity {
     /// The token's issuer; never empty.
     pub issuer: String,
@@ -128,6 +134,9 @@ pub struct VerifiedIdentity {
     pub client: Option<String>,
     /// Granted scopes, each an RFC 6749 scope-token.
     pub scopes: Vec<String>,
+    /// The claims jwt-auth's `outputs.filterStateClaims` names that the token carries, as
+    /// text (a string as it is, anything else as its JSON).
+    pub claims: BTreeMap<String, String>,
 }
 
 /// Why jwt-auth let a request through without a token.
@@ -171,115 +180,112 @@ pub fn is_scope_token(scope: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
-fn encode_scopes(scopes: &[String]) -> Vec<u8> {
-    // A scope that is no scope-token could not be told apart once joined; no rule can
-    // require one either (jwt-auth's config takes scope-tokens), so it is not handed on.
-    let valid: Vec<&str> = scopes
-        .iter()
-        .map(String::as_str)
-        .filter(|s| is_scope_token(s))
-        .collect();
-    valid.join(" ").into_bytes()
+/// [`names::IDENTITY`]'s value as JSON: the members of the module notes' table.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    customer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    claims: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bypass: Option<String>,
 }
 
-fn decode_scopes(text: &str) -> Result<Vec<String>, ContractError> {
-    if text.is_empty() {
-        return Ok(Vec::new());
+/// An optional member: never present and empty.
+fn member(value: Option<String>) -> Result<Option<String>, ContractError> {
+    match value {
+        Some(text) if text.is_empty() => Err(ContractError::Malformed(names::IDENTITY)),
+        other => Ok(other),
     }
-    text.split(' ')
-        .map(|s| {
-            is_scope_token(s)
-                .then(|| s.to_owned())
-                .ok_or(ContractError::Malformed(names::SCOPES))
-        })
-        .collect()
-}
-
-fn optional(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
 }
 
 impl Authentication {
-    /// Every identity property with its value, in [`names::IDENTITY`] order: all six, always.
-    pub fn to_properties(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let text = |value: &Option<String>| value.clone().unwrap_or_default().into_bytes();
-        match self {
-            Authentication::Verified(id) => vec![
-                (names::ISSUER, id.issuer.clone().into_bytes()),
-                (names::SUBJECT, text(&id.subject)),
-                (names::CUSTOMER, text(&id.customer)),
-                (names::CLIENT, text(&id.client)),
-                (names::SCOPES, encode_scopes(&id.scopes)),
-                (names::BYPASS, Vec::new()),
-            ],
-            Authentication::Bypassed(why) => {
-                let mut properties: Vec<(&'static str, Vec<u8>)> = names::IDENTITY
+    /// [`names::IDENTITY`]'s value for this authentication.
+    pub fn encode(&self) -> Vec<u8> {
+        let filled = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+        let document = match self {
+            Authentication::Verified(id) => Document {
+                issuer: Some(id.issuer.clone()),
+                subject: filled(&id.subject),
+                customer: filled(&id.customer),
+                client: filled(&id.client),
+                // A scope that is no scope-token could not be required by a rule (jwt-auth's
+                // config takes scope-tokens only), so it is not handed on.
+                scopes: id
+                    .scopes
                     .iter()
-                    .map(|name| (*name, Vec::new()))
-                    .collect();
-                if let Some(slot) = properties.last_mut() {
-                    slot.1 = why.as_str().as_bytes().to_vec();
-                }
-                properties
-            }
-        }
+                    .filter(|s| is_scope_token(s))
+                    .cloned()
+                    .collect(),
+                claims: id.claims.clone(),
+                bypass: None,
+            },
+            Authentication::Bypassed(why) => Document {
+                bypass: Some(why.as_str().to_owned()),
+                ..Document::default()
+            },
+        };
+        // A struct of strings always serializes.
+        serde_json::to_vec(&document).unwrap_or_default()
     }
 
-    /// Reads what jwt-auth published through `lookup` (a property's bytes, `None` when the
-    /// host has no such property, read as empty). `Ok(None)` when none of the identity names
-    /// is set (jwt-auth did not run on this request); an error for anything the contract does
-    /// not allow.
-    pub fn from_lookup(
-        mut lookup: impl FnMut(&str) -> Option<Vec<u8>>,
-    ) -> Result<Option<Authentication>, ContractError> {
-        let mut values: Vec<Option<String>> = Vec::with_capacity(names::IDENTITY.len());
-        for name in names::IDENTITY {
-            let value = lookup(name)
-                .map(|bytes| String::from_utf8(bytes).map_err(|_| ContractError::NotUtf8(name)))
-                .transpose()?;
-            values.push(value);
-        }
-        if values.iter().all(Option::is_none) {
+    /// Reads [`names::IDENTITY`]'s value (`None` when the host has no such property, read
+    /// as empty). `Ok(None)` when it is empty: jwt-auth did not run on this request, or let
+    /// a failed token through in dry-run. An error for anything the contract does not allow.
+    pub fn decode(value: Option<&[u8]>) -> Result<Option<Authentication>, ContractError> {
+        let value = value.unwrap_or_default();
+        if value.is_empty() {
             return Ok(None);
         }
-        let values: Vec<String> = values.into_iter().map(Option::unwrap_or_default).collect();
-        let [issuer, subject, customer, client, scopes, bypass]: [String; 6] = values
-            .try_into()
-            .map_err(|_| ContractError::Missing(names::ISSUER))?;
-        if !bypass.is_empty() {
-            let why = Bypass::parse(&bypass).ok_or(ContractError::Malformed(names::BYPASS))?;
-            let identity = [&issuer, &subject, &customer, &client, &scopes];
-            if identity.iter().any(|v| !v.is_empty()) {
+        // An object only: serde would also read a struct from an array, by position.
+        if value.first() != Some(&b'{') {
+            return Err(ContractError::Malformed(names::IDENTITY));
+        }
+        let document: Document =
+            serde_json::from_slice(value).map_err(|_| ContractError::Malformed(names::IDENTITY))?;
+        if let Some(bypass) = document.bypass {
+            let why = Bypass::parse(&bypass).ok_or(ContractError::Malformed(names::IDENTITY))?;
+            let names_someone = document.issuer.is_some()
+                || document.subject.is_some()
+                || document.customer.is_some()
+                || document.client.is_some()
+                || !document.scopes.is_empty()
+                || !document.claims.is_empty();
+            if names_someone {
                 return Err(ContractError::BypassWithIdentity);
             }
             return Ok(Some(Authentication::Bypassed(why)));
         }
-        if issuer.is_empty() {
-            return Err(ContractError::Missing(names::ISSUER));
+        let issuer = member(document.issuer)?.ok_or(ContractError::Missing(names::IDENTITY))?;
+        if !document.scopes.iter().all(|s| is_scope_token(s)) {
+            return Err(ContractError::Malformed(names::IDENTITY));
         }
         Ok(Some(Authentication::Verified(VerifiedIdentity {
             issuer,
-            subject: optional(subject),
-            customer: optional(customer),
-            client: optional(client),
-            scopes: decode_scopes(&scopes)?,
+            subject: member(document.subject)?,
+            customer: member(document.customer)?,
+            client: member(document.client)?,
+            scopes: document.scopes,
+            claims: document.claims,
         })))
     }
 }
 
 impl VerifiedIdentity {
-    /// What jwt-auth publishes for this identity: every name of [`names::IDENTITY`].
-    pub fn to_properties(&self) -> Vec<(&'static str, Vec<u8>)> {
-        Authentication::Verified(self.clone()).to_properties()
-    }
-
-    /// The verified identity, if jwt-auth verified a token for this request: `Ok(None)` when
-    /// it did not run or the request bypassed authentication. An error must fail the request
-    /// closed.
-    pub fn from_lookup(
-        lookup: impl FnMut(&str) -> Option<Vec<u8>>,
-    ) -> Result<Option<VerifiedIdentity>, ContractError> {
-        Ok(match Authentication::from_lookup(lookup)? {
+    /// The verified identity in [`names::IDENTITY`]'s value: `Ok(None)` when jwt-auth did
+    /// not run, let a failed token through in dry-run, or the request bypassed
+    /// authentication. An error must fail the request closed.
+    pub fn decode(value: Option<&[u8]>) -> Result<Option<VerifiedIdentity>, ContractError> {
+        Ok(match Authentication::decode(value)? {
             Some(Authentication::Verified(identity)) => Some(identity),
             Some(Authentication::Bypassed(_)) | None => None,
         })
@@ -289,7 +295,6 @@ impl VerifiedIdentity {
         self.scopes.iter().any(|s| s == scope)
     }
 }
-
 /// A filter's name or reason slug: lower-case ASCII letters, digits, `-`, `_` and `.`, as
 /// every filter and reason in this repository is named. Nothing else reaches filter state.
 fn is_slug(text: &str) -> bool {
@@ -386,139 +391,117 @@ mod tests {
             customer: Some("CUST-00000042".into()),
             client: Some("mobile-app".into()),
             scopes: vec!["payments:read".into(), "accounts:read".into()],
+            claims: BTreeMap::from([("acr".to_string(), "sca".to_string())]),
         }
     }
 
-    fn store(properties: Vec<(&'static str, Vec<u8>)>) -> HashMap<String, Vec<u8>> {
-        properties
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+    fn verified(identity: VerifiedIdentity) -> Authentication {
+        Authentication::Verified(identity)
     }
 
-    fn read(state: &HashMap<String, Vec<u8>>) -> Result<Option<Authentication>, ContractError> {
-        Authentication::from_lookup(|name| state.get(name).cloned())
+    fn read(value: &[u8]) -> Result<Option<Authentication>, ContractError> {
+        Authentication::decode(Some(value))
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn a_verified_identity_round_trips_through_every_name() {
-        let properties = identity().to_properties();
-        let names: Vec<&str> = properties.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, names::IDENTITY);
-        let state = store(properties);
-        assert_eq!(state[names::SCOPES], b"payments:read accounts:read");
-        assert_eq!(state[names::BYPASS], b"");
+    fn a_verified_identity_is_one_json_object_that_round_trips() {
+        let value = verified(identity()).encode();
         assert_eq!(
-            VerifiedIdentity::from_lookup(|n| state.get(n).cloned()),
-            Ok(Some(identity()))
+            String::from_utf8(value.clone()).unwrap(),
+            r#"{"issuer":"https://idp.bank.example","subject":"user-7","customer":"CUST-00000042","client":"mobile-app","scopes":["payments:read","accounts:read"],"claims":{"acr":"sca"}}"#
+        );
+        assert_eq!(VerifiedIdentity::decode(Some(&value)), Ok(Some(identity())));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn absent_optional_values_are_left_out_and_read_as_none() {
+        let bare = VerifiedIdentity {
+            issuer: "https://idp.bank.example".into(),
+            subject: Some(String::new()),
+            ..VerifiedIdentity::default()
+        };
+        let value = verified(bare.clone()).encode();
+        assert_eq!(value, br#"{"issuer":"https://idp.bank.example"}"#);
+        let read_back = VerifiedIdentity::decode(Some(&value)).unwrap().unwrap();
+        assert_eq!(read_back.subject, None);
+        assert_eq!(
+            read_back,
+            VerifiedIdentity {
+                subject: None,
+                ..bare
+            }
         );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn absent_optional_values_are_written_empty_and_read_as_none() {
-        let bare = VerifiedIdentity {
-            subject: None,
-            customer: None,
-            client: None,
-            scopes: Vec::new(),
-            ..identity()
-        };
-        let state = store(bare.to_properties());
-        assert_eq!(state.len(), 6);
-        assert_eq!(read(&state), Ok(Some(Authentication::Verified(bare))));
-    }
-
-    #[wasm_bindgen_test(unsupported = test)]
-    fn a_bypass_writes_every_name_and_is_no_identity() {
-        let state = store(Authentication::Bypassed(Bypass::CorsPreflight).to_properties());
-        assert_eq!(state.len(), 6);
-        assert_eq!(state[names::BYPASS], b"cors-preflight");
+    fn a_bypass_names_no_one() {
+        let value = Authentication::Bypassed(Bypass::CorsPreflight).encode();
+        assert_eq!(value, br#"{"bypass":"cors-preflight"}"#);
         assert_eq!(
-            read(&state),
+            read(&value),
             Ok(Some(Authentication::Bypassed(Bypass::CorsPreflight)))
         );
-        assert_eq!(
-            VerifiedIdentity::from_lookup(|n| state.get(n).cloned()),
-            Ok(None)
-        );
+        assert_eq!(VerifiedIdentity::decode(Some(&value)), Ok(None));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn nothing_published_is_absent_not_an_error() {
-        assert_eq!(read(&HashMap::new()), Ok(None));
-        assert_eq!(VerifiedIdentity::from_lookup(|_| None), Ok(None));
+        assert_eq!(Authentication::decode(None), Ok(None));
+        assert_eq!(read(b""), Ok(None));
+        assert_eq!(VerifiedIdentity::decode(None), Ok(None));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn a_subject_without_an_issuer_fails_closed() {
-        let mut state = HashMap::new();
-        state.insert(names::SUBJECT.to_string(), b"forged".to_vec());
-        assert_eq!(read(&state), Err(ContractError::Missing(names::ISSUER)));
-        let blank = store(
-            names::IDENTITY
-                .iter()
-                .map(|name| (*name, Vec::new()))
-                .collect(),
-        );
-        assert_eq!(read(&blank), Err(ContractError::Missing(names::ISSUER)));
-    }
-
-    #[wasm_bindgen_test(unsupported = test)]
-    fn an_absent_name_reads_as_an_empty_one() {
-        // What an SDK-based reader sees for the empty values jwt-auth writes.
-        let mut state = store(identity().to_properties());
-        state.remove(names::SCOPES);
-        state.remove(names::BYPASS);
-        let read = VerifiedIdentity::from_lookup(|n| state.get(n).cloned());
-        assert_eq!(read.unwrap().unwrap().scopes, Vec::<String>::new());
-        let mut state = HashMap::new();
-        state.insert(names::BYPASS.to_string(), b"path".to_vec());
+    fn an_identity_without_an_issuer_fails_closed() {
         assert_eq!(
-            Authentication::from_lookup(|n| state.get(n).cloned()),
-            Ok(Some(Authentication::Bypassed(Bypass::Path)))
+            read(br#"{"subject":"forged"}"#),
+            Err(ContractError::Missing(names::IDENTITY))
+        );
+        assert_eq!(
+            read(br#"{"issuer":"","subject":"forged"}"#),
+            Err(ContractError::Malformed(names::IDENTITY))
         );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn an_identity_beside_a_bypass_fails_closed() {
-        let mut state = store(Authentication::Bypassed(Bypass::Path).to_properties());
-        state.insert(names::SUBJECT.to_string(), b"forged".to_vec());
-        assert_eq!(read(&state), Err(ContractError::BypassWithIdentity));
-        let mut state = store(identity().to_properties());
-        state.insert(names::BYPASS.to_string(), b"path".to_vec());
-        assert_eq!(read(&state), Err(ContractError::BypassWithIdentity));
+        for value in [
+            &br#"{"bypass":"path","subject":"forged"}"#[..],
+            br#"{"issuer":"https://idp.bank.example","bypass":"path"}"#,
+            br#"{"bypass":"path","claims":{"acr":"sca"}}"#,
+        ] {
+            assert_eq!(read(value), Err(ContractError::BypassWithIdentity));
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn malformed_values_fail_closed() {
-        let cases: [(&'static str, &[u8], ContractError); 5] = [
-            (
-                names::SUBJECT,
-                b"user-\xff",
-                ContractError::NotUtf8(names::SUBJECT),
-            ),
-            (
-                names::SCOPES,
-                b"a  b",
-                ContractError::Malformed(names::SCOPES),
-            ),
-            (
-                names::SCOPES,
-                b"a\"b",
-                ContractError::Malformed(names::SCOPES),
-            ),
-            (
-                names::BYPASS,
-                b"yes",
-                ContractError::Malformed(names::BYPASS),
-            ),
-            (names::ISSUER, b"", ContractError::Missing(names::ISSUER)),
+        let issuer = r#""issuer":"https://idp.bank.example""#;
+        let cases = [
+            "user-7".to_string(),
+            "[]".to_string(),
+            r#"["https://idp.bank.example","user-7"]"#.to_string(),
+            format!(" {{{issuer}}}"),
+            format!("{{{issuer},\"role\":\"admin\"}}"),
+            format!("{{{issuer},\"subject\":\"a\",\"subject\":\"b\"}}"),
+            format!("{{{issuer},\"scopes\":[\"two words\"]}}"),
+            format!("{{{issuer},\"scopes\":\"payments:read\"}}"),
+            format!("{{{issuer},\"customer\":\"\"}}"),
+            format!("{{{issuer},\"claims\":{{\"acr\":1}}}}"),
+            r#"{"bypass":"yes"}"#.to_string(),
+            format!("{{{issuer}}} trailing"),
         ];
-        for (name, value, error) in cases {
-            let mut state = store(identity().to_properties());
-            state.insert(name.to_string(), value.to_vec());
-            assert_eq!(read(&state), Err(error), "{name} = {value:?}");
+        for value in cases {
+            assert_eq!(
+                read(value.as_bytes()),
+                Err(ContractError::Malformed(names::IDENTITY)),
+                "{value}"
+            );
         }
+        assert_eq!(
+            read(b"{\"issuer\":\"user-\xff\"}"),
+            Err(ContractError::Malformed(names::IDENTITY))
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -527,16 +510,20 @@ mod tests {
             scopes: vec!["payments:read".into(), "two words".into(), String::new()],
             ..identity()
         };
-        let state = store(odd.to_properties());
-        assert_eq!(state[names::SCOPES], b"payments:read");
-        let read = VerifiedIdentity::from_lookup(|n| state.get(n).cloned()).unwrap();
-        assert!(read.unwrap().has_scope("payments:read"));
+        let value = verified(odd).encode();
+        let read = VerifiedIdentity::decode(Some(&value)).unwrap().unwrap();
+        assert_eq!(read.scopes, ["payments:read"]);
+        assert!(read.has_scope("payments:read"));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn a_refusal_round_trips_and_half_of_one_fails_closed() {
         let refusal = Refusal::new("jwt-auth", "missing-token").unwrap();
-        let state = store(refusal.to_properties());
+        let state: HashMap<String, Vec<u8>> = refusal
+            .to_properties()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         assert_eq!(
             Refusal::from_lookup(|n| state.get(n).cloned()),
             Ok(Some(refusal))
@@ -573,7 +560,7 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn every_name_is_distinct_and_in_the_banking_namespace() {
-        let mut all: Vec<&str> = names::IDENTITY
+        let mut all: Vec<&str> = [names::IDENTITY]
             .iter()
             .chain(names::REFUSAL.iter())
             .copied()
@@ -585,7 +572,6 @@ mod tests {
             ])
             .collect();
         assert!(all.iter().all(|n| n.starts_with("banking.")));
-        assert!(all.iter().all(|n| !n.starts_with(names::CLAIM_PREFIX)));
         let count = all.len();
         all.sort();
         all.dedup();

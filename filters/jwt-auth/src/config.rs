@@ -274,8 +274,8 @@ pub struct OutputsConfig {
     /// Remove the header the token came in before the request goes upstream. Default false.
     #[serde(default)]
     pub remove_token_header: bool,
-    /// Claims published to later filters as Envoy filter state `banking.jwt.claim.<name>`
-    /// (besides the six identity names of the common filter-state contract, always set).
+    /// Claims handed to later filters in the identity's `claims` (filter state
+    /// `banking.jwt.identity`, the common filter-state contract), each as text.
     #[serde(default)]
     pub filter_state_claims: Vec<String>,
 }

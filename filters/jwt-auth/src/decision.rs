@@ -459,12 +459,6 @@ pub enum AllowKind {
     Preflight,
 }
 
-/// Filter-state names later filters read the verified identity under: the common
-/// filter-state contract's (`banking_filter_common::identity`), which also says how each
-/// value is encoded. The shell publishes an [`Allow`]'s `identity` ([`handoff`]); its
-/// `filter_state` adds `banking.jwt.claim.<claim>` for each of `outputs.filterStateClaims`.
-pub use banking_filter_common::identity::names::CLAIM_PREFIX as FILTER_STATE_CLAIM_PREFIX;
-
 /// Changes to make to a request that goes upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
@@ -481,12 +475,29 @@ pub struct Allow {
 pub struct Outputs {
     /// Set, replacing every copy a client sent.
     pub set_headers: Vec<(String, Vec<u8>)>,
-    /// (filter-state name, value).
-    pub filter_state: Vec<(String, Vec<u8>)>,
     /// What later filters learn about the caller ([`handoff`] of the verified claims, or
-    /// the bypass). `None` only for a verified token without an `iss`, which verification
-    /// rules out: the shell fails closed on it.
-    pub identity: Option<banking_filter_common::identity::Authentication>,
+    /// the bypass), encoded once as the common contract's `banking.jwt.identity` value.
+    /// `None` only for a verified token without an `iss`, which verification rules out: the
+    /// shell fails closed on it.
+    pub identity: Option<Published>,
+}
+
+/// An identity for filter state, with the bytes the shell writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub authentication: banking_filter_common::identity::Authentication,
+    /// `authentication.encode()`.
+    pub value: Vec<u8>,
+}
+
+impl Published {
+    pub fn new(authentication: banking_filter_common::identity::Authentication) -> Published {
+        let value = authentication.encode();
+        Published {
+            authentication,
+            value,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -554,6 +565,8 @@ pub fn handoff(
         customer: customer_claim.and_then(text),
         client: text("client_id").or_else(|| text("azp")),
         scopes,
+        // Filled by the policy from `outputs.filterStateClaims`.
+        claims: Default::default(),
     }))
 }
 
@@ -710,6 +723,7 @@ mod tests {
                     "accounts:read".into(),
                     "extra".into()
                 ],
+                claims: Default::default(),
             }))
         );
         let bare = serde_json::json!({"iss": "i", "azp": "web", "customer_id": 42});

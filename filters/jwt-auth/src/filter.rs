@@ -22,9 +22,9 @@
 //! token with keys the proxy already has while it waits for its own tick.
 //!
 //! Later filters learn who the caller is from filter state, under the common contract
-//! (`banking_filter_common::identity`): every allowed request gets all six identity names
-//! (a bypass writes them empty and says why), every refused one who refused and why. The
-//! root context declares those names read-only where the proxy can (see
+//! (`banking_filter_common::identity`): every allowed request gets `banking.jwt.identity`,
+//! one JSON object encoded once per verified token (a bypass says why no token was needed),
+//! every refused one who refused and why. The root context declares those names read-only where the proxy can (see
 //! `host::filter_state`), so a later filter cannot overwrite what this one verified.
 
 use std::cell::RefCell;
@@ -36,7 +36,7 @@ use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{
     self, Action, CallResponse, HostError, RootContext, Status, StreamContext,
 };
-use banking_filter_common::identity::{Authentication, names};
+use banking_filter_common::identity::names;
 use banking_filter_common::ids;
 use banking_filter_common::metrics::{Counter, OutcomeCounters, metric_name};
 use banking_filter_common::mode::WouldDenyLog;
@@ -45,7 +45,7 @@ use log::{debug, error, info, warn};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::decision::{Allow, AllowKind, Decision, Denial, DenyReason, WouldDeny};
+use crate::decision::{Allow, AllowKind, Decision, Denial, DenyReason, Published, WouldDeny};
 use crate::fetch;
 use crate::key_manager::{CalloutError, JwksCallout, KeyEvent, KeyManager};
 use crate::native::{self, HostCallFailed, Probe, SignatureChecks, SignatureHost};
@@ -379,19 +379,7 @@ impl RootContext for Root {
             proxy_verifies: choose_signature_path(),
         });
         // Everything this filter publishes, read-only where the proxy can declare it.
-        let claims: Vec<String> = state
-            .config
-            .outputs
-            .filter_state_claims
-            .iter()
-            .map(|claim| format!("{}{claim}", names::CLAIM_PREFIX))
-            .collect();
-        let published: Vec<&str> = names::IDENTITY
-            .iter()
-            .chain(names::REFUSAL.iter())
-            .copied()
-            .chain(claims.iter().map(String::as_str))
-            .collect();
+        let published = [names::IDENTITY, names::DENIED_BY, names::DENY_REASON];
         filter_state::declare_and_log(FILTER, &published);
         if state.config.mode.is_dry_run() {
             warn!("{FILTER}: dry-run mode: requests are never refused, only counted");
@@ -572,7 +560,7 @@ impl StreamContext for Stream {
 /// Applies an allowed request's header and filter-state changes. Each one matters: a
 /// spoofed identity header that stays, or an identity later filters cannot read, is a
 /// hole, so the first refusal is returned for the caller to fail closed on.
-fn apply(allow: &Allow, handoff: &Authentication) -> Result<(), HostError> {
+fn apply(allow: &Allow, handoff: &Published) -> Result<(), HostError> {
     let outputs = &allow.outputs;
     // Every copy a client sent goes first, whatever the host's replace does with copies.
     for name in &allow.remove_headers {
@@ -581,12 +569,7 @@ fn apply(allow: &Allow, handoff: &Authentication) -> Result<(), HostError> {
     for (name, value) in &outputs.set_headers {
         host::set_request_header(name, value)?;
     }
-    // Only `banking.jwt.claim.<claim>` names here; the identity names are written once,
-    // below (a read-only name takes one write per stream).
-    for (name, value) in &outputs.filter_state {
-        host::set_property(&[name.as_str()], value)?;
-    }
-    filter_state::publish_authentication(handoff)
+    filter_state::publish_encoded_authentication(&handoff.value)
 }
 
 fn refuse(denial: &Denial, realm: &str) -> Action {

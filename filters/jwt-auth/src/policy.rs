@@ -4,18 +4,18 @@
 //! Plain data in (config, per-provider key sets, the cache, request headers, the host's
 //! time), a [`Decision`] out. No proxy-wasm here.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use banking_filter_common::clock::Timestamp;
 use banking_filter_common::headers::{self, HeaderPairs, same_header_name};
+use banking_filter_common::identity::Authentication;
 use banking_filter_common::route::{self, Route};
 use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::config::{Config, Rule, TokenSource};
-use crate::decision::{
-    self, Allow, AllowKind, Decision, Denial, DenyReason, FILTER_STATE_CLAIM_PREFIX, Outputs,
-};
+use crate::decision::{self, Allow, AllowKind, Decision, Denial, DenyReason, Outputs, Published};
 use crate::jwks::KeySet;
 use crate::native::SignatureChecks;
 use crate::token::{self, Found, Refusal};
@@ -210,7 +210,7 @@ fn allowed(kind: AllowKind, remove_headers: Vec<String>) -> Evaluation {
             kind,
             remove_headers,
             outputs: Rc::new(Outputs {
-                identity: decision::handoff(kind, None, None),
+                identity: decision::handoff(kind, None, None).map(Published::new),
                 ..Outputs::default()
             }),
         }),
@@ -438,20 +438,15 @@ impl Prepared {
         {
             set_headers.push((header.clone(), payload.as_bytes().to_vec()));
         }
-        // The identity names are the `identity`'s, published once by the shell; these are
-        // the extra claims the config asks for.
-        let mut filter_state = Vec::new();
-        for claim in &config.outputs.filter_state_claims {
-            let text = match claims.get(claim) {
-                None | Some(Value::Null) => continue,
-                Some(v) => claim_text(v).unwrap_or_else(|| v.to_string()),
-            };
-            filter_state.push((
-                format!("{FILTER_STATE_CLAIM_PREFIX}{claim}"),
-                text.into_bytes(),
-            ));
-        }
         let customer_claim = config.customer_binding.as_ref().map(|b| b.claim.as_str());
+        let identity = decision::handoff(AllowKind::Verified, Some(&claims), customer_claim).map(
+            |mut authentication| {
+                if let Authentication::Verified(identity) = &mut authentication {
+                    identity.claims = published_claims(config, &claims);
+                }
+                Published::new(authentication)
+            },
+        );
         Prepared {
             scopes: decision::granted_scopes(&claims),
             bound_customer: customer_claim
@@ -459,11 +454,24 @@ impl Prepared {
                 .and_then(claim_text),
             outputs: Rc::new(Outputs {
                 set_headers,
-                filter_state,
-                identity: decision::handoff(AllowKind::Verified, Some(&claims), customer_claim),
+                identity,
             }),
         }
     }
+}
+
+/// The claims of `outputs.filterStateClaims` the token carries, as text, for the identity's
+/// `claims`.
+fn published_claims(config: &Config, claims: &Map<String, Value>) -> BTreeMap<String, String> {
+    let mut published = BTreeMap::new();
+    for claim in &config.outputs.filter_state_claims {
+        let text = match claims.get(claim) {
+            None | Some(Value::Null) => continue,
+            Some(v) => claim_text(v).unwrap_or_else(|| v.to_string()),
+        };
+        published.insert(claim.clone(), text);
+    }
+    published
 }
 
 /// The allowed request's changes: the token's prepared outputs, and the headers this
@@ -593,21 +601,18 @@ mod tests {
         ]);
         let a = allowed(&e);
         assert_eq!(a.kind, AllowKind::Verified);
-        let Some(Authentication::Verified(identity)) = &a.outputs.identity else {
-            panic!(
-                "a verified token carries its identity: {:?}",
-                a.outputs.identity
-            );
+        let Some(published) = &a.outputs.identity else {
+            panic!("a verified token carries its identity");
+        };
+        let Authentication::Verified(identity) = &published.authentication else {
+            panic!("not a verified identity: {published:?}");
         };
         assert_eq!(identity.issuer, "https://idp.bank.example");
         assert_eq!(identity.subject.as_deref(), Some("cust-42"));
-        // Only the configured extra claims go to `filter_state`; the identity names are
-        // published once, from `identity`.
-        assert!(
-            a.outputs.filter_state.is_empty(),
-            "{:?}",
-            a.outputs.filter_state
-        );
+        // No `outputs.filterStateClaims` configured: no claims beside the identity.
+        assert!(identity.claims.is_empty(), "{:?}", identity.claims);
+        // The bytes the shell writes are those of this identity, encoded once.
+        assert_eq!(published.value, published.authentication.encode());
         assert_eq!(e.cache, Some(CacheUse::Miss));
     }
 
@@ -1099,15 +1104,17 @@ mod tests {
                 .set_headers
                 .contains(&("x-jwt-payload".into(), payload))
         );
-        assert!(
-            a.outputs
-                .filter_state
-                .contains(&("banking.jwt.claim.customer_id".into(), b"C-1".to_vec()))
-        );
-        assert!(
-            a.outputs
-                .filter_state
-                .contains(&("banking.jwt.claim.acct".into(), br#"{"n":1}"#.to_vec()))
+        let Some(Authentication::Verified(identity)) =
+            a.outputs.identity.as_ref().map(|p| &p.authentication)
+        else {
+            panic!("a verified token carries its identity");
+        };
+        assert_eq!(
+            identity.claims,
+            BTreeMap::from([
+                ("acct".to_string(), r#"{"n":1}"#.to_string()),
+                ("customer_id".to_string(), "C-1".to_string()),
+            ])
         );
     }
 

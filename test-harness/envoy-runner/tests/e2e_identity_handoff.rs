@@ -1,6 +1,6 @@
 //! The identity handoff through a real Envoy: jwt-auth (its shipped WasmPlugin, keys from a
-//! local JWKS server) then the harness's probe filter, which reads each filter-state property
-//! jwt-auth published and tries to overwrite the verified subject.
+//! local JWKS server) then the harness's probe filter, which reads the identity jwt-auth
+//! published (`banking.jwt.identity`) and tries to overwrite it.
 //!
 //! What this proves about Envoy itself (1.40 as `make envoy` installs it): it has the
 //! `declare_property` foreign function (jwt-auth logs that it declared its names read-only),
@@ -92,44 +92,38 @@ fn the_probe_after_jwt_auth_reads_the_identity_and_cannot_overwrite_it() {
     );
 
     // Keys arrive on the workers' first tick; until then tokens get 503.
-    let subject = read(&minted.token, "filter-state banking.jwt.subject");
+    let identity = read(&minted.token, "filter-state banking.jwt.identity");
     let deadline = Instant::now() + Duration::from_secs(15);
     let response = loop {
-        let response = envoy.send(&subject);
+        let response = envoy.send(&identity);
         if response.status != 503 || Instant::now() > deadline {
             break response;
         }
         std::thread::sleep(Duration::from_millis(300));
     };
     assert_eq!(response.status, 200, "{}", response.body_text());
-    envoy.upstream_saw();
+    let seen = envoy.upstream_saw();
+    let published = seen
+        .last()
+        .and_then(|r| r.header_str("x-probe-result"))
+        .expect("the probe read banking.jwt.identity");
+    let published: Value = serde_json::from_str(published).unwrap();
+    assert_eq!(
+        published,
+        json!({
+            "issuer": text("/providers/0/issuer"),
+            "subject": "user-4711",
+            "customer": CUSTOMER_ID,
+            "client": "mobile-app",
+            "scopes": ["payments:read", "accounts:read"],
+            "claims": {"customer_id": CUSTOMER_ID},
+        })
+    );
 
-    let expected = [
-        ("banking.jwt.issuer", text("/providers/0/issuer")),
-        ("banking.jwt.subject", "user-4711"),
-        ("banking.jwt.customer", CUSTOMER_ID),
-        ("banking.jwt.client", "mobile-app"),
-        ("banking.jwt.scopes", "payments:read accounts:read"),
-        // Written empty: Envoy hands an empty value back as a null buffer, which the
-        // SDK-based probe reports as absent.
-        ("banking.jwt.bypass", "none"),
-        ("banking.jwt.claim.customer_id", CUSTOMER_ID),
-    ];
-    for (name, value) in expected {
-        let response = envoy.send(&read(&minted.token, &format!("filter-state {name}")));
-        assert_eq!(response.status, 200, "{name}: {}", response.body_text());
-        let seen = envoy.upstream_saw();
-        assert_eq!(
-            seen.last().and_then(|r| r.header_str("x-probe-result")),
-            Some(value),
-            "{name}"
-        );
-    }
-
-    // The later filter's overwrite is refused, and the verified subject stands.
+    // The later filter's overwrite is refused.
     let response = envoy.send(&read(
         &minted.token,
-        "set-filter-state banking.jwt.subject attacker",
+        r#"set-filter-state banking.jwt.identity {"issuer":"https://attacker.example"}"#,
     ));
     assert_eq!(response.status, 200, "{}", response.body_text());
     let seen = envoy.upstream_saw();

@@ -55,16 +55,15 @@ fn the_filter_after_jwt_auth_reads_the_verified_identity_from_filter_state() {
             ("x-transaction-id", "0f8fad5b-d9cb-469f-a165-70867728950e"),
             ("x-banking-operation", "payment.read"),
             ("x-jwt-claim-sub", "spoofed-by-client"),
-            ("x-probe", "filter-state banking.jwt.subject"),
+            ("x-probe", "filter-state banking.jwt.identity"),
         ],
         true,
     );
     assert_eq!(action, Action::Continue, "{:?}", stream.local_response());
     assert_eq!(stream.reached(), 3);
-    assert_eq!(
-        stream.upstream_request_header("x-probe-result"),
-        Some(b"user-7".to_vec())
-    );
+    let identity: serde_json::Value =
+        serde_json::from_slice(&stream.upstream_request_header("x-probe-result").unwrap()).unwrap();
+    assert_eq!(identity["subject"], "user-7");
     // banking-headers stripped the client's claim header; jwt-auth wrote the verified one.
     assert_eq!(
         stream.upstream_request_header("x-jwt-claim-sub"),

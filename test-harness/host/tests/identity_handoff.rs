@@ -1,7 +1,8 @@
 //! The identity handoff: jwt-auth publishes who the caller is as filter state under the
 //! common contract (`banking_filter_common::identity`), the filter after it (the probe)
 //! reads it, and, where the proxy has Envoy's `declare_property`, cannot overwrite it. The
-//! names are spelled out: they are the contract other teams' filters and RBAC rules read.
+//! name and the JSON are spelled out: they are the contract other teams' filters and access
+//! logs read.
 
 mod idp;
 
@@ -13,6 +14,9 @@ fn shipped_config(name: &str) -> String {
         .configuration_json()
         .expect("a pluginConfig")
 }
+
+/// The probe's command that writes an identity of the attacker's choosing.
+const FORGE: &str = r#"set-filter-state banking.jwt.identity {"issuer":"https://attacker.example","subject":"attacker"}"#;
 
 /// jwt-auth (shipped config, keys fetched) then the probe filter.
 fn jwt_then_probe(host: &Host, idp: &Idp) -> Chain {
@@ -55,44 +59,34 @@ fn probe(chain: &Chain, authorization: Option<&str>, path: &str, probe: &str) ->
         .map(|v| String::from_utf8(v).unwrap())
 }
 
+/// The identity value the probe read, as JSON.
+fn document(read: Option<String>) -> serde_json::Value {
+    let text = read.expect("the probe read banking.jwt.identity");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 #[test]
-fn the_filter_after_jwt_auth_reads_every_identity_property() {
+fn the_filter_after_jwt_auth_reads_the_identity_in_one_property() {
     let host = Host::new();
     let idp = Idp::new();
     let chain = jwt_then_probe(&host, &idp);
     let bearer = token(&host, &idp);
-    let expected = [
-        ("banking.jwt.issuer", "https://idp.bank.example"),
-        ("banking.jwt.subject", "user-7"),
-        ("banking.jwt.customer", "CUST-00000042"),
-        ("banking.jwt.client", "mobile-app"),
-        ("banking.jwt.scopes", "payments:read accounts:read"),
-        ("banking.jwt.claim.customer_id", "CUST-00000042"),
-    ];
-    for (name, value) in expected {
-        let read = probe(
-            &chain,
-            Some(&bearer),
-            "/payments/42",
-            &format!("filter-state {name}"),
-        );
-        assert_eq!(read.as_deref(), Some(value), "{name}");
-    }
-    // Written empty: the SDK-based probe cannot tell that from absent, so look directly.
-    let mut stream = chain.stream();
-    stream.request_headers(
-        &[
-            (":method", "GET"),
-            (":path", "/payments/42"),
-            (":authority", "api.bank.example"),
-            ("authorization", &bearer),
-            ("x-customer-id", "CUST-00000042"),
-        ],
-        true,
+    let read = probe(
+        &chain,
+        Some(&bearer),
+        "/payments/42",
+        "filter-state banking.jwt.identity",
     );
     assert_eq!(
-        stream.at(1).property(&["banking.jwt.bypass"]),
-        Some(Vec::new())
+        document(read),
+        serde_json::json!({
+            "issuer": "https://idp.bank.example",
+            "subject": "user-7",
+            "customer": "CUST-00000042",
+            "client": "mobile-app",
+            "scopes": ["payments:read", "accounts:read"],
+            "claims": {"customer_id": "CUST-00000042"},
+        })
     );
 }
 
@@ -101,14 +95,19 @@ fn jwt_auth_declares_what_it_publishes_read_only_at_configure_time() {
     let host = Host::new();
     let idp = Idp::new();
     let chain = jwt_then_probe(&host, &idp);
-    // Six identity names, two refusal names, one filterStateClaims name.
-    assert_eq!(host.foreign_function_calls("declare_property"), 9);
+    // The identity and the two refusal names.
+    assert_eq!(host.foreign_function_calls("declare_property"), 3);
     let logs = chain.plugin(0).logs(LogLevel::Info).join("\n");
-    assert!(logs.contains("declared read-only"), "{logs}");
+    assert!(
+        logs.contains(
+            "banking.jwt.identity, banking.decision.denied_by, banking.decision.reason declared read-only"
+        ),
+        "{logs}"
+    );
 }
 
 #[test]
-fn a_later_filter_cannot_overwrite_the_verified_subject() {
+fn a_later_filter_cannot_overwrite_the_verified_identity() {
     let host = Host::new();
     let idp = Idp::new();
     let chain = jwt_then_probe(&host, &idp);
@@ -121,7 +120,7 @@ fn a_later_filter_cannot_overwrite_the_verified_subject() {
             (":authority", "api.bank.example"),
             ("authorization", &bearer),
             ("x-customer-id", "CUST-00000042"),
-            ("x-probe", "set-filter-state banking.jwt.subject attacker"),
+            ("x-probe", FORGE),
         ],
         true,
     );
@@ -130,10 +129,10 @@ fn a_later_filter_cannot_overwrite_the_verified_subject() {
         stream.upstream_request_header("x-probe-result"),
         Some(b"BadArgument".to_vec())
     );
-    assert_eq!(
-        stream.at(1).property(&["banking.jwt.subject"]),
-        Some(b"user-7".to_vec())
-    );
+    let published = stream.at(1).property(&["banking.jwt.identity"]);
+    let published: serde_json::Value = serde_json::from_slice(&published.unwrap()).unwrap();
+    assert_eq!(published["subject"], "user-7");
+    assert_eq!(published["issuer"], "https://idp.bank.example");
 }
 
 #[test]
@@ -142,23 +141,22 @@ fn a_later_filter_cannot_add_an_identity_to_a_bypassed_request() {
     let idp = Idp::new();
     let chain = jwt_then_probe(&host, &idp);
     assert_eq!(
-        probe(&chain, None, "/healthz", "filter-state banking.jwt.bypass").as_deref(),
-        Some("path")
-    );
-    assert_eq!(
-        probe(
+        document(probe(
             &chain,
             None,
             "/healthz",
-            "set-filter-state banking.jwt.subject forged"
-        )
-        .as_deref(),
+            "filter-state banking.jwt.identity"
+        )),
+        serde_json::json!({"bypass": "path"})
+    );
+    assert_eq!(
+        probe(&chain, None, "/healthz", FORGE).as_deref(),
         Some("BadArgument")
     );
 }
 
 #[test]
-fn jwt_auth_itself_writes_each_name_once_per_stream() {
+fn jwt_auth_itself_writes_the_identity_once_per_stream() {
     // A read-only value takes one write: publishing twice would fail the request closed.
     let host = Host::new();
     let idp = Idp::new();
@@ -170,9 +168,9 @@ fn jwt_auth_itself_writes_each_name_once_per_stream() {
             &chain,
             Some(&bearer),
             "/payments/42",
-            "filter-state banking.jwt.issuer",
+            "filter-state banking.jwt.identity",
         );
-        assert_eq!(read.as_deref(), Some("https://idp.bank.example"));
+        assert_eq!(document(read)["issuer"], "https://idp.bank.example");
     }
     assert!(chain.plugin(0).logs(LogLevel::Critical).is_empty());
 }
@@ -188,26 +186,17 @@ fn without_declare_property_jwt_auth_still_hands_on_the_identity() {
         "the mode is logged: {warnings}"
     );
     let bearer = token(&host, &idp);
-    assert_eq!(
-        probe(
-            &chain,
-            Some(&bearer),
-            "/payments/42",
-            "filter-state banking.jwt.subject"
-        )
-        .as_deref(),
-        Some("user-7")
+    let read = probe(
+        &chain,
+        Some(&bearer),
+        "/payments/42",
+        "filter-state banking.jwt.identity",
     );
+    assert_eq!(document(read)["subject"], "user-7");
     // Unprotected: the later filter's write goes through, which is what the declaration
     // prevents where the proxy has it.
     assert_eq!(
-        probe(
-            &chain,
-            Some(&bearer),
-            "/payments/42",
-            "set-filter-state banking.jwt.subject attacker"
-        )
-        .as_deref(),
+        probe(&chain, Some(&bearer), "/payments/42", FORGE).as_deref(),
         Some("ok")
     );
 }
@@ -237,7 +226,7 @@ fn a_refusal_records_the_filter_and_reason_for_the_audit_log() {
         Some(b"missing-token".to_vec())
     );
     // A refused request hands on no identity.
-    assert_eq!(stream.at(0).property(&["banking.jwt.subject"]), None);
+    assert_eq!(stream.at(0).property(&["banking.jwt.identity"]), None);
 }
 
 #[test]
@@ -318,7 +307,7 @@ fn an_identity_that_cannot_be_published_fails_closed() {
 }
 
 /// jwt-auth in dry-run lets a request with a failed token through; it writes the identity
-/// names empty, so the filter after it can no more add an identity to that request than to
+/// empty, so the filter after it can no more add an identity to that request than to
 /// a verified one.
 #[test]
 fn in_dry_run_a_later_filter_cannot_add_an_identity_to_a_failed_token() {
@@ -336,7 +325,7 @@ fn in_dry_run_a_later_filter_cannot_add_an_identity_to_a_failed_token() {
             (":method", "GET"),
             (":path", "/accounts"),
             ("authorization", "Bearer not-a-token"),
-            ("x-probe", "set-filter-state banking.jwt.subject attacker"),
+            ("x-probe", FORGE),
         ],
         true,
     );
@@ -346,7 +335,7 @@ fn in_dry_run_a_later_filter_cannot_add_an_identity_to_a_failed_token() {
         Some(b"ok".to_vec())
     );
     assert_eq!(
-        stream.at(1).property(&["banking.jwt.subject"]),
+        stream.at(1).property(&["banking.jwt.identity"]),
         Some(Vec::new())
     );
 }

@@ -162,35 +162,35 @@ fn publish(properties: &[(&'static str, Vec<u8>)]) -> HostResult<()> {
     Ok(())
 }
 
-/// Publishes how jwt-auth let the request through: all six identity names.
+/// Publishes how jwt-auth let the request through: [`names::IDENTITY`], one host call.
 pub fn publish_authentication(authentication: &Authentication) -> HostResult<()> {
-    publish(&authentication.to_properties())
+    publish_encoded_authentication(&authentication.encode())
 }
 
-/// Writes all six identity names empty, for a request that goes on without an identity
+/// [`publish_authentication`] for a value [`Authentication::encode`] made earlier (jwt-auth
+/// encodes a token's once, when it verifies it, and hands the same bytes on at each reuse).
+pub fn publish_encoded_authentication(value: &[u8]) -> HostResult<()> {
+    calls::set_property(&[names::IDENTITY], value)
+}
+
+/// Writes [`names::IDENTITY`] empty, for a request that goes on without an identity
 /// (jwt-auth in dry-run letting a failed token through): readers find no identity, and
-/// where the names are declared read-only no later filter can add one.
+/// where the name is declared read-only no later filter can add one.
 pub fn publish_no_identity() -> HostResult<()> {
-    for name in names::IDENTITY {
-        calls::set_property(&[name], b"")?;
-    }
-    Ok(())
+    calls::set_property(&[names::IDENTITY], b"")
 }
 
-/// Publishes a verified identity: all six identity names.
-pub fn publish_identity(identity: &VerifiedIdentity) -> HostResult<()> {
-    publish(&identity.to_properties())
-}
-
-/// What jwt-auth published on this request (see [`Authentication::from_lookup`]).
+/// What jwt-auth published on this request (see [`Authentication::decode`]).
 pub fn read_authentication() -> Result<Option<Authentication>, ReadError> {
-    read_with(|lookup| Authentication::from_lookup(lookup))
+    let value = property(names::IDENTITY).map_err(ReadError::Host)?;
+    Authentication::decode(value.as_deref()).map_err(ReadError::Contract)
 }
 
 /// The verified identity of this request: `Ok(None)` when there is none (jwt-auth did not
 /// run, or authentication was bypassed). An error must fail the request closed.
 pub fn read_identity() -> Result<Option<VerifiedIdentity>, ReadError> {
-    read_with(|lookup| VerifiedIdentity::from_lookup(lookup))
+    let value = property(names::IDENTITY).map_err(ReadError::Host)?;
+    VerifiedIdentity::decode(value.as_deref()).map_err(ReadError::Contract)
 }
 
 /// What [`publish_refusal`] did.
