@@ -26,8 +26,8 @@ pub const REDACTED: &str = "[redacted]";
 const PAN_LIKE_DIGITS: usize = 13;
 
 /// One RFC 9457 problem. Serialises with the standard members (`type`, `title`, `status`,
-/// `detail`) plus the extensions `header` (the offending header's name) and
-/// `correlationId` (so a support ticket can quote it).
+/// `detail`) plus the extensions `header` (the offending header's name),
+/// `correlationId` (so a support ticket can quote it) and `limit` (the refusing limit's name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -39,6 +39,9 @@ pub struct Problem {
     pub header: Option<String>,
     #[serde(rename = "correlationId", skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The configured name of the limit that refused the request (rate-limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl Problem {
@@ -56,7 +59,14 @@ impl Problem {
             detail: detail.into(),
             header: None,
             correlation_id: None,
+            limit: None,
         }
+    }
+
+    /// Names the limit that refused the request.
+    pub fn with_limit(mut self, name: impl Into<String>) -> Self {
+        self.limit = Some(name.into());
+        self
     }
 
     /// Names the header the problem is about.

@@ -397,6 +397,12 @@ impl RouteMatch {
         &self.methods
     }
 
+    /// Whether the rule covers a request, for a filter that applies every rule a request
+    /// matches (rate-limit's limits) rather than the first ([`RouteTable::route`]).
+    pub fn covers(&self, method: &[u8], path: &NormalizedPath, case: PathCase) -> bool {
+        self.matches(method, path.as_str(), case)
+    }
+
     /// `GET` covers `HEAD` too, as every framework routes a HEAD to the GET handler.
     fn matches(&self, method: &[u8], path: &str, case: PathCase) -> bool {
         let method_matches = |m: &String| {

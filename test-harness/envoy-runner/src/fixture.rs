@@ -82,11 +82,27 @@ impl EnvoyUnderTest {
         max_requests: u32,
         extend: impl FnOnce(BootstrapOptions) -> BootstrapOptions,
     ) -> EnvoyUnderTest {
+        Self::start_with_workers(label, plugins, max_requests, 1, extend)
+    }
+
+    /// [`EnvoyUnderTest::start`] with `workers` worker threads (`--concurrency`), each with
+    /// its own VM of every plugin.
+    pub fn start_with_workers(
+        label: &'static str,
+        plugins: &[WasmPlugin],
+        max_requests: u32,
+        workers: u32,
+        extend: impl FnOnce(BootstrapOptions) -> BootstrapOptions,
+    ) -> EnvoyUnderTest {
         let deadline = Instant::now() + TEST_BUDGET;
         let binary = envoy_binary();
         let upstream = demo_upstream();
         let bootstrap = bootstrap(plugins, &upstream, extend);
-        let envoy = RunningEnvoy::start(&binary, &bootstrap, &StartOptions::for_test(label))
+        let options = StartOptions {
+            concurrency: workers,
+            ..StartOptions::for_test(label)
+        };
+        let envoy = RunningEnvoy::start(&binary, &bootstrap, &options)
             .unwrap_or_else(|e| panic!("{label}: Envoy did not start: {e}"));
         EnvoyUnderTest {
             label,

@@ -2,7 +2,7 @@
 //! stops Envoy and the demo upstream with it.
 //!
 //! Runs the real binary on kernel-chosen loopback ports (`--port 0` and friends) so it never
-//! collides with a `make run` in another terminal. Bounded: one request, and every wait has a
+//! collides with a `make run` in another terminal. Bounded: a few requests, and every wait has a
 //! deadline.
 
 use std::io::{BufRead, BufReader, Read};
@@ -221,5 +221,57 @@ fn local_envoy_with_jwt_auth_accepts_the_demo_token_it_prints() {
     let refused = client::send(listener, &anonymous, Duration::from_secs(10)).expect("anonymous");
     assert_eq!(refused.status, 401, "{}", refused.body_text());
 
+    program.stop_with_ctrl_c();
+}
+
+/// The README's rate-limit loop: with every shipped plugin, the demo customer's fourth
+/// payment at once gets 429, and each answer carries the `RateLimit` field the README shows.
+#[test]
+fn local_envoy_limits_the_demo_customer_as_the_readme_shows() {
+    let mut program = Program::start(
+        "local_envoy_limits_the_demo_customer_as_the_readme_shows",
+        &["--demo-port", "0"],
+    );
+    let (mut listener, mut token) = (None, None);
+    program.read_banner("demo token", Duration::from_secs(90), |line| {
+        listener = listener.or_else(|| address_after(line, "requests"));
+        if token.is_none() {
+            token = bearer_token_in(line);
+        }
+        listener.is_some() && token.is_some()
+    });
+    let (listener, token) = (listener.unwrap(), token.unwrap());
+    let payment = client::Request::post("/payments")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("x-customer-id", "CUST-00012345")
+        .header("x-transaction-id", "0f8fad5b-d9cb-469f-a165-70867728950e")
+        .header("x-banking-operation", "payment.create");
+    // jwt-auth answers 503 until its keys arrive, before rate-limit charges anything.
+    let mut answers = Vec::new();
+    for _ in 0..14 {
+        let answer = client::send(listener, &payment, Duration::from_secs(10)).expect("payment");
+        if answer.status == 503 {
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        answers.push(answer);
+        if answers.len() == 4 {
+            break;
+        }
+    }
+    let seen: Vec<(u16, Option<&str>)> = answers
+        .iter()
+        .map(|a| (a.status, a.header_str("ratelimit")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (200, Some("\"payment_create\";r=2;t=6")),
+            (200, Some("\"payment_create\";r=1;t=12")),
+            (200, Some("\"payment_create\";r=0;t=18")),
+            (429, Some("\"payment_create\";r=0;t=18")),
+        ]
+    );
+    assert_eq!(answers[3].header_str("retry-after"), Some("6"));
     program.stop_with_ctrl_c();
 }

@@ -22,6 +22,19 @@ use test_harness::{Action, Host, HostStatus, Plugin, Stream};
 const TARGETS: &[(&str, &str)] = &[
     ("banking_headers", "banking-headers"),
     ("jwt_auth", "jwt-auth"),
+    ("rate_limit", "rate-limit"),
+];
+
+/// What an earlier filter may have left as the identity (`banking.jwt.identity`): jwt-auth's
+/// forms and what a broken or hostile one might write.
+const IDENTITIES: &[&str] = &[
+    r#"{"issuer":"https://idp.bank.example","subject":"user-7","customer":"CUST-1","client":"mobile-app","scopes":["payments:write"]}"#,
+    r#"{"issuer":"https://idp.bank.example","subject":"user-8"}"#,
+    r#"{"bypass":"path"}"#,
+    r#"{"subject":"no-issuer"}"#,
+    r#"{"issuer":"i","bypass":"path"}"#,
+    "[]",
+    "",
 ];
 
 /// Hostcalls a fault may hit, and statuses a host may answer (99: one no ABI defines).
@@ -331,6 +344,15 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
         let answers = &mut run.answers;
         let outcome = (|| -> Result<Option<String>, test_harness::HarnessError> {
             let mut stream = plugin.try_stream()?;
+            if r.chance(70) {
+                let identity = *r.pick(IDENTITIES);
+                let identity = if r.chance(10) {
+                    mangle(&mut r, identity.as_bytes())
+                } else {
+                    identity.as_bytes().to_vec()
+                };
+                stream.set_property(&["banking.jwt.identity"], identity);
+            }
             let action = stream.try_request_headers(&borrowed(&headers), r.chance(50))?;
             if let Some(problem) = check_answer(&stream, action) {
                 return Ok(Some(problem));

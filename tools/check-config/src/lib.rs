@@ -39,6 +39,11 @@ pub const FILTERS: &[Filter] = &[
         parse: |c| jwt_auth::config::Config::parse(c).map(|parsed| parsed.warnings),
         schema: || schemars::schema_for!(jwt_auth::config::PluginConfig),
     },
+    Filter {
+        name: "rate-limit",
+        parse: |c| rate_limit::config::Config::from_json(c).map(|_| Vec::new()),
+        schema: || schemars::schema_for!(rate_limit::config::PluginConfig),
+    },
 ];
 
 /// The filter a WasmPlugin deploys: the one it is named after, as `make run` reads it, or

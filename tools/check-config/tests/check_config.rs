@@ -76,7 +76,8 @@ fn every_shipped_wasmplugin_is_valid() {
         run.stdout.lines().collect::<Vec<_>>(),
         [
             "ok wasmplugins/banking-headers.yaml banking-headers",
-            "ok wasmplugins/jwt-auth.yaml jwt-auth"
+            "ok wasmplugins/jwt-auth.yaml jwt-auth",
+            "ok wasmplugins/rate-limit.yaml rate-limit"
         ]
     );
 }
