@@ -29,8 +29,26 @@ fn noop_plugin() -> WasmPlugin {
     }
 }
 
+/// Requests per second each bench bucket allows: far above any row's rate, so nothing is
+/// refused and every row measures the same work (its requests' statuses are checked).
+pub const BENCH_RATE_LIMIT_QUOTA: u64 = 1_000_000;
+/// Buckets rate-limit keeps in the bench, and native `local_ratelimit`'s dynamic descriptors:
+/// a quarter of the distinct tokens' subjects, so the distinct rows show buckets being
+/// reclaimed rather than the table growing.
+pub const BENCH_RATE_LIMIT_SLOTS: u64 = 1024;
+
+/// The rate-limit plugin's limits in the bench: one, per verified subject (the distinct
+/// tokens' subjects differ, so those rows rotate over thousands of keys), as many requests as
+/// [`BENCH_RATE_LIMIT_QUOTA`] a second. The shipped limits would refuse the load: it is one
+/// customer at thousands of requests a second.
+fn bench_rate_limits() -> Value {
+    json!([{"name": "bench_per_subject", "key": "subject",
+            "quota": BENCH_RATE_LIMIT_QUOTA, "window": "1s", "slots": BENCH_RATE_LIMIT_SLOTS}])
+}
+
 /// A shipped WasmPlugin as the bench runs it: a remote JWKS becomes the bench's keys inline
-/// (no identity provider in the measurement), nothing else changes.
+/// (no identity provider in the measurement), and rate-limit's limits become
+/// [`bench_rate_limits`]; nothing else changes.
 fn bench_plugin(name: &str, inputs: &Inputs) -> Result<WasmPlugin, BenchError> {
     let mut plugin = inputs
         .plugins
@@ -38,6 +56,11 @@ fn bench_plugin(name: &str, inputs: &Inputs) -> Result<WasmPlugin, BenchError> {
         .find(|p| p.name == name)
         .cloned()
         .ok_or_else(|| format!("no WasmPlugin named {name:?} in wasmplugins/"))?;
+    if name == "rate-limit"
+        && let Some(config) = plugin.plugin_config.as_mut()
+    {
+        config["limits"] = bench_rate_limits();
+    }
     if let Some(providers) = plugin
         .plugin_config
         .as_mut()

@@ -222,6 +222,8 @@ pub struct RowResult {
     /// Each verified-token cache of the chain, with its hits and misses over all the row's
     /// load.
     pub caches: Vec<CacheCount>,
+    /// The chain's [`scenarios::Step::shown_stats`] at the end of the row: (label, value).
+    pub shown: Vec<(&'static str, u64)>,
     /// The lowest share of the offered rate a window completed.
     pub min_achieved: f64,
     /// Envoy's CPU over the whole run by its clock and by `/proc/<pid>/stat`, seconds.
@@ -538,6 +540,7 @@ fn measure_level(
                         misses: 0,
                     })
                     .collect(),
+                shown: Vec::new(),
                 min_achieved: f64::INFINITY,
                 cpu_clock_s: 0.0,
                 cpu_stat_s: 0.0,
@@ -603,6 +606,17 @@ fn measure_level(
         / ticks_after.0.saturating_sub(ticks_before.0).max(1) as f64;
     for row in &mut rows {
         row.result.rss_end_kib = procfs::rss_kib(row.proxy.pid())?;
+        let stats = row.proxy.stats().unwrap_or_default();
+        row.result.shown = row
+            .scenario
+            .chain
+            .iter()
+            .flat_map(|step| step.shown_stats().iter())
+            .map(|(label, name)| {
+                let value = stats.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+                (*label, value)
+            })
+            .collect();
     }
     if args.soak > 0.0 {
         eprintln!(

@@ -74,6 +74,42 @@ pub const JWT_AUTHN_FOR_AUTHZ: NativeFilter = NativeFilter {
     cache: Some(&JWT_AUTHN_CACHE),
 };
 
+/// `local_ratelimit` with one bucket per `x-customer-id` value (a dynamic descriptor fed by
+/// the filter's own `rate_limits`), as large as rate-limit's in the bench
+/// ([`crate::chain::BENCH_RATE_LIMIT_QUOTA`]), adding its `X-RateLimit-*` headers to responses
+/// as rate-limit adds its fields: the closest Envoy comes to a per-customer limit, since it
+/// cannot read the verified identity.
+pub const LOCAL_RATELIMIT: NativeFilter = NativeFilter {
+    label: "local_ratelimit",
+    build: |_| Ok(local_ratelimit()),
+    refuses: &[],
+    cache: None,
+};
+
+fn local_ratelimit() -> Value {
+    let bucket = |tokens: u64| json!({"max_tokens": tokens, "tokens_per_fill": tokens, "fill_interval": "1s"});
+    let always = json!({"default_value": {"numerator": 100, "denominator": "HUNDRED"},
+                        "runtime_key": "bench_local_rate_limit"});
+    json!({
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "bench_local_rate_limit",
+            "token_bucket": bucket(crate::chain::BENCH_RATE_LIMIT_QUOTA),
+            "filter_enabled": always.clone(),
+            "filter_enforced": always,
+            "always_consume_default_token_bucket": false,
+            "rate_limits": [{"actions": [{"request_headers": {
+                "header_name": "x-customer-id", "descriptor_key": "customer"}}]}],
+            "descriptors": [{"entries": [{"key": "customer"}],
+                             "token_bucket": bucket(crate::chain::BENCH_RATE_LIMIT_QUOTA)}],
+            "max_dynamic_descriptors": crate::chain::BENCH_RATE_LIMIT_SLOTS,
+            // Like rate-limit's fields on allowed responses, so both add response headers.
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        }
+    })
+}
+
 /// `bench/native/banking-headers.lua` on banking-headers' shipped config.
 pub const BANKING_HEADERS_LUA: NativeFilter = NativeFilter {
     label: "Lua banking-headers",

@@ -197,7 +197,12 @@ pub fn render(input: &Input<'_>) -> String {
          no more expensive (its header comments list what it skips). The native suite is that \
          Lua filter, `jwt_authn` with its cache, and `bench/native/jwt-authz.lua` for \
          jwt-auth's route scopes and customer binding, read from the payload `jwt_authn` puts \
-         in dynamic metadata. Each row is checked before it is measured: a valid request gets \
+         in dynamic metadata. rate-limit runs behind jwt-auth (it reads the verified \
+         identity), with one limit per verified subject, far above the load's rate, in a table \
+         of 1,024 buckets; its yardstick is jwt-auth then Envoy's `local_ratelimit` with one \
+         bucket per `x-customer-id` value (a dynamic descriptor, up to 1,024; `local_ratelimit` \
+         cannot read the verified identity) and its `X-RateLimit-*` headers on, as rate-limit \
+         adds its `RateLimit` fields. Each row is checked before it is measured: a valid request gets \
          200, and a request without `x-customer-id`, with a tampered token, or naming another \
          customer gets what the chain's first refusing filter answers (400, 401, 403).\n"
     );
@@ -408,6 +413,14 @@ fn render_level(w: &mut String, level: &LevelResult, input: &Input<'_>) {
                 "{} cache {} hits / {} misses",
                 cache.stats.filter, cache.hits, cache.misses
             ));
+        }
+        if !row.shown.is_empty() {
+            let shown: Vec<String> = row
+                .shown
+                .iter()
+                .map(|(label, value)| format!("{label} {value}"))
+                .collect();
+            notes.push(shown.join(", "));
         }
         if row.min_achieved < 0.99 {
             notes.push(format!(

@@ -96,6 +96,27 @@ impl Step {
         }
     }
 
+    /// Counters and gauges of this filter the notes show at the end of the row: (label,
+    /// Envoy's stat name).
+    pub fn shown_stats(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Step::Plugin("rate-limit") => &[
+                (
+                    "rate-limit buckets in use",
+                    "wasmcustom.banking_rate_limit_slots_in_use_bench_per_subject",
+                ),
+                ("claimed", "wasmcustom.banking_rate_limit_slot_claimed"),
+                ("reclaimed", "wasmcustom.banking_rate_limit_slot_reclaimed"),
+                ("lost CAS", "wasmcustom.banking_rate_limit_slot_retried"),
+                (
+                    "refused",
+                    "wasmcustom.banking_rate_limit_contention_denied_bench_per_subject",
+                ),
+            ],
+            _ => &[],
+        }
+    }
+
     /// The verified-token cache this filter keeps, if any.
     pub fn cache_stats(&self) -> Option<&'static CacheStats> {
         match self {
@@ -335,6 +356,40 @@ pub static SCENARIOS: &[Scenario] = &[
     // The suite as istiod chains it, against the closest native chain: the Lua banking-header
     // checks, jwt_authn with its cache (jwt-auth caches too), and a Lua step for jwt-auth's
     // scopes and customer binding.
+    Scenario {
+        name: "rate-limit",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("rate-limit")],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: &["rate-limit-native", "jwt-auth-rs256"],
+    },
+    Scenario {
+        name: "rate-limit-native",
+        chain: &[
+            Step::Plugin("jwt-auth"),
+            Step::Native(&native::LOCAL_RATELIMIT),
+        ],
+        tokens: REUSED_RS256,
+        rate: Rate::Standard,
+        versus: &["jwt-auth-rs256"],
+    },
+    Scenario {
+        name: "rate-limit-subjects",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("rate-limit")],
+        tokens: DISTINCT_RS256,
+        rate: Rate::Light,
+        versus: &["rate-limit-native-subjects"],
+    },
+    Scenario {
+        name: "rate-limit-native-subjects",
+        chain: &[
+            Step::Plugin("jwt-auth"),
+            Step::Native(&native::LOCAL_RATELIMIT),
+        ],
+        tokens: DISTINCT_RS256,
+        rate: Rate::Light,
+        versus: &[],
+    },
     Scenario {
         name: "suite",
         chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],

@@ -47,6 +47,14 @@
 //!   if their `now_ms` values differ by more than the grace within one update. So read the
 //!   clock right before calling, and a write's deadline is never earlier than its `now_ms`.
 //!
+//! A table built [`SlotTable::reclaiming_at_expiry`] trades that guarantee for capacity and
+//! availability: it has no grace, so a slot serves the next key as soon as its deadline
+//! passes and no new key ever waits. Two workers inserting the same new key at the very
+//! instant a slot in its window expires can then place it twice; lookups find the first, and
+//! the other expires unused. That suits state where a second copy costs at most a fresh start
+//! (a rate-limit bucket starts full), not state that must never be duplicated (an
+//! idempotency reservation).
+//!
 //! The first write of a key is unprotected in Envoy (a CAS of 0 means "no check", and a
 //! CAS on a missing key succeeds). Creation therefore writes with a CAS token no live slot
 //! is expected to hold ([`CREATE_CAS`]): on a missing key it creates, on a key another VM
@@ -169,6 +177,9 @@ pub struct SlotTable {
     probe_limit: u32,
     max_key_len: usize,
     max_value_len: usize,
+    /// How long past its deadline another key's slot stays taken: [`RECLAIM_GRACE_MS`], or 0
+    /// for a table [`SlotTable::reclaiming_at_expiry`].
+    reclaim_grace_ms: u64,
 }
 
 /// A slot as read.
@@ -219,7 +230,16 @@ impl SlotTable {
             probe_limit,
             max_key_len: usize::from(max_key_len),
             max_value_len: usize::try_from(max_value_len).unwrap_or(usize::MAX),
+            reclaim_grace_ms: RECLAIM_GRACE_MS,
         })
+    }
+
+    /// This table without a reclaim grace: another key's slot is claimable as soon as its
+    /// deadline passes, and [`SlotError::Settling`] never happens (see the module doc for what
+    /// that risks).
+    pub fn reclaiming_at_expiry(mut self) -> SlotTable {
+        self.reclaim_grace_ms = 0;
+        self
     }
 
     pub fn slot_count(&self) -> u32 {
@@ -281,8 +301,22 @@ impl SlotTable {
     where
         S: SharedStore + ?Sized,
     {
+        self.census_of(store, now_ms, 0..self.slot_count)
+    }
+
+    /// [`SlotTable::census`] of the slots in `slots` (those past `slot_count` are ignored), for
+    /// a tick that counts a large table a part at a time.
+    pub fn census_of<S>(
+        &self,
+        store: &S,
+        now_ms: u64,
+        slots: std::ops::Range<u32>,
+    ) -> Result<Census, SlotError>
+    where
+        S: SharedStore + ?Sized,
+    {
         let mut census = Census::default();
-        for n in 0..self.slot_count {
+        for n in slots.start..slots.end.min(self.slot_count) {
             let (value, _) = store.get(&self.slot_name(n)).map_err(read_error)?;
             let Some(bytes) = value else {
                 census.absent += 1;
@@ -434,7 +468,7 @@ impl SlotTable {
                     break;
                 }
                 (false, expires_at_ms, _)
-                    if expires_at_ms.saturating_add(RECLAIM_GRACE_MS) <= now_ms =>
+                    if expires_at_ms.saturating_add(self.reclaim_grace_ms) <= now_ms =>
                 {
                     probe.claimable.get_or_insert(Target {
                         slot,
@@ -779,6 +813,24 @@ mod tests {
         let (t, store) = (table(16, 4), MemoryStore::new());
         count(&t, &store, &keys[0], 0).unwrap();
         assert_eq!(count(&t, &store, &keys[1], TTL - 1), Ok(1));
+        assert_eq!(slots_holding(&t, &store, &keys[1]), vec![4]);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_table_reclaiming_at_expiry_gives_an_expired_slot_to_the_next_key_at_once() {
+        let (t, store) = (table(16, 4).reclaiming_at_expiry(), MemoryStore::new());
+        let keys = keys_at(&t, 3, 3);
+        count(&t, &store, &keys[0], 0).unwrap();
+        // Still live: an ordinary collision.
+        assert_eq!(count(&t, &store, &keys[1], TTL - 1), Ok(1));
+        assert_eq!(slots_holding(&t, &store, &keys[1]), vec![4]);
+        // Expired: the home slot goes to the next new key, with no grace and no Settling.
+        let (result, seen) = events(&t, &store, &keys[2], TTL);
+        assert_eq!(result, Ok(1));
+        assert!(seen.contains(&SlotEvent::Reclaimed));
+        assert_eq!(slots_holding(&t, &store, &keys[2]), vec![3]);
+        // A lookup goes past a reclaimable slot to the key's own.
+        assert_eq!(count(&t, &store, &keys[1], 2 * TTL - 2), Ok(2));
         assert_eq!(slots_holding(&t, &store, &keys[1]), vec![4]);
     }
 

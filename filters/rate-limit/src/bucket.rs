@@ -51,7 +51,8 @@ impl Rate {
             quota,
             window_s: window.as_secs(),
             burst: burst.clamp(1, quota),
-            interval_ns: (window_ns / u64::from(quota)).max(1),
+            // Rounded up: never more than `quota` a window.
+            interval_ns: window_ns.div_ceil(u64::from(quota)).max(1),
         }
     }
 
@@ -70,9 +71,9 @@ impl Rate {
     /// Charges one request at `now_ns` to a bucket whose TAT is `tat_ns` (`None`: a bucket
     /// never used, or idle long enough to be full).
     pub fn charge(&self, tat_ns: Option<u64>, now_ns: u64) -> Verdict {
-        let start = tat_ns.unwrap_or(now_ns).max(now_ns);
+        let capacity = self.capacity_ns();
+        let start = self.settle(tat_ns.unwrap_or(now_ns), now_ns).max(now_ns);
         let new_tat = start.saturating_add(self.interval_ns);
-        let capacity = self.interval_ns.saturating_mul(u64::from(self.burst));
         // How far ahead of now the bucket would be; measured from now, never as an absolute
         // time minus the capacity, which a clock younger than a window would underflow.
         let ahead = new_tat - now_ns;
@@ -92,8 +93,21 @@ impl Rate {
 
     /// The TAT after giving back one request charged earlier: a charge moved it forward by
     /// at least one interval, so taking one off never hands out more than was charged.
-    pub fn refund(&self, tat_ns: u64) -> u64 {
-        tat_ns.saturating_sub(self.interval_ns)
+    pub fn refund(&self, tat_ns: u64, now_ns: u64) -> u64 {
+        self.settle(tat_ns, now_ns).saturating_sub(self.interval_ns)
+    }
+
+    /// How far ahead of now a bucket of this rate can be: `burst` intervals.
+    fn capacity_ns(&self) -> u64 {
+        self.interval_ns.saturating_mul(u64::from(self.burst))
+    }
+
+    /// A stored TAT no further ahead than this rate allows. Only a TAT written under an older,
+    /// slower rate is further ahead (a config push that kept the limit's buckets): it then
+    /// counts as an empty bucket of the new rate, not as a day of refusals. The store writes
+    /// the settled TAT back even when it refuses, so the bucket refills from there.
+    pub fn settle(&self, tat_ns: u64, now_ns: u64) -> u64 {
+        tat_ns.min(now_ns.saturating_add(self.capacity_ns()))
     }
 }
 
@@ -197,10 +211,10 @@ mod tests {
         let t0 = 100 * S;
         let mut tat = None;
         assert_eq!(run(&rate, &mut tat, t0, 2), 2);
-        tat = tat.map(|t| rate.refund(t));
+        tat = tat.map(|t| rate.refund(t, t0));
         assert_eq!(run(&rate, &mut tat, t0, 2), 1);
         // A refund on a bucket idle since: it stays full, never more than full.
-        let idle = rate.refund(t0 - 60 * S);
+        let idle = rate.refund(t0 - 60 * S, t0);
         assert_eq!(run(&rate, &mut Some(idle), t0, 3), 2);
     }
 
@@ -214,6 +228,32 @@ mod tests {
             Verdict::Allowed { remaining: 4, .. }
         ));
         assert_eq!(run(&rate, &mut tat, S, 7), 5);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_bucket_from_a_slower_rate_counts_as_empty_under_the_new_one() {
+        // One a day, then pushed to ten a minute: the old TAT is a day ahead.
+        let old = Rate::new(1, Duration::from_secs(86_400), 1);
+        let t0 = 1_000 * S;
+        let Verdict::Allowed { tat_ns, .. } = old.charge(None, t0) else {
+            unreachable!()
+        };
+        let new = Rate::new(10, Duration::from_secs(60), 10);
+        // Empty under the new rate: the next request fits one interval (6 s) later.
+        assert_eq!(
+            new.charge(Some(tat_ns), t0),
+            Verdict::Limited {
+                retry_in_ns: 6 * S,
+                full_in_ns: 60 * S
+            }
+        );
+        // Written back settled, it refills at the new rate.
+        let settled = new.settle(tat_ns, t0);
+        assert_eq!(settled, t0 + 60 * S);
+        assert!(matches!(
+            new.charge(Some(settled), t0 + 6 * S),
+            Verdict::Allowed { .. }
+        ));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -45,7 +45,7 @@ pub struct PluginConfig {
     pub instance: String,
 
     /// `enforce` (default) refuses a request over a limit with 429; `dryRun` never refuses:
-    /// it counts `banking_rate_limit_would_limit_<limit>`, logs once per limit per window,
+    /// it counts `banking_rate_limit_would_limit_<limit>`, logs once per limit per minute,
     /// records the would-be refusal in filter state (`banking.decision.would_deny`) and lets
     /// the request through without charging it.
     #[serde(default)]
@@ -66,10 +66,12 @@ pub struct PluginConfig {
     #[serde(default)]
     pub bypass_paths: Vec<PathMatch>,
 
-    /// Verified subjects (`sub` of the token jwt-auth verified) no limit applies to, e.g. a
-    /// bank's own batch client. Never matched against anything a client sends.
+    /// Verified callers no limit applies to, e.g. a bank's own batch client:
+    /// `{"issuer": "https://idp.bank.example", "subject": "batch-client"}`, both compared
+    /// with the token jwt-auth verified (`iss` and `sub`; a `sub` is unique only within its
+    /// issuer). Never matched against anything a client sends.
     #[serde(default)]
-    pub exempt_subjects: Vec<String>,
+    pub exempt_subjects: Vec<ExemptSubject>,
 
     /// What a `subject`, `customer` or `client` limit does with a request that has no
     /// verified identity (jwt-auth absent from the chain, a bypass path of jwt-auth's, a
@@ -80,10 +82,14 @@ pub struct PluginConfig {
     #[serde(default)]
     pub without_identity: WithoutIdentity,
 
-    /// Where `clientAddress` keys come from: `{"trustedHops": n}` takes the address `n`
-    /// entries from the right of `x-forwarded-for` (0: the last one, which the proxy in front
-    /// of this one appended, as Envoy's `xff_num_trusted_hops`); a request whose header has
-    /// too few entries is keyed by the connection's peer address (`source.address`).
+    /// Where `clientAddress` keys come from. Default (`{}`): the downstream address Envoy
+    /// computed (`source.address`), which already honours the listener's
+    /// `xff_num_trusted_hops` (Istio's `numTrustedProxies`): the right choice wherever Envoy
+    /// is configured for the proxies in front of it. `{"trustedHops": n}` reads
+    /// `x-forwarded-for` instead, the address `n` entries from its right (0: the last); only
+    /// correct if exactly `n` trusted proxies append to the header after the client, or a
+    /// client picks its own key. A request whose header has too few entries is keyed by
+    /// `source.address`.
     #[serde(default)]
     pub client_address: ClientAddressConfig,
 
@@ -99,8 +105,8 @@ pub struct PluginConfig {
 pub struct LimitConfig {
     /// The limit's name: 1 to 48 lower-case letters, digits and `_`, starting with a letter.
     /// Clients see it (the problem's `limit`, the `RateLimit` fields), counters carry it,
-    /// and it names the limit's buckets: a config push that keeps a limit's `name` and `key`
-    /// keeps its buckets.
+    /// and it names the limit's buckets: a config push that keeps a limit's `name`, `key` and
+    /// `slots` keeps its buckets.
     pub name: String,
 
     /// Path prefix the limit covers, on segment boundaries, as in every filter's rules.
@@ -113,8 +119,10 @@ pub struct LimitConfig {
     pub methods: Vec<String>,
 
     /// `x-banking-operation` values the limit covers (e.g. `payment.create`). Empty or
-    /// absent: any request on the route. The header is the client's; banking-headers' rules
-    /// tie each route to its operations, so list the route as well.
+    /// absent: any request on the route. A request on the route without the header, or with
+    /// more than one, is covered too: leaving the header out must not escape a limit. The
+    /// header is the client's; banking-headers' rules tie each route to its operations, so
+    /// list the route as well.
     #[serde(default)]
     pub operations: Vec<String>,
 
@@ -218,14 +226,23 @@ pub enum OnContention {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientAddressConfig {
-    /// Proxies in front of this one that append to `x-forwarded-for` and are trusted (0 to
-    /// 16). Default 0.
-    #[serde(default, deserialize_with = "whole_number")]
+    /// Read `x-forwarded-for`, skipping this many trusted proxies' entries from its right
+    /// (0 to 16). Absent: `source.address`.
+    #[serde(default, deserialize_with = "optional_whole_number")]
     #[cfg_attr(
         feature = "schema",
-        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+        schemars(with = "Option<banking_filter_common::config::schema::WholeNumber>")
     )]
-    pub trusted_hops: u32,
+    pub trusted_hops: Option<u32>,
+}
+
+/// One of `exemptSubjects`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExemptSubject {
+    pub issuer: String,
+    pub subject: String,
 }
 
 /// `responseFields`.
@@ -290,13 +307,15 @@ pub const SLOT_VALUE_LEN: u32 = 8;
 /// The validated configuration every stream shares.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub instance: String,
     pub mode: Mode,
     pub limits: Vec<Limit>,
     /// Bypass paths only: limits are matched by [`Limit::route`], every one that applies.
     pub routes: RouteTable<()>,
-    pub exempt_subjects: Vec<String>,
+    pub exempt_subjects: Vec<ExemptSubject>,
     pub without_identity: WithoutIdentity,
-    pub trusted_hops: u32,
+    /// `None`: client addresses are `source.address`.
+    pub trusted_hops: Option<u32>,
     pub response_fields: ResponseFieldsConfig,
 }
 
@@ -382,7 +401,12 @@ impl Config {
                 SLOT_KEY_LEN,
                 SLOT_VALUE_LEN,
             )
-            .map_err(|e| ConfigError::at(format!("{at}.slots"), e.0))?;
+            .map_err(|e| ConfigError::at(format!("{at}.slots"), e.0))?
+            // A full bucket loses nothing when its slot goes to another key, so the slot is
+            // free the moment the bucket is full: no grace holding idle keys' slots, and no new
+            // key refused for meeting one. The price, a bucket placed twice by two workers at
+            // that instant, is at most one fresh burst.
+            .reclaiming_at_expiry();
             limits.push(Limit {
                 name: l.name.clone(),
                 route,
@@ -395,20 +419,27 @@ impl Config {
         }
         let routes = RouteTable::new(raw.path_matching, &raw.bypass_paths, &[])?;
         for (i, s) in raw.exempt_subjects.iter().enumerate() {
-            if s.is_empty() {
-                return Err(ConfigError::at(
-                    format!("exemptSubjects[{i}]"),
-                    "must not be empty",
-                ));
+            for (field, value) in [("issuer", &s.issuer), ("subject", &s.subject)] {
+                if value.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("exemptSubjects[{i}].{field}"),
+                        "must not be empty",
+                    ));
+                }
             }
         }
-        if raw.client_address.trusted_hops > MAX_TRUSTED_HOPS {
+        if raw
+            .client_address
+            .trusted_hops
+            .is_some_and(|hops| hops > MAX_TRUSTED_HOPS)
+        {
             return Err(ConfigError::at(
                 "clientAddress.trustedHops",
                 format!("must be 0 to {MAX_TRUSTED_HOPS}"),
             ));
         }
         Ok(Config {
+            instance: raw.instance,
             mode: raw.mode,
             limits,
             routes,
@@ -553,11 +584,15 @@ mod tests {
         let twice = format!("{CUSTOMER},{CUSTOMER}");
         assert_eq!(parse(&twice, "").unwrap_err().path, "limits[1].name");
         assert_eq!(
-            parse(CUSTOMER, r#","exemptSubjects":[""]"#)
-                .unwrap_err()
-                .path,
-            "exemptSubjects[0]"
+            parse(
+                CUSTOMER,
+                r#","exemptSubjects":[{"issuer":"i","subject":""}]"#
+            )
+            .unwrap_err()
+            .path,
+            "exemptSubjects[0].subject"
         );
+        assert!(parse(CUSTOMER, r#","exemptSubjects":["batch"]"#).is_err());
         assert_eq!(
             parse(CUSTOMER, r#","clientAddress":{"trustedHops":17}"#)
                 .unwrap_err()

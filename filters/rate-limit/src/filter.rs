@@ -16,17 +16,28 @@ use banking_filter_common::metrics::{Counter, Gauge, Outcome, OutcomeCounters, m
 use banking_filter_common::route;
 use banking_filter_common::shared::HostSharedData;
 use banking_filter_common::slots::SlotEvent;
+use banking_filter_common::{ids, record};
 
 use crate::config::{Config, FILTER};
 use crate::fields::response_fields;
-use crate::key;
+use crate::key::{self, KeySecret};
 use crate::policy::{self, Applicable, Decision, LimitOutcome, Reason, Request};
-use crate::store::SlotBuckets;
+use crate::store::{self, SlotBuckets};
 
 /// Counter names are `banking_rate_limit_<what>`.
 const METRICS_FILTER: &str = "rate_limit";
-/// How often each worker counts the slots in use.
-const CENSUS_PERIOD: Duration = Duration::from_secs(10);
+/// How often each worker counts a part of each limit's slots for the slots-in-use gauge.
+const CENSUS_PERIOD: Duration = Duration::from_secs(5);
+/// Slots a tick reads per limit: a bounded pause of the worker's event loop whatever the
+/// table's size (a 4,096-slot table is counted through every 20 s).
+const CENSUS_SLOTS_PER_TICK: u32 = 1024;
+
+/// Where a limit's rolling count stands: the live slots of each part last counted.
+#[derive(Default)]
+struct Census {
+    next: u32,
+    live_by_part: Vec<u64>,
+}
 
 /// One limit's counters and gauge.
 struct LimitMetrics {
@@ -73,6 +84,10 @@ struct Plugin {
     refunds_failed: Counter,
     /// Dry-run: when each limit's would-be refusal was last logged (monotonic ms).
     would_limit_logged: RefCell<Vec<Option<u64>>>,
+    /// The proxy's secret slot keys are hashed with.
+    secret: KeySecret,
+    /// Per limit.
+    census: RefCell<Vec<Census>>,
 }
 
 #[derive(Default)]
@@ -86,6 +101,16 @@ impl RootContext for Root {
             Ok(c) => c,
             Err(e) => {
                 log::error!("{FILTER}: {e}");
+                return false;
+            }
+        };
+        let secret_name = format!("{}key-secret", record::key_prefix(FILTER, &config.instance));
+        let secret = match store::key_secret(&HostSharedData, &secret_name, || {
+            ids::random_bytes::<32>().ok()
+        }) {
+            Ok(secret) => secret,
+            Err(e) => {
+                log::error!("{FILTER}: {e}; refusing the configuration");
                 return false;
             }
         };
@@ -107,6 +132,7 @@ impl RootContext for Root {
             .map(|l| LimitMetrics::define(&l.name))
             .collect();
         let would_limit_logged = RefCell::new(vec![None; config.limits.len()]);
+        let census = RefCell::new(config.limits.iter().map(|_| Census::default()).collect());
         self.plugin = Some(Rc::new(Plugin {
             limits,
             slot_events: OutcomeCounters::define(METRICS_FILTER),
@@ -114,6 +140,8 @@ impl RootContext for Root {
             unavailable: Counter::define(&metric_name(METRICS_FILTER, "unavailable")),
             refunds_failed: Counter::define(&metric_name(METRICS_FILTER, "refund_failed")),
             would_limit_logged,
+            secret,
+            census,
             config,
         }));
         true
@@ -126,11 +154,38 @@ impl RootContext for Root {
         let Ok(now) = host::monotonic_nanos() else {
             return;
         };
-        for (limit, metrics) in plugin.config.limits.iter().zip(&plugin.limits) {
-            match limit.table.census(&HostSharedData, now / 1_000_000) {
-                Ok(census) => metrics.slots_in_use.set(u64::from(census.live)),
+        let mut progress = plugin.census.borrow_mut();
+        for ((limit, metrics), census) in plugin
+            .config
+            .limits
+            .iter()
+            .zip(&plugin.limits)
+            .zip(progress.iter_mut())
+        {
+            let start = census.next;
+            let part = (start / CENSUS_SLOTS_PER_TICK) as usize;
+            let range = start..start.saturating_add(CENSUS_SLOTS_PER_TICK);
+            match limit
+                .table
+                .census_of(&HostSharedData, now / 1_000_000, range)
+            {
+                Ok(counted) => {
+                    if census.live_by_part.len() <= part {
+                        census.live_by_part.resize(part + 1, 0);
+                    }
+                    if let Some(live) = census.live_by_part.get_mut(part) {
+                        *live = u64::from(counted.live);
+                    }
+                    metrics.slots_in_use.set(census.live_by_part.iter().sum());
+                }
                 Err(e) => log::debug!("{FILTER}: census of {} failed: {e:?}", limit.name),
             }
+            let next = start.saturating_add(CENSUS_SLOTS_PER_TICK);
+            census.next = if next >= limit.table.slot_count() {
+                0
+            } else {
+                next
+            };
         }
     }
 
@@ -193,6 +248,7 @@ impl StreamContext for Stream {
             headers: &headers,
             identity: identity.as_ref(),
             now_ns,
+            secret: &plugin.secret,
         };
         let peer = || {
             host::property(&["source", "address"])

@@ -12,29 +12,47 @@ use crate::config::KeyKind;
 /// What a bucket is keyed by, before hashing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BucketKey {
-    Subject(String),
+    /// A token's `sub`, unique only within its issuer.
+    Subject {
+        issuer: String,
+        subject: String,
+    },
+    /// The bank's customer id, the same whichever identity provider vouched for it.
     Customer(String),
-    Client(String),
-    /// A client address, or `unknown` when the proxy could not tell one.
+    /// An OAuth client, unique only within its issuer.
+    Client {
+        issuer: String,
+        client: String,
+    },
+    /// A client address (an IPv6 one as its /64), or `unknown` when the proxy could not tell.
     ClientAddress(String),
     Proxy,
 }
 
+/// The per-proxy secret slot keys are hashed with (see [`crate::store::key_secret`]).
+pub type KeySecret = [u8; 32];
+
 impl BucketKey {
-    /// The slot key: SHA-256 over the kind and the value, so that shared data never holds a
-    /// raw customer id, every key has the slot table's fixed length, and a subject can never
-    /// share a bucket with an equal customer id or address.
-    pub fn slot_key(&self) -> [u8; 32] {
-        let (tag, value): (u8, &str) = match self {
-            BucketKey::Subject(v) => (b's', v),
-            BucketKey::Customer(v) => (b'c', v),
-            BucketKey::Client(v) => (b'a', v),
-            BucketKey::ClientAddress(v) => (b'i', v),
-            BucketKey::Proxy => (b'p', ""),
+    /// The slot key: SHA-256 over the proxy's secret, the kind and the values, each
+    /// length-prefixed. Shared data never holds a raw customer id, nor a hash anyone without
+    /// the secret could compute: so no one can work out offline which slots a victim's key
+    /// will probe and fill them first, nor test guesses of customer ids against the table.
+    /// Equal values of different kinds are different buckets.
+    pub fn slot_key(&self, secret: &KeySecret) -> [u8; 32] {
+        let (tag, parts): (u8, [&str; 2]) = match self {
+            BucketKey::Subject { issuer, subject } => (b's', [issuer, subject]),
+            BucketKey::Customer(v) => (b'c', ["", v]),
+            BucketKey::Client { issuer, client } => (b'a', [issuer, client]),
+            BucketKey::ClientAddress(v) => (b'i', ["", v]),
+            BucketKey::Proxy => (b'p', ["", ""]),
         };
         let mut hash = Sha256::new();
-        hash.update([tag, 0]);
-        hash.update(value.as_bytes());
+        hash.update(secret);
+        hash.update([tag]);
+        for part in parts {
+            hash.update(u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
         hash.finalize().into()
     }
 }
@@ -43,10 +61,17 @@ impl BucketKey {
 /// none), for the caller to apply `withoutIdentity`.
 pub fn identity_key(kind: KeyKind, identity: Option<&VerifiedIdentity>) -> Option<BucketKey> {
     let identity = identity?;
+    let issuer = || identity.issuer.clone();
     match kind {
-        KeyKind::Subject => identity.subject.clone().map(BucketKey::Subject),
+        KeyKind::Subject => identity.subject.clone().map(|subject| BucketKey::Subject {
+            issuer: issuer(),
+            subject,
+        }),
         KeyKind::Customer => identity.customer.clone().map(BucketKey::Customer),
-        KeyKind::Client => identity.client.clone().map(BucketKey::Client),
+        KeyKind::Client => identity.client.clone().map(|client| BucketKey::Client {
+            issuer: issuer(),
+            client,
+        }),
         KeyKind::ClientAddress | KeyKind::Proxy => None,
     }
 }
@@ -77,9 +102,22 @@ pub fn parse_address(text: &[u8]) -> Option<IpAddr> {
     text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
 }
 
-/// The bucket key for a client address (`None`: the proxy could not tell one).
+/// The bucket key for a client address (`None`: the proxy could not tell one). An IPv6
+/// client is keyed by its /64, the block one subscriber is given: keyed by whole address, a
+/// client could take a fresh bucket for every request from the 2^64 addresses it owns.
 pub fn address_key(address: Option<IpAddr>) -> BucketKey {
-    BucketKey::ClientAddress(address.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()))
+    let text = match address {
+        None => "unknown".to_string(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+            }
+        },
+    };
+    BucketKey::ClientAddress(text)
 }
 
 #[cfg(test)]
@@ -124,23 +162,52 @@ mod tests {
         assert_eq!(parse_address(b"\xff"), None);
     }
 
+    const SECRET: KeySecret = [7; 32];
+
     #[wasm_bindgen_test(unsupported = test)]
-    fn equal_values_of_different_kinds_are_different_buckets() {
+    fn equal_values_of_different_kinds_issuers_or_secrets_are_different_buckets() {
         let same = "42";
         let keys = [
-            BucketKey::Subject(same.into()).slot_key(),
-            BucketKey::Customer(same.into()).slot_key(),
-            BucketKey::Client(same.into()).slot_key(),
-            BucketKey::ClientAddress(same.into()).slot_key(),
-        ];
+            BucketKey::Subject {
+                issuer: "i".into(),
+                subject: same.into(),
+            },
+            BucketKey::Subject {
+                issuer: "j".into(),
+                subject: same.into(),
+            },
+            // The length prefixes keep ("i4", "2") apart from ("i", "42").
+            BucketKey::Subject {
+                issuer: "i4".into(),
+                subject: "2".into(),
+            },
+            BucketKey::Customer(same.into()),
+            BucketKey::Client {
+                issuer: "i".into(),
+                client: same.into(),
+            },
+            BucketKey::ClientAddress(same.into()),
+        ]
+        .map(|k| k.slot_key(&SECRET));
         for (i, a) in keys.iter().enumerate() {
             for b in keys.iter().skip(i + 1) {
                 assert_ne!(a, b);
             }
         }
+        let customer = BucketKey::Customer(same.into());
+        assert_eq!(customer.slot_key(&SECRET), customer.slot_key(&SECRET));
+        assert_ne!(customer.slot_key(&SECRET), customer.slot_key(&[8; 32]));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn an_ipv6_client_is_keyed_by_its_64_and_a_mapped_ipv4_one_as_ipv4() {
+        let key = |text: &str| address_key(parse_address(text.as_bytes()));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:203.0.113.5"), key("203.0.113.5"));
         assert_eq!(
-            BucketKey::Customer(same.into()).slot_key(),
-            BucketKey::Customer(same.into()).slot_key()
+            address_key(None),
+            BucketKey::ClientAddress("unknown".into())
         );
     }
 
@@ -155,12 +222,18 @@ mod tests {
         };
         assert_eq!(
             identity_key(KeyKind::Subject, Some(&identity)),
-            Some(BucketKey::Subject("user-7".into()))
+            Some(BucketKey::Subject {
+                issuer: "i".into(),
+                subject: "user-7".into()
+            })
         );
         assert_eq!(identity_key(KeyKind::Customer, Some(&identity)), None);
         assert_eq!(
             identity_key(KeyKind::Client, Some(&identity)),
-            Some(BucketKey::Client("app".into()))
+            Some(BucketKey::Client {
+                issuer: "i".into(),
+                client: "app".into()
+            })
         );
         assert_eq!(identity_key(KeyKind::Subject, None), None);
     }

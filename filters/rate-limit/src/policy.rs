@@ -20,12 +20,14 @@ use banking_filter_common::slots::SlotError;
 
 use crate::bucket::{Verdict, ceil_seconds};
 use crate::config::{Config, Limit, OnContention, WithoutIdentity};
-use crate::key::{self, BucketKey};
+use crate::key::{self, BucketKey, KeySecret};
 
 /// Where buckets live. The shell's are in shared data ([`crate::store::SlotBuckets`]).
 pub trait Buckets {
     /// Charges one request at `now_ns` to `key`'s bucket of `limit`.
     fn charge(&self, limit: &Limit, key: &[u8; 32], now_ns: u64) -> Result<Verdict, SlotError>;
+    /// What charging would answer, without charging.
+    fn peek(&self, limit: &Limit, key: &[u8; 32], now_ns: u64) -> Result<Verdict, SlotError>;
     /// Gives back one request charged earlier.
     fn refund(&self, limit: &Limit, key: &[u8; 32], now_ns: u64) -> Result<(), SlotError>;
 }
@@ -172,6 +174,8 @@ pub fn applicable(config: &Config, headers: &HeaderPairs) -> Applicable {
     if config.routes.route(method, &path) == Route::Bypass {
         return Applicable::None;
     }
+    // Absent or repeated: no operation to tell the limits apart by, so every limit of the
+    // route covers it (leaving the header out must not escape a limit).
     let operation = headers::lookup(headers, OPERATION_HEADER).single();
     let case = config.routes.matching().case;
     let limits: Vec<usize> = config
@@ -179,9 +183,10 @@ pub fn applicable(config: &Config, headers: &HeaderPairs) -> Applicable {
         .iter()
         .enumerate()
         .filter(|(_, l)| l.route.covers(method, &path, case))
-        .filter(|(_, l)| {
-            l.operations.is_empty()
-                || operation.is_some_and(|op| l.operations.iter().any(|o| o.as_bytes() == op))
+        .filter(|(_, l)| match operation {
+            _ if l.operations.is_empty() => true,
+            None => true,
+            Some(op) => l.operations.iter().any(|o| o.as_bytes() == op),
         })
         .map(|(i, _)| i)
         .collect();
@@ -208,6 +213,8 @@ pub struct Request<'a> {
     pub identity: Option<&'a VerifiedIdentity>,
     /// The proxy's monotonic clock, nanoseconds.
     pub now_ns: u64,
+    /// The proxy's secret slot keys are hashed with.
+    pub secret: &'a KeySecret,
 }
 
 /// Checks and charges `limits` (from [`applicable`]). `peer` is the connection's peer
@@ -224,8 +231,12 @@ pub fn decide(
         outcomes: Vec::with_capacity(limits.len()),
         refunds_failed: 0,
     };
-    if let Some(subject) = request.identity.and_then(|i| i.subject.as_deref())
-        && config.exempt_subjects.iter().any(|s| s == subject)
+    if let Some(identity) = request.identity
+        && let Some(subject) = identity.subject.as_deref()
+        && config
+            .exempt_subjects
+            .iter()
+            .any(|e| e.subject == subject && e.issuer == identity.issuer)
     {
         return evaluation;
     }
@@ -233,9 +244,10 @@ pub fn decide(
     // Keys first: a refusal for a missing identity charges nothing.
     let mut peer = Some(peer);
     let mut client_address = None;
-    let mut address = |hops: u32| -> BucketKey {
+    let mut address = |hops: Option<u32>| -> BucketKey {
         if client_address.is_none() {
-            let found = key::forwarded_client(request.headers, hops)
+            let found = hops
+                .and_then(|hops| key::forwarded_client(request.headers, hops))
                 .or_else(|| peer.take().and_then(|ask| ask()));
             client_address = Some(key::address_key(found));
         }
@@ -263,12 +275,12 @@ pub fn decide(
                 },
             },
         };
-        keyed.push((i, key.slot_key()));
+        keyed.push((i, key.slot_key(request.secret)));
     }
 
     let mut charged: Vec<(usize, [u8; 32])> = Vec::with_capacity(keyed.len());
     let mut most_restrictive: Option<Standing> = None;
-    for (i, slot_key) in keyed {
+    for (position, &(i, slot_key)) in keyed.iter().enumerate() {
         let Some(limit) = config.limits.get(i) else {
             continue;
         };
@@ -346,7 +358,33 @@ pub fn decide(
                 evaluation.refunds_failed += 1;
             }
         }
-        evaluation.decision = refusal;
+        evaluation.decision = match refusal {
+            // A later limit may be out for longer: the client must not be told to come back
+            // before every limit would let it through.
+            Decision::Limited {
+                reason,
+                standing,
+                retry_after_s,
+            } => Decision::Limited {
+                reason,
+                standing,
+                retry_after_s: keyed
+                    .get(position + 1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|(j, later_key)| {
+                        let limit = config.limits.get(*j)?;
+                        match buckets.peek(limit, later_key, request.now_ns) {
+                            Ok(Verdict::Limited { retry_in_ns, .. }) => {
+                                Some(ceil_seconds(retry_in_ns))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .fold(retry_after_s, u64::max),
+            },
+            other => other,
+        };
         return evaluation;
     }
     evaluation.decision = Decision::Allowed { most_restrictive };
@@ -389,6 +427,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const S: u64 = 1_000_000_000;
+    const SECRET: KeySecret = [9; 32];
 
     fn config(extra: &str) -> Config {
         Config::from_json(
@@ -452,6 +491,7 @@ mod tests {
                 headers,
                 identity,
                 now_ns,
+                secret: &SECRET,
             };
             decide(&self.config, &limits, &request, || None, &buckets)
         }
@@ -471,6 +511,18 @@ mod tests {
         // Same route, another operation: only the proxy-wide limit.
         let read = headers("POST", "/payments", &[(OPERATION_HEADER, "payment.read")]);
         assert_eq!(applicable(&config, &read), Applicable::Limits(vec![1]));
+        // No operation, or two: no escaping the payment limit.
+        let none = headers("POST", "/payments", &[]);
+        assert_eq!(applicable(&config, &none), Applicable::Limits(vec![0, 1]));
+        let two = headers(
+            "POST",
+            "/payments",
+            &[
+                (OPERATION_HEADER, "payment.read"),
+                (OPERATION_HEADER, "payment.read"),
+            ],
+        );
+        assert_eq!(applicable(&config, &two), Applicable::Limits(vec![0, 1]));
         // Any spelling of the route is the route.
         let spelled = headers(
             "post",
@@ -582,7 +634,8 @@ mod tests {
         );
         assert!(e.outcomes.is_empty(), "nothing charged");
 
-        let world = World::new(r#","withoutIdentity":"clientAddress""#);
+        let world =
+            World::new(r#","withoutIdentity":"clientAddress","clientAddress":{"trustedHops":0}"#);
         let from = |ip: &str| {
             let mut h = payment();
             h.push(("x-forwarded-for".into(), ip.as_bytes().to_vec()));
@@ -606,7 +659,9 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn an_exempt_subject_is_not_limited_or_charged() {
-        let world = World::new(r#","exemptSubjects":["user-BATCH"]"#);
+        let world = World::new(
+            r#","exemptSubjects":[{"issuer":"https://idp.bank.example","subject":"user-BATCH"}]"#,
+        );
         let batch = customer("BATCH");
         for _ in 0..20 {
             let e = world.send(&payment(), Some(&batch), S);
@@ -620,11 +675,41 @@ mod tests {
         ));
     }
 
+    #[wasm_bindgen_test(unsupported = test)]
+    fn retry_after_waits_for_every_limit_the_request_falls_under() {
+        // Alice spends her 3 payments; the proxy limit (5 an hour, 12 min apart) is then
+        // emptied by others. Her refusal by her own limit (6 s) must not send her back
+        // before the proxy limit has room (12 min).
+        let world = World::new("");
+        let t0 = 1_000 * S;
+        let alice = customer("CUST-1");
+        for _ in 0..3 {
+            world.send(&payment(), Some(&alice), t0);
+        }
+        for id in ["CUST-2", "CUST-3"] {
+            world.send(&payment(), Some(&customer(id)), t0);
+        }
+        let e = world.send(&payment(), Some(&alice), t0);
+        let Decision::Limited {
+            standing,
+            retry_after_s,
+            ..
+        } = e.decision
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(standing.limit, 0, "refused by her own limit first");
+        assert_eq!(retry_after_s, 720);
+    }
+
     /// Buckets whose every update loses its CAS.
     struct Contended;
 
     impl Buckets for Contended {
         fn charge(&self, _: &Limit, _: &[u8; 32], _: u64) -> Result<Verdict, SlotError> {
+            Err(SlotError::Contended { attempts: 8 })
+        }
+        fn peek(&self, _: &Limit, _: &[u8; 32], _: u64) -> Result<Verdict, SlotError> {
             Err(SlotError::Contended { attempts: 8 })
         }
         fn refund(&self, _: &Limit, _: &[u8; 32], _: u64) -> Result<(), SlotError> {
@@ -641,6 +726,7 @@ mod tests {
             headers: &h,
             identity: Some(&alice),
             now_ns: S,
+            secret: &SECRET,
         };
         let e = decide(&config, &[0, 1], &request, || None, &Contended);
         assert!(matches!(
@@ -685,6 +771,9 @@ mod tests {
                 Err(SlotError::Contended { attempts: 8 })
             }
         }
+        fn peek(&self, _: &Limit, _: &[u8; 32], _: u64) -> Result<Verdict, SlotError> {
+            Err(SlotError::Contended { attempts: 8 })
+        }
         fn refund(&self, _: &Limit, _: &[u8; 32], _: u64) -> Result<(), SlotError> {
             Err(SlotError::Contended { attempts: 8 })
         }
@@ -699,6 +788,7 @@ mod tests {
             headers: &h,
             identity: Some(&alice),
             now_ns: S,
+            secret: &SECRET,
         };
         let buckets = SecondContended {
             charges: Cell::new(0),

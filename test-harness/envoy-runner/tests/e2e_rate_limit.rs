@@ -167,10 +167,16 @@ fn workers(setup: &Setup) -> String {
     format!("worker_0 accepted {zero} connections, worker_1 {one}")
 }
 
-/// Both workers accepted connections, or the test proved nothing about sharing.
-fn assert_both_workers_took_traffic(setup: &Setup) {
+/// Both workers accepted connections of the load (counts `before` it subtracted), or the
+/// test proved nothing about sharing.
+fn assert_both_workers_took_traffic(setup: &Setup, before: (u64, u64)) {
     let (zero, one) = accepted(setup);
-    assert!(zero > 0 && one > 0, "{}", workers(setup));
+    assert!(
+        zero > before.0 && one > before.1,
+        "worker_0 accepted {} of the load's connections, worker_1 {}",
+        zero - before.0,
+        one - before.1
+    );
 }
 
 fn payment(setup: &Setup) -> Request {
@@ -204,6 +210,7 @@ fn one_customer_over_two_workers_gets_exactly_the_quota() {
                 "operations": ["payment.create"], "key": "customer",
                 "quota": 100, "window": "1h"}]),
     );
+    let before = accepted(&setup);
     let (outcomes, refusals) = load(&setup, &payment(&setup), 300, Duration::from_secs(30));
     let (allowed, limited) = statuses(&outcomes);
     eprintln!(
@@ -212,7 +219,7 @@ fn one_customer_over_two_workers_gets_exactly_the_quota() {
     );
     assert_eq!(allowed, 100, "{limited} refused");
     assert_eq!(limited, 200);
-    assert_both_workers_took_traffic(&setup);
+    assert_both_workers_took_traffic(&setup, before);
 
     let refusal = refusals.first().expect("a 429");
     assert_eq!(
@@ -260,6 +267,7 @@ fn a_refilling_limit_stays_within_its_rate_over_two_workers() {
                 "operations": ["payment.create"], "key": "customer",
                 "quota": 40, "window": "1s", "burst": 10}]),
     );
+    let before = accepted(&setup);
     let started = Instant::now();
     let (outcomes, _) = load(&setup, &payment(&setup), MAX_SENT, LOAD_WINDOW);
     let whole = started.elapsed().as_secs_f64();
@@ -284,7 +292,7 @@ fn a_refilling_limit_stays_within_its_rate_over_two_workers() {
         low <= allowed && allowed <= high,
         "{allowed} allowed; expected {low} to {high} ({inner:.2} s to {whole:.2} s)"
     );
-    assert_both_workers_took_traffic(&setup);
+    assert_both_workers_took_traffic(&setup, before);
     setup.envoy.assert_no_crash();
 }
 
@@ -301,6 +309,7 @@ fn a_proxy_limit_is_one_bucket_for_both_workers() {
         token: None,
         _jwks: None,
     };
+    let before = accepted(&setup);
     let (outcomes, _) = load(&setup, &payment(&setup), 150, Duration::from_secs(30));
     let (allowed, limited) = statuses(&outcomes);
     eprintln!(
@@ -308,6 +317,6 @@ fn a_proxy_limit_is_one_bucket_for_both_workers() {
         workers(&setup)
     );
     assert_eq!((allowed, limited), (50, 100));
-    assert_both_workers_took_traffic(&setup);
+    assert_both_workers_took_traffic(&setup, before);
     setup.envoy.assert_no_crash();
 }

@@ -351,6 +351,7 @@ fn without_an_identity_a_customer_limit_refuses_or_falls_back_to_the_address() {
     let host = Host::new();
     let mut shipped: Value = serde_json::from_str(&shipped_config()).unwrap();
     shipped["withoutIdentity"] = json!("clientAddress");
+    shipped["clientAddress"] = json!({"trustedHops": 0});
     let plugin = load(&host, &shipped.to_string());
     let anonymous = |ip: &'static str| {
         let (action, stream) = send(
@@ -374,7 +375,8 @@ fn without_an_identity_a_customer_limit_refuses_or_falls_back_to_the_address() {
 fn an_exempt_subject_and_a_bypass_path_are_never_limited() {
     let host = Host::new();
     let mut shipped: Value = serde_json::from_str(&shipped_config()).unwrap();
-    shipped["exemptSubjects"] = json!(["user-BATCH"]);
+    shipped["exemptSubjects"] =
+        json!([{"issuer": "https://idp.bank.example", "subject": "user-BATCH"}]);
     let plugin = load(&host, &shipped.to_string());
     let statuses: Vec<u32> = (0..10)
         .map(|_| {
@@ -383,8 +385,75 @@ fn an_exempt_subject_and_a_bypass_path_are_never_limited() {
         })
         .collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let (action, stream) = send(&plugin, "GET", "/healthz", None, &[]);
-    assert_eq!(status(action, &stream), 200);
+    // The same subject from another identity provider is not exempt.
+    let other_issuer = json!({"issuer": "https://partner.example", "subject": "user-BATCH",
+                              "customer": "BATCH"})
+    .to_string();
+    let limited = (0..5)
+        .filter(|_| {
+            let (action, stream) = send(
+                &plugin,
+                "POST",
+                "/payments",
+                Some(&other_issuer),
+                &[("x-banking-operation", "payment.create")],
+            );
+            status(action, &stream) == 429
+        })
+        .count();
+    assert_eq!(limited, 2);
+    // /healthz is a bypass path: a read limit would cover it, and a request without an
+    // identity would get 403 there, were it not bypassed.
+    for _ in 0..3 {
+        let (action, stream) = send(
+            &plugin,
+            "GET",
+            "/healthz",
+            None,
+            &[("x-banking-operation", "account.read")],
+        );
+        assert_eq!(status(action, &stream), 200);
+    }
+}
+
+#[test]
+fn by_default_the_client_address_is_envoys_not_x_forwarded_for() {
+    let host = Host::new();
+    let plugin = load(&host, &kinds_config(""));
+    let from = |peer: &str, xff: &str| {
+        let mut stream = plugin.stream();
+        stream.set_property(&["source", "address"], peer);
+        let action = stream.request_headers(
+            &[
+                (":method", "GET"),
+                (":path", "/by_address"),
+                (":authority", "api.bank.example"),
+                ("x-forwarded-for", xff),
+            ],
+            true,
+        );
+        status(action, &stream)
+    };
+    // Rotating x-forwarded-for does not give a client new buckets.
+    let statuses: Vec<u32> = (0..4)
+        .map(|n| from("203.0.113.5:40000", &format!("198.51.100.{n}")))
+        .collect();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    assert_eq!(from("203.0.113.6:40000", "198.51.100.1"), 200);
+}
+
+#[test]
+fn a_request_without_its_operation_header_does_not_escape_the_operations_limit() {
+    let host = Host::new();
+    let plugin = load(&host, &shipped_config());
+    let statuses: Vec<u32> = (0..4)
+        .map(|_| {
+            let (action, stream) =
+                send(&plugin, "POST", "/payments", Some(&identity("CUST-1")), &[]);
+            status(action, &stream)
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
 }
 
 /// Runs `run` on `vms[0]` with each later VM's `run` nested right after the previous VM's
@@ -453,7 +522,8 @@ fn a_charge_refused_by_a_later_limit_is_given_back_even_when_another_worker_took
     // request for Bob takes the proxy's only unit.
     let b_status = Rc::new(RefCell::new(0));
     let (b_inner, b_seen) = (b.clone(), b_status.clone());
-    a.after_nth_hostcall("proxy_set_shared_data", 1, move || {
+    // Her slot's creation is the first write, her charge the second.
+    a.after_nth_hostcall("proxy_set_shared_data", 2, move || {
         let (action, stream) = send(&b_inner, "GET", "/accounts", Some(&identity("CUST-2")), &[]);
         *b_seen.borrow_mut() = status(action, &stream);
     });
@@ -492,6 +562,31 @@ fn a_full_table_follows_on_contention_and_idle_buckets_are_reclaimed() {
     // The occupancy gauge counts live buckets on the tick.
     plugin.tick();
     assert_eq!(metric(&host, "slots_in_use_small"), 2);
+}
+
+#[test]
+fn new_customers_are_not_refused_because_idle_buckets_are_in_their_way() {
+    // Buckets refill within a millisecond, so every customer before leaves a slot that is
+    // idle but still in its reclaim grace when the next one comes.
+    let host = Host::new();
+    let limit = r#"{"name":"churn","key":"customer","quota":1000,"window":"1s","slots":16}"#;
+    let plugin = load(&host, &config(limit, ""));
+    let mut statuses = Vec::new();
+    for n in 0..200 {
+        let (action, stream) = send(
+            &plugin,
+            "GET",
+            "/accounts",
+            Some(&identity(&format!("CUST-{n}"))),
+            &[],
+        );
+        statuses.push(status(action, &stream));
+        host.advance(Duration::from_millis(50));
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(metric(&host, "slot_reclaimed") > 100);
+    plugin.tick();
+    assert!(metric(&host, "slots_in_use_churn") <= 16);
 }
 
 #[test]
@@ -537,6 +632,17 @@ fn a_config_push_keeps_the_buckets_of_limits_it_keeps() {
     pushed["limits"][0]["name"] = json!("payment_create_v2");
     let renamed = load(&host, &pushed.to_string());
     let (action, stream) = pay(&renamed, "CUST-1");
+    assert_eq!(status(action, &stream), 200);
+    // A push to a faster rate: the kept bucket counts as empty under it, not as the old
+    // rate's 18 s of waiting; it refills at the new rate (10 a second, 100 ms apart).
+    pushed["limits"][0]["name"] = json!("payment_create");
+    pushed["limits"][0]["window"] = json!("1s");
+    pushed["limits"][0]["quota"] = json!(10);
+    let faster = load(&host, &pushed.to_string());
+    let (action, stream) = pay(&faster, "CUST-1");
+    assert_eq!(status(action, &stream), 429);
+    host.advance(Duration::from_millis(100));
+    let (action, stream) = pay(&faster, "CUST-1");
     assert_eq!(status(action, &stream), 200);
 }
 
