@@ -45,7 +45,7 @@ pub struct PluginConfig {
     pub instance: String,
 
     /// `enforce` (default) refuses a request over a limit with 429; `dryRun` never refuses:
-    /// it counts `banking_rate_limit_would_limit_<limit>`, logs once per limit per minute,
+    /// it counts `banking_rate_limit_would_limit_<limit>`, logs once per limit per window,
     /// records the would-be refusal in filter state (`banking.decision.would_deny`) and lets
     /// the request through without charging it.
     #[serde(default)]

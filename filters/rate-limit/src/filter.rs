@@ -259,8 +259,11 @@ impl StreamContext for Stream {
         let evaluation = policy::decide(config, &limits, &request, peer, &buckets);
         let dry_run = config.mode.is_dry_run();
         for (limit, outcome) in &evaluation.outcomes {
+            // In dry-run nothing is refused: what would have been is counted as such.
             let outcome = match outcome {
-                LimitOutcome::Limited if dry_run => LimitOutcome::WouldLimit,
+                LimitOutcome::Limited | LimitOutcome::ContentionDenied if dry_run => {
+                    LimitOutcome::WouldLimit
+                }
                 other => *other,
             };
             if let Some(metrics) = plugin.limits.get(*limit) {
@@ -299,13 +302,16 @@ impl StreamContext for Stream {
                 host::refuse(FILTER, &problem, &extra)
             }
             Decision::Refused { reason, limit } => {
+                if dry_run {
+                    if let Some(metrics) = plugin.limits.get(limit) {
+                        metrics.count(LimitOutcome::WouldLimit);
+                    }
+                    self.would_limit(&plugin, limit, reason, now_ns);
+                    return Action::Continue;
+                }
                 match reason {
                     Reason::IdentityRequired => plugin.identity_required.increment(),
                     _ => plugin.unavailable.increment(),
-                }
-                if dry_run {
-                    self.would_limit(&plugin, limit, reason, now_ns);
-                    return Action::Continue;
                 }
                 filter_state::record_refusal(FILTER, reason.slug());
                 let problem = policy::problem(config, reason, limit, 1);
@@ -332,7 +338,9 @@ impl StreamContext for Stream {
 }
 
 impl Stream {
-    /// Dry-run: records the would-be refusal and logs it once per limit per window.
+    /// Dry-run: records the would-be refusal and logs it once per limit per window (a limit's
+    /// own period, rather than every filter's minute: a limit of 100 an hour over a minute's
+    /// requests says nothing new each minute).
     fn would_limit(&self, plugin: &Plugin, limit: usize, reason: Reason, now_ns: u64) {
         filter_state::record_would_deny(FILTER, reason.slug());
         let Some(l) = plugin.config.limits.get(limit) else {
@@ -346,7 +354,7 @@ impl Stream {
         {
             *last = Some(now_ms);
             log::info!(
-                "{FILTER}: dry-run: limit {} would refuse with {} {} (logged once per window)",
+                "{FILTER}: dry-run: limit {} would refuse with {} {} (logged once per limit per window)",
                 l.name,
                 reason.status(),
                 reason.slug()

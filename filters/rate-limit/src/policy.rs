@@ -409,7 +409,7 @@ pub fn problem(config: &Config, reason: Reason, limit: usize, retry_after_s: u64
             limit.name
         ),
         Reason::IdentityRequired => format!(
-            "limit {} counts requests per {} and the request carries no verified identity",
+            "limit {} counts requests per {} and no verified identity of the request names one",
             limit.name,
             limit.key.as_str()
         ),
