@@ -274,9 +274,15 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
     let envoy_version = command_output(binary.command().arg("--version"))
         .and_then(|v| Some(v.split_once("version:")?.1.trim().to_string()))
         .unwrap_or_else(|| "unknown".to_string());
+    let plugins = envoy::load_wasmplugins(&repo.join("wasmplugins"))?;
     let wasm_dir = envoy::wasm_dir();
     let mut modules = Vec::new();
-    for name in ["banking_headers", "jwt_auth", "bench_noop_filter"] {
+    // Every shipped filter's module, then the floor's.
+    let names = plugins
+        .iter()
+        .map(|p| p.name.replace('-', "_"))
+        .chain(["bench_noop_filter".to_string()]);
+    for name in names {
         let path = wasm_dir.join(format!("{name}.wasm"));
         let bytes = std::fs::metadata(&path)
             .map_err(|e| format!("{}: {e}: run `make wasm`", path.display()))?
@@ -284,7 +290,6 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
         modules.push((format!("{name}.wasm"), bytes));
     }
 
-    let plugins = envoy::load_wasmplugins(&repo.join("wasmplugins"))?;
     let jwt_config = plugins
         .iter()
         .find(|p| p.name == "jwt-auth")
