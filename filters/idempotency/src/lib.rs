@@ -3,6 +3,7 @@
 //! fingerprint ([`fingerprint`]), the stored record ([`record`]) and the semantics
 //! ([`policy`]). The stores, the proxy-wasm shell and its WasmPlugin come next.
 
+pub mod config;
 pub mod fingerprint;
 pub mod key;
 pub mod policy;
