@@ -7,6 +7,7 @@ use banking_filter_common::config::{self, ConfigError, duration, whole_number};
 use banking_filter_common::mode::Mode;
 use banking_filter_common::record;
 use banking_filter_common::route::{PathMatch, PathMatching, RouteMatch, RouteTable};
+use banking_filter_common::slots::SlotTable;
 use serde::Deserialize;
 
 use crate::key::KeyBounds;
@@ -35,8 +36,9 @@ pub struct PluginConfig {
     /// records in shared data and in Redis.
     pub instance: String,
 
-    /// `enforce` (default), or `dryRun`: keys are checked, counted and logged, nothing is
-    /// refused, reserved or replayed.
+    /// `enforce` (default), or `dryRun`: keys and identities are checked, a would-be refusal
+    /// is counted and recorded in `banking.decision.would_deny`, and nothing is refused,
+    /// reserved or replayed.
     #[serde(default)]
     pub mode: Mode,
 
@@ -120,6 +122,53 @@ pub struct PluginConfig {
     /// executed, so a repeat must not run it again).
     #[serde(default = "yes")]
     pub store_server_errors: bool,
+
+    /// Where records live: `{"sharedData": {"slots": 1024}}` (default), the proxy's shared
+    /// data, for one proxy (every worker of it). A record takes at most
+    /// `maxStoredBodyBytes` + 8 KiB of headers + 70 bytes: see the README's sizing.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `store`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// The embedded store.
+    SharedData(SharedDataConfig),
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::SharedData(SharedDataConfig::default())
+    }
+}
+
+/// `store.sharedData`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedDataConfig {
+    /// Records kept at once (1 to 65,536; default 1,024): keys in use within the retention.
+    #[serde(default = "default_slots", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
+    pub slots: u32,
+}
+
+impl Default for SharedDataConfig {
+    fn default() -> Self {
+        SharedDataConfig {
+            slots: default_slots(),
+        }
+    }
+}
+
+fn default_slots() -> u32 {
+    1024
 }
 
 /// One route that requires a key.
@@ -174,6 +223,15 @@ fn yes() -> bool {
     true
 }
 
+/// Most bytes of stored response headers a record keeps.
+pub const MAX_STORED_HEADER_BYTES: usize = 8 * 1024;
+/// A record's own bytes besides headers and body (see `record.rs`), rounded up.
+const RECORD_OVERHEAD: usize = 70;
+/// Largest `store.sharedData.slots`.
+pub const MAX_SLOTS: u32 = 65_536;
+/// Slots probed per key.
+const PROBE: u32 = 8;
+
 /// Longest key accepted by any configuration.
 pub const MAX_KEY_LENGTH: usize = 1024;
 /// Largest `maxStoredBodyBytes`.
@@ -185,8 +243,10 @@ pub struct Config {
     pub mode: Mode,
     /// `idempotency/<instance>/`: the prefix of this plugin's records.
     pub key_prefix: String,
-    /// The routes that require a key (first match), bypass paths.
-    pub routes: RouteTable<()>,
+    /// The routes that require a key (first match; each named as configured, e.g.
+    /// `POST /payments`), bypass paths.
+    pub routes: RouteTable<String>,
+    pub slots: u32,
     pub key_bounds: KeyBounds,
     pub scope: Scope,
     pub retention: Duration,
@@ -198,6 +258,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The embedded store's table: `idempotency/<instance>/slot/<n>`.
+    pub fn slot_table(&self) -> Result<SlotTable, String> {
+        let namespace = self.key_prefix.trim_end_matches('/');
+        let max_value = RECORD_OVERHEAD + MAX_STORED_HEADER_BYTES + self.max_stored_body_bytes;
+        SlotTable::new(
+            namespace,
+            self.slots,
+            PROBE.min(self.slots),
+            32,
+            u32::try_from(max_value).unwrap_or(u32::MAX),
+        )
+        .map_err(|e| format!("store.sharedData.slots: {}", e.0))
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         Config::validate(config::parse(bytes)?)
     }
@@ -210,10 +284,9 @@ impl Config {
         let mut routes = RouteTable::new(raw.path_matching, &raw.bypass_paths, &[])?;
         for (i, r) in raw.routes.iter().enumerate() {
             let at = format!("routes[{i}]");
-            routes.push(
-                RouteMatch::new(&r.path_prefix, &r.methods, raw.path_matching, &at)?,
-                (),
-            );
+            let route = RouteMatch::new(&r.path_prefix, &r.methods, raw.path_matching, &at)?;
+            let name = route.describe();
+            routes.push(route, name);
         }
         if !(1..=MAX_KEY_LENGTH).contains(&raw.min_key_length) {
             return Err(ConfigError::at(
@@ -264,10 +337,18 @@ impl Config {
                 ));
             }
         }
+        let StoreConfig::SharedData(shared) = &raw.store;
+        if !(1..=MAX_SLOTS).contains(&shared.slots) {
+            return Err(ConfigError::at(
+                "store.sharedData.slots",
+                format!("must be 1 to {MAX_SLOTS}"),
+            ));
+        }
         Ok(Config {
             mode: raw.mode,
             key_prefix: record::key_prefix(FILTER, &raw.instance),
             routes,
+            slots: shared.slots,
             key_bounds: KeyBounds {
                 min_len: raw.min_key_length,
                 max_len: raw.max_key_length,

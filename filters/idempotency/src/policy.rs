@@ -130,6 +130,32 @@ pub enum Ending {
     NotUpstream,
 }
 
+/// How the request ended, from Envoy's `response.code_details` for the response the filter
+/// saw (`None`: the stream ended with no response at all, e.g. the client reset it after the
+/// request went upstream).
+///
+/// - `via_upstream`: the upstream answered.
+/// - `upstream_response_timeout`, or a reset before the response started that is not a
+///   connection failure: the upstream had the request and may have executed it.
+/// - anything else (`no_healthy_upstream`, a connection failure, a later filter's local
+///   reply): nothing reached the upstream.
+pub fn ending_of(code_details: Option<&str>, status: u16, sent_upstream: bool) -> Ending {
+    match code_details {
+        None if sent_upstream => Ending::UpstreamFailed,
+        None => Ending::NotUpstream,
+        Some("via_upstream") => Ending::Upstream(status),
+        Some("upstream_response_timeout") => Ending::UpstreamFailed,
+        Some(details)
+            if details.starts_with("upstream_reset_before_response_started")
+                && !details.contains("connection_failure")
+                && !details.contains("connect_") =>
+        {
+            Ending::UpstreamFailed
+        }
+        Some(_) => Ending::NotUpstream,
+    }
+}
+
 /// What becomes of a reserved key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
@@ -248,6 +274,32 @@ mod tests {
         }
         assert_eq!(Conflict::InFlight.retry_after_s(), Some(1));
         assert_eq!(Conflict::OutcomeUnknown.retry_after_s(), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn how_a_request_ended_is_read_from_envoys_code_details() {
+        let cases = [
+            (Some("via_upstream"), Ending::Upstream(201)),
+            (Some("upstream_response_timeout"), Ending::UpstreamFailed),
+            (
+                Some("upstream_reset_before_response_started{remote_reset}"),
+                Ending::UpstreamFailed,
+            ),
+            (
+                Some("upstream_reset_before_response_started{connection_failure}"),
+                Ending::NotUpstream,
+            ),
+            (Some("no_healthy_upstream"), Ending::NotUpstream),
+            (
+                Some("rbac_access_denied_matched_policy[none]"),
+                Ending::NotUpstream,
+            ),
+            (None, Ending::UpstreamFailed),
+        ];
+        for (details, ending) in cases {
+            assert_eq!(ending_of(details, 201, true), ending, "{details:?}");
+        }
+        assert_eq!(ending_of(None, 0, false), Ending::NotUpstream);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
