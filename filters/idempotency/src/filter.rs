@@ -1,10 +1,11 @@
 //! The proxy-wasm shell: reads the key, the verified identity and the body, reserves the key
 //! in the store, and settles it when the response is known.
 //!
-//! A request with a key waits for its whole body (Envoy buffers it, up to the listener's
-//! buffer limit; a larger body gets Envoy's 413) so the fingerprint covers it, then is
-//! admitted, replayed or refused. The response is watched as it passes (never delayed) and
-//! kept when the stream ends, in `on_log`.
+//! A request with a key has its body held (Envoy buffers it, up to the listener's buffer
+//! limit; a larger body gets Envoy's 413) until the whole body is here, so the fingerprint
+//! covers it; then it is admitted, replayed or refused. Its headers go upstream first (see
+//! `on_request_headers`). The response is watched as it passes (never delayed) and kept when
+//! the stream ends, in `on_log`.
 
 use std::rc::Rc;
 
@@ -250,8 +251,12 @@ impl StreamContext for Stream {
             return self.admit(&plugin, key, fingerprint.finish());
         }
         self.waiting = Some(Waiting { key, fingerprint });
-        // Hold the headers until the whole body is here.
-        Action::Pause
+        // The headers go on; the body is held below until the key is decided. Envoy would
+        // turn a StopIteration here into StopAll, which never delivers the body to a Wasm
+        // filter unless the plugin sets `allow_on_headers_stop_iteration` (Istio cannot).
+        // The upstream therefore sees the headers first; a request refused or replayed is
+        // reset there before it has a body, so nothing is executed.
+        Action::Continue
     }
 
     fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -10,17 +10,10 @@
 //!
 //! Bounded: at most [`STORM`] + a few requests, each with a timeout.
 //!
-//! KNOWN FAILURE (work in progress): in Envoy 1.40 a POST with a body never gets an answer.
-//! The filter returns StopIteration from `proxy_on_request_headers` to read the body before
-//! the headers go upstream, but proxy-wasm-cpp-host turns a Wasm filter's StopIteration into
-//! StopAllIterationAndWatermark (proxy-wasm/proxy-wasm-cpp-host#95) unless the plugin sets
-//! Envoy's `allow_on_headers_stop_iteration` (Envoy 1.35+, proxy-wasm-cpp-host#434), which
-//! Istio's WasmPlugin cannot set (istio/istio discussion 60126). So `proxy_on_request_body`
-//! is never called and the stream waits for a continue that never comes. The harness does
-//! not model that conversion (it delivers the body), which is why the harness tests pass.
-//! Next: return Continue from the headers (they go upstream; the body is held by
-//! StopIterationAndBuffer until the decision, and a refusal resets the upstream stream
-//! before it has the body), and make the harness convert StopIteration as Envoy does.
+//! The filter lets the request headers go on and holds the body: a Wasm filter's
+//! StopIteration on headers is StopAll in Envoy (proxy-wasm/proxy-wasm-cpp-host#95) unless
+//! the plugin sets `allow_on_headers_stop_iteration`, which Istio's WasmPlugin cannot, and
+//! then the body is never delivered to it. This test is what found that.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

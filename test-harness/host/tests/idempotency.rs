@@ -49,6 +49,12 @@ fn pay(plugin: &Plugin, customer: &str, key: Option<&str>, chunks: &[&[u8]]) -> 
         headers.push(("idempotency-key", key));
     }
     let mut action = stream.request_headers(&headers, chunks.is_empty());
+    // Headers are answered or let go, never held: Envoy would never deliver the body to a
+    // Wasm filter that stopped on them.
+    assert!(
+        action == Action::Continue || stream.local_response().is_some(),
+        "the headers were held without an answer"
+    );
     for (i, chunk) in chunks.iter().enumerate() {
         action = stream.request_body(chunk, i + 1 == chunks.len());
     }
