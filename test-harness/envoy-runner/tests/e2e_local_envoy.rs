@@ -241,15 +241,18 @@ fn local_envoy_limits_the_demo_customer_as_the_readme_shows() {
         listener.is_some() && token.is_some()
     });
     let (listener, token) = (listener.unwrap(), token.unwrap());
-    let payment = client::Request::post("/payments")
-        .header("authorization", &format!("Bearer {token}"))
-        .header("x-customer-id", "CUST-00012345")
-        .header("x-transaction-id", "0f8fad5b-d9cb-469f-a165-70867728950e")
-        .header("x-banking-operation", "payment.create");
+    let payment = |n: usize| {
+        client::Request::post("/payments")
+            .header("authorization", &format!("Bearer {token}"))
+            .header("x-customer-id", "CUST-00012345")
+            .header("x-transaction-id", "0f8fad5b-d9cb-469f-a165-70867728950e")
+            .header("x-banking-operation", "payment.create")
+            .header("idempotency-key", &format!("\"readme-loop-{n}\""))
+    };
     // jwt-auth answers 503 until its keys arrive, before rate-limit charges anything.
     let mut answers = Vec::new();
-    for _ in 0..14 {
-        let answer = client::send(listener, &payment, Duration::from_secs(10)).expect("payment");
+    for n in 0..14 {
+        let answer = client::send(listener, &payment(n), Duration::from_secs(10)).expect("payment");
         if answer.status == 503 {
             std::thread::sleep(Duration::from_millis(300));
             continue;

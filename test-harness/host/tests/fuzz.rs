@@ -23,6 +23,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("banking_headers", "banking-headers"),
     ("jwt_auth", "jwt-auth"),
     ("rate_limit", "rate-limit"),
+    ("idempotency", "idempotency"),
 ];
 
 /// What an earlier filter may have left as the identity (`banking.jwt.identity`): jwt-auth's

@@ -44,6 +44,11 @@ pub const FILTERS: &[Filter] = &[
         parse: |c| rate_limit::config::Config::from_json(c).map(|_| Vec::new()),
         schema: || schemars::schema_for!(rate_limit::config::PluginConfig),
     },
+    Filter {
+        name: "idempotency",
+        parse: |c| idempotency::config::Config::from_json(c).map(|_| Vec::new()),
+        schema: || schemars::schema_for!(idempotency::config::PluginConfig),
+    },
 ];
 
 /// The filter a WasmPlugin deploys: the one it is named after, as `make run` reads it, or

@@ -76,6 +76,7 @@ fn every_shipped_wasmplugin_is_valid() {
         run.stdout.lines().collect::<Vec<_>>(),
         [
             "ok wasmplugins/banking-headers.yaml banking-headers",
+            "ok wasmplugins/idempotency.yaml idempotency",
             "ok wasmplugins/jwt-auth.yaml jwt-auth",
             "ok wasmplugins/rate-limit.yaml rate-limit"
         ]

@@ -90,6 +90,11 @@ fn readme_examples_and_shipped_configs_satisfy_schema_and_parser() {
             "README example".to_owned(),
             readme_example("Rate-limit filter: configuration reference"),
         ),
+        (
+            "idempotency",
+            "README example".to_owned(),
+            readme_example("Idempotency filter: configuration reference"),
+        ),
     ];
     let shipped =
         envoy_runner::load_wasmplugins(&envoy_runner::repo_root().join("wasmplugins")).unwrap();
@@ -99,7 +104,7 @@ fn readme_examples_and_shipped_configs_satisfy_schema_and_parser() {
         let config: Value = serde_json::from_str(&plugin.configuration_json().unwrap()).unwrap();
         cases.push((filter.name, format!("{}", plugin.source.display()), config));
     }
-    assert_eq!(cases.len(), 3 + FILTERS.len());
+    assert_eq!(cases.len(), 4 + FILTERS.len());
     for (name, what, config) in cases {
         let filter = filter(name);
         assert_eq!(

@@ -9,6 +9,11 @@ pub fn request_headers() -> HostResult<HeaderPairs> {
     calls::map(MapType::RequestHeaders)
 }
 
+/// The response headers, values as bytes.
+pub fn response_headers() -> HostResult<HeaderPairs> {
+    calls::map(MapType::ResponseHeaders)
+}
+
 /// Sets (replaces) a request header.
 pub fn set_request_header(name: &str, value: &[u8]) -> HostResult<()> {
     calls::replace_map_value(MapType::RequestHeaders, name, value)

@@ -1,0 +1,516 @@
+//! The proxy-wasm shell: reads the key, the verified identity and the body, reserves the key
+//! in the store, and settles it when the response is known.
+//!
+//! A request with a key has its body held (Envoy buffers it, up to the listener's buffer
+//! limit; a larger body gets Envoy's 413) until the whole body is here, so the fingerprint
+//! covers it; then it is admitted, replayed or refused. Its headers go upstream first (see
+//! `on_request_headers`). The response is watched as it passes (never delayed) and kept when
+//! the stream ends, in `on_log`.
+
+use std::rc::Rc;
+
+use banking_filter_common::clock;
+use banking_filter_common::headers;
+use banking_filter_common::host::filter_state;
+use banking_filter_common::host::{self, Action, BufferType, RootContext, StreamContext};
+use banking_filter_common::identity::{VerifiedIdentity, names};
+use banking_filter_common::metrics::{Outcome, OutcomeCounters};
+use banking_filter_common::problem::Problem;
+use banking_filter_common::route::{self, Route};
+use banking_filter_common::shared::HostSharedData;
+use banking_filter_common::slots::{SlotEvent, SlotTable};
+
+use crate::config::{Config, FILTER, MAX_STORED_HEADER_BYTES, Scope};
+use crate::fingerprint::{Fingerprint, FingerprintBuilder};
+use crate::key::{self, KeyDefect};
+use crate::policy::{self, Admission, Conflict, Ending, Settlement};
+use crate::record::{Record, StoredResponse};
+use crate::store::{self, KeyScope, RecordKey, RecordStore, Reservation, SlotStore, StoreFailure};
+
+/// Counter names are `banking_idempotency_<outcome>`.
+const METRICS_FILTER: &str = "idempotency";
+/// The response header a replay carries.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// What the filter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    Reserved,
+    Replayed,
+    Conflict(Conflict),
+    InvalidKey,
+    IdentityRequired,
+    StoreFull,
+    StoreUnavailable,
+    Stored,
+    Released,
+    SettleFailed,
+}
+
+impl Outcome for Count {
+    const ALL: &'static [Count] = &[
+        Count::Reserved,
+        Count::Replayed,
+        Count::Conflict(Conflict::InFlight),
+        Count::Conflict(Conflict::OutcomeUnknown),
+        Count::Conflict(Conflict::ResponseNotKept),
+        Count::Conflict(Conflict::KeyReused),
+        Count::InvalidKey,
+        Count::IdentityRequired,
+        Count::StoreFull,
+        Count::StoreUnavailable,
+        Count::Stored,
+        Count::Released,
+        Count::SettleFailed,
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Count::Reserved => "reserved",
+            Count::Replayed => "replayed",
+            Count::Conflict(Conflict::InFlight) => "in_flight",
+            Count::Conflict(Conflict::OutcomeUnknown) => "outcome_unknown",
+            Count::Conflict(Conflict::ResponseNotKept) => "response_not_kept",
+            Count::Conflict(Conflict::KeyReused) => "key_reused",
+            Count::InvalidKey => "invalid_key",
+            Count::IdentityRequired => "identity_required",
+            Count::StoreFull => "store_full",
+            Count::StoreUnavailable => "store_unavailable",
+            Count::Stored => "stored",
+            Count::Released => "released",
+            Count::SettleFailed => "settle_failed",
+        }
+    }
+}
+
+/// What every stream shares.
+struct Plugin {
+    config: Config,
+    table: SlotTable,
+    counts: OutcomeCounters<Count>,
+    slot_events: OutcomeCounters<SlotEvent>,
+}
+
+impl Plugin {
+    /// The embedded store, counting slot events with `on_event`.
+    fn store<'a>(&'a self, on_event: &'a dyn Fn(SlotEvent)) -> SlotStore<'a, HostSharedData> {
+        SlotStore {
+            table: &self.table,
+            store: &HostSharedData,
+            on_event,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Root {
+    plugin: Option<Rc<Plugin>>,
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, configuration: &[u8]) -> bool {
+        let config = match Config::from_json(configuration) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("{FILTER}: {e}");
+                return false;
+            }
+        };
+        let table = match config.slot_table() {
+            Ok(table) => table,
+            Err(e) => {
+                log::error!("{FILTER}: {e}");
+                return false;
+            }
+        };
+        filter_state::declare_and_log(FILTER, &names::REFUSAL);
+        log::info!(
+            "{FILTER}: embedded store of {} records, at most {} bytes of shared data",
+            table.slot_count(),
+            table.memory_bound_bytes()
+        );
+        self.plugin = Some(Rc::new(Plugin {
+            config,
+            table,
+            counts: OutcomeCounters::define(METRICS_FILTER),
+            slot_events: OutcomeCounters::define(METRICS_FILTER),
+        }));
+        true
+    }
+
+    fn new_stream(&self, _context_id: u32) -> Box<dyn StreamContext> {
+        Box::new(Stream {
+            plugin: self.plugin.clone(),
+            waiting: None,
+            reserved: None,
+            response: None,
+        })
+    }
+}
+
+/// A request whose body is still coming.
+struct Waiting {
+    key: RecordKey,
+    fingerprint: FingerprintBuilder,
+}
+
+/// A request that holds its key's reservation.
+struct Reserved {
+    key: RecordKey,
+    fingerprint: Fingerprint,
+}
+
+/// The response as it passed.
+struct Captured {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    /// `None` once it grew past the configured bound.
+    body: Option<Vec<u8>>,
+    code_details: Option<String>,
+}
+
+struct Stream {
+    plugin: Option<Rc<Plugin>>,
+    waiting: Option<Waiting>,
+    reserved: Option<Reserved>,
+    response: Option<Captured>,
+}
+
+fn refuse(plugin: &Plugin, count: Count, problem: &Problem, extra: &[(&str, &str)]) -> Action {
+    plugin.counts.increment(count);
+    filter_state::record_refusal(
+        FILTER,
+        problem.type_uri.rsplit(':').next().unwrap_or(FILTER),
+    );
+    host::refuse(FILTER, problem, extra)
+}
+
+fn now_ms() -> Result<u64, host::HostError> {
+    clock::now().map(|t| t.unix_millis())
+}
+
+impl StreamContext for Stream {
+    fn on_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return host::fail_closed(FILTER, "a stream arrived before a valid configuration");
+        };
+        let config = &plugin.config;
+        let request = match host::request_headers() {
+            Ok(headers) => headers,
+            Err(e) => return host::fail_closed_on(FILTER, &e),
+        };
+        let raw_path = headers::lookup(&request, ":path")
+            .single()
+            .unwrap_or_default();
+        let path = match route::normalize(raw_path, config.routes.matching()) {
+            Ok(path) => path,
+            Err(defect) => return refuse(&plugin, Count::InvalidKey, &defect.problem(), &[]),
+        };
+        let method = headers::lookup(&request, ":method")
+            .single()
+            .unwrap_or_default();
+        let route_name = match config.routes.route(method, &path) {
+            Route::Rule(name) => name.clone(),
+            Route::Bypass | Route::Unmatched | Route::NotAllowed => return Action::Continue,
+        };
+        let client_key = match key::parse(&request, config.key_bounds) {
+            Ok(Some(k)) => k,
+            Ok(None) => return self.key_problem(&plugin, KeyDefect::Missing),
+            Err(defect) => return self.key_problem(&plugin, defect),
+        };
+        let identity = match filter_state::read_identity() {
+            Ok(identity) => identity,
+            Err(e) => return host::fail_closed(FILTER, &format!("verified identity: {e}")),
+        };
+        let Some(scope) = owner(config.scope, identity.as_ref()) else {
+            let problem = Problem::new(
+                403,
+                "identity-required",
+                "A verified identity is required",
+                "Idempotency-Keys are kept per caller, and this request's verified identity names none",
+            );
+            return refuse(&plugin, Count::IdentityRequired, &problem, &[]);
+        };
+        let key = store::record_key(
+            &KeyScope {
+                kind: scope.0,
+                issuer: &scope.1,
+                owner: &scope.2,
+                method,
+                route: &route_name,
+            },
+            client_key.as_str(),
+        );
+        if config.mode.is_dry_run() {
+            // Keys and identities are checked; nothing is reserved, replayed or refused.
+            return Action::Continue;
+        }
+        let fingerprint =
+            FingerprintBuilder::new(method, path.as_str(), &request, &config.fingerprint_headers);
+        if end_of_stream {
+            return self.admit(&plugin, key, fingerprint.finish());
+        }
+        self.waiting = Some(Waiting { key, fingerprint });
+        // The headers go on; the body is held below until the key is decided. Envoy would
+        // turn a StopIteration here into StopAll, which never delivers the body to a Wasm
+        // filter unless the plugin sets `allow_on_headers_stop_iteration` (Istio cannot).
+        // The upstream therefore sees the headers first; a request refused or replayed is
+        // reset there before it has a body, so nothing is executed.
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return Action::Continue;
+        };
+        if self.waiting.is_none() {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            // Envoy keeps buffering.
+            return Action::Pause;
+        }
+        let Some(mut waiting) = self.waiting.take() else {
+            return Action::Continue;
+        };
+        match host::buffer(BufferType::RequestBody, 0, body_size) {
+            Ok(body) => waiting.fingerprint.body(&body.unwrap_or_default()),
+            Err(e) => return host::fail_closed_on(FILTER, &e),
+        }
+        self.admit(&plugin, waiting.key, waiting.fingerprint.finish())
+    }
+
+    fn on_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return Action::Continue;
+        };
+        if self.reserved.is_none() {
+            return Action::Continue;
+        }
+        let response = host::response_headers().unwrap_or_default();
+        let status = headers::lookup(&response, ":status")
+            .single()
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+            .unwrap_or(0);
+        let kept = plugin
+            .config
+            .stored_headers
+            .iter()
+            .flat_map(|name| {
+                headers::all(&response, name)
+                    .into_iter()
+                    .map(move |value| (name.clone(), value.to_vec()))
+            })
+            .collect();
+        let kept: Vec<(String, Vec<u8>)> = kept;
+        let header_bytes: usize = kept.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let (kept, body) = if header_bytes > MAX_STORED_HEADER_BYTES {
+            // Too much to replay exactly: a repeat is told the response was not kept.
+            (Vec::new(), None)
+        } else {
+            (kept, Some(Vec::new()))
+        };
+        let code_details = host::property(&["response", "code_details"])
+            .ok()
+            .flatten()
+            .and_then(|d| String::from_utf8(d).ok());
+        self.response = Some(Captured {
+            status,
+            headers: kept,
+            body,
+            code_details,
+        });
+        let _ = end_of_stream;
+        Action::Continue
+    }
+
+    fn on_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return Action::Continue;
+        };
+        let Some(captured) = self.response.as_mut() else {
+            return Action::Continue;
+        };
+        if let Some(body) = captured.body.as_mut() {
+            match host::buffer(BufferType::ResponseBody, 0, body_size) {
+                Ok(chunk) => {
+                    body.extend_from_slice(&chunk.unwrap_or_default());
+                    if body.len() > plugin.config.max_stored_body_bytes {
+                        captured.body = None;
+                    }
+                }
+                // Not kept: a repeat is told so rather than given part of it.
+                Err(_) => captured.body = None,
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (Some(plugin), Some(reserved)) = (self.plugin.clone(), self.reserved.take()) else {
+            return;
+        };
+        let ending = match &self.response {
+            Some(c) => policy::ending_of(c.code_details.as_deref(), c.status, true),
+            None => policy::ending_of(None, 0, true),
+        };
+        let Ok(now) = now_ms() else {
+            plugin.counts.increment(Count::SettleFailed);
+            return;
+        };
+        let on_event = |event| plugin.slot_events.increment(event);
+        let store = plugin.store(&on_event);
+        let settled = match (policy::settle(ending, &plugin.config.settle), ending) {
+            // No response to keep: the reservation stays, and becomes "outcome unknown"
+            // when its lease ends. Never a second execution.
+            (Settlement::Store, Ending::UpstreamFailed) => return,
+            (Settlement::Store, _) => {
+                let Some(captured) = self.response.take() else {
+                    return;
+                };
+                let record = Record::Completed {
+                    fingerprint: reserved.fingerprint,
+                    response: StoredResponse {
+                        status: captured.status,
+                        headers: captured.headers,
+                        body: captured.body,
+                    },
+                };
+                let retention = millis(plugin.config.retention);
+                store
+                    .complete(&reserved.key, &record, now, retention)
+                    .map(|()| Count::Stored)
+            }
+            (Settlement::Release, _) => store
+                .release(&reserved.key, &reserved.fingerprint, now)
+                .map(|()| Count::Released),
+        };
+        match settled {
+            Ok(count) => plugin.counts.increment(count),
+            Err(e) => {
+                plugin.counts.increment(Count::SettleFailed);
+                log::warn!("{FILTER}: could not settle a key ({e:?}); it stays reserved");
+            }
+        }
+    }
+}
+
+impl Stream {
+    fn key_problem(&self, plugin: &Plugin, defect: KeyDefect) -> Action {
+        let problem = Problem::new(
+            400,
+            defect.slug(),
+            "Idempotency-Key required",
+            defect.detail(plugin.config.key_bounds),
+        )
+        .with_header(key::HEADER);
+        refuse(plugin, Count::InvalidKey, &problem, &[])
+    }
+
+    /// Reserves the key, or answers from its record.
+    fn admit(&mut self, plugin: &Plugin, key: RecordKey, fingerprint: Fingerprint) -> Action {
+        let now = match now_ms() {
+            Ok(now) => now,
+            Err(e) => return host::fail_closed_on(FILTER, &e),
+        };
+        let config = &plugin.config;
+        let lease = millis(config.lease);
+        let admission = match policy::admit(None, &fingerprint, now, lease) {
+            Admission::Reserve(reservation) => {
+                let on_event = |event| plugin.slot_events.increment(event);
+                match plugin.store(&on_event).reserve(
+                    &key,
+                    &reservation,
+                    now,
+                    millis(config.retention),
+                ) {
+                    Ok(Reservation::Reserved) => {
+                        plugin.counts.increment(Count::Reserved);
+                        self.reserved = Some(Reserved { key, fingerprint });
+                        return Action::Continue;
+                    }
+                    Ok(Reservation::Existing(record)) => {
+                        policy::admit(Some(&record), &fingerprint, now, lease)
+                    }
+                    Err(failure) => return store_problem(plugin, &failure),
+                }
+            }
+            other => other,
+        };
+        match admission {
+            Admission::Replay(response) => replay(plugin, &response),
+            Admission::Refuse(conflict) => {
+                let problem = Problem::new(
+                    conflict.status(),
+                    conflict.slug(),
+                    "Idempotency-Key conflict",
+                    conflict.detail(),
+                );
+                let retry = conflict.retry_after_s().map(|s| s.to_string());
+                let extra: Vec<(&str, &str)> = retry
+                    .as_deref()
+                    .map(|r| ("retry-after", r))
+                    .into_iter()
+                    .collect();
+                refuse(plugin, Count::Conflict(conflict), &problem, &extra)
+            }
+            Admission::Reserve(_) => {
+                host::fail_closed(FILTER, "a key's record asked to reserve it again")
+            }
+        }
+    }
+}
+
+fn store_problem(plugin: &Plugin, failure: &StoreFailure) -> Action {
+    let (count, slug, detail) = match failure {
+        StoreFailure::Full => (
+            Count::StoreFull,
+            "idempotency-store-full",
+            "no room to record this Idempotency-Key; retry later",
+        ),
+        StoreFailure::Unexpected(_) | StoreFailure::Unavailable(_) => (
+            Count::StoreUnavailable,
+            "idempotency-store-unavailable",
+            "the Idempotency-Key could not be recorded; retry later",
+        ),
+    };
+    log::warn!("{FILTER}: {slug}: {failure:?}");
+    let problem = Problem::new(503, slug, "Idempotency-Key could not be recorded", detail);
+    refuse(plugin, count, &problem, &[("retry-after", "1")])
+}
+
+/// Answers with the stored response, exactly, marked as a replay.
+fn replay(plugin: &Plugin, response: &StoredResponse) -> Action {
+    plugin.counts.increment(Count::Replayed);
+    let mut headers: Vec<(&str, &str)> = response
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), std::str::from_utf8(v).ok()?)))
+        .collect();
+    headers.push((REPLAYED_HEADER, "true"));
+    let body = response.body.as_deref().unwrap_or_default();
+    match host::send_local_response(response.status, &headers, body) {
+        Ok(()) => Action::Pause,
+        Err(e) => host::fail_closed_on(FILTER, &e),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// (kind, issuer, owner) of a key under `scope`, from the verified identity.
+fn owner(
+    scope: Scope,
+    identity: Option<&VerifiedIdentity>,
+) -> Option<(&'static str, String, String)> {
+    let identity = identity?;
+    match scope {
+        Scope::Subject => Some((
+            "subject",
+            identity.issuer.clone(),
+            identity.subject.clone()?,
+        )),
+        Scope::Customer => Some(("customer", String::new(), identity.customer.clone()?)),
+    }
+}
