@@ -39,6 +39,7 @@ enum Count {
     Replayed,
     Conflict(Conflict),
     InvalidKey,
+    InvalidPath,
     IdentityRequired,
     StoreFull,
     StoreUnavailable,
@@ -56,6 +57,7 @@ impl Outcome for Count {
         Count::Conflict(Conflict::ResponseNotKept),
         Count::Conflict(Conflict::KeyReused),
         Count::InvalidKey,
+        Count::InvalidPath,
         Count::IdentityRequired,
         Count::StoreFull,
         Count::StoreUnavailable,
@@ -73,6 +75,7 @@ impl Outcome for Count {
             Count::Conflict(Conflict::ResponseNotKept) => "response_not_kept",
             Count::Conflict(Conflict::KeyReused) => "key_reused",
             Count::InvalidKey => "invalid_key",
+            Count::InvalidPath => "invalid_path",
             Count::IdentityRequired => "identity_required",
             Count::StoreFull => "store_full",
             Count::StoreUnavailable => "store_unavailable",
@@ -204,7 +207,7 @@ impl StreamContext for Stream {
             .unwrap_or_default();
         let path = match route::normalize(raw_path, config.routes.matching()) {
             Ok(path) => path,
-            Err(defect) => return refuse(&plugin, Count::InvalidKey, &defect.problem(), &[]),
+            Err(defect) => return refuse(&plugin, Count::InvalidPath, &defect.problem(), &[]),
         };
         let method = headers::lookup(&request, ":method")
             .single()
@@ -280,7 +283,7 @@ impl StreamContext for Stream {
         self.admit(&plugin, waiting.key, waiting.fingerprint.finish())
     }
 
-    fn on_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Some(plugin) = self.plugin.clone() else {
             return Action::Continue;
         };
@@ -320,7 +323,6 @@ impl StreamContext for Stream {
             body,
             code_details,
         });
-        let _ = end_of_stream;
         Action::Continue
     }
 

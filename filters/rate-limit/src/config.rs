@@ -327,6 +327,8 @@ pub struct Limit {
     pub operations: Vec<String>,
     pub key: KeyKind,
     pub rate: Rate,
+    /// Its `RateLimit-Policy` field value, `"<name>";q=<quota>;w=<window s>`, written once.
+    pub policy_field: String,
     pub on_contention: OnContention,
     /// Its buckets in shared data: `rate-limit/<instance>/<name>/<key>/<slots>`, so a push
     /// that keeps name, key and size keeps the buckets, and any other change starts afresh.
@@ -407,12 +409,21 @@ impl Config {
             // key refused for meeting one. The price, a bucket placed twice by two workers at
             // that instant, is at most one fresh burst.
             .reclaiming_at_expiry();
+            let rate = Rate::new(l.quota, window, burst);
+            // Names are lower-case letters, digits and `_`: an sf-string as they are.
+            let policy_field = format!(
+                "\"{}\";q={};w={}",
+                l.name,
+                rate.quota(),
+                rate.window_seconds()
+            );
             limits.push(Limit {
                 name: l.name.clone(),
                 route,
                 operations: l.operations.clone(),
                 key: l.key,
-                rate: Rate::new(l.quota, window, burst),
+                rate,
+                policy_field,
                 on_contention: l.on_contention,
                 table,
             });

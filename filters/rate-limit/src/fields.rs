@@ -22,18 +22,9 @@ pub fn response_fields(
     let Some(limit) = config.limits.get(standing.limit) else {
         return Vec::new();
     };
-    // Limit names are lower-case letters, digits and `_`: valid inside an sf-string as they
-    // are, no escaping needed.
     let name = &limit.name;
     let mut fields = vec![
-        (
-            "ratelimit-policy",
-            format!(
-                "\"{name}\";q={};w={}",
-                limit.rate.quota(),
-                limit.rate.window_seconds()
-            ),
-        ),
+        ("ratelimit-policy", limit.policy_field.clone()),
         (
             "ratelimit",
             format!("\"{name}\";r={};t={}", standing.remaining, standing.reset_s),

@@ -10,8 +10,8 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use demo_services::{DemoUpstream, SeenRequest};
-use serde_json::Value;
+use demo_services::{DemoUpstream, JwksServer, SeenRequest, jwt_minter};
+use serde_json::{Value, json};
 
 use crate::client::{self, HttpResponse, Request};
 use crate::{BootstrapOptions, EnvoyBinary, RunningEnvoy, StartOptions, WasmPlugin};
@@ -151,6 +151,22 @@ impl EnvoyUnderTest {
         self.upstream.take_requests()
     }
 
+    /// Connections the listener's first two workers accepted so far (`worker_0`, `worker_1`),
+    /// from the admin `/stats`: a test of state shared between workers checks that both took
+    /// its traffic, or it proves nothing about sharing.
+    pub fn worker_connections(&self) -> (u64, u64) {
+        let stats = self.envoy.stats().expect("admin /stats");
+        let accepted = |worker: &str| -> u64 {
+            let suffix = format!(".{worker}.downstream_cx_total");
+            stats
+                .iter()
+                .filter(|(name, _)| name.starts_with("listener.") && name.ends_with(&suffix))
+                .map(|(_, v)| *v)
+                .sum()
+        };
+        (accepted("worker_0"), accepted("worker_1"))
+    }
+
     /// No filter panicked or logged a critical wasm error: its VM survived what came before.
     pub fn assert_no_crash(&self) {
         let log = self.envoy.log();
@@ -160,6 +176,87 @@ impl EnvoyUnderTest {
             self.label,
             self.envoy.log_path()
         );
+    }
+}
+
+/// An Envoy with the shipped jwt-auth first (keys from a local JWKS server) and `after` behind
+/// it, and a token for one customer that jwt-auth accepts.
+pub struct BehindJwtAuth {
+    pub envoy: EnvoyUnderTest,
+    /// A `Bearer` token: ES256, `sub` `user-4711`, the given customer, `client_id`
+    /// `mobile-app`, every scope the shipped rules ask for, valid for 10 minutes.
+    pub token: String,
+    /// Serves the key jwt-auth fetches; drop it with the Envoy.
+    pub jwks: JwksServer,
+}
+
+impl BehindJwtAuth {
+    /// Mints the token and its key (`demo_services::jwt_minter`), starts Envoy with `workers`
+    /// workers, and waits until jwt-auth has its keys (a verified `GET /accounts/1` gets 200;
+    /// those requests count against `max_requests`). What reached the upstream so far is
+    /// cleared.
+    pub fn start(
+        label: &'static str,
+        after: Vec<WasmPlugin>,
+        max_requests: u32,
+        workers: u32,
+        customer_id: &str,
+    ) -> BehindJwtAuth {
+        let jwt = shipped(&["jwt-auth"]).remove(0);
+        let config = jwt.plugin_config.clone().expect("jwt-auth's pluginConfig");
+        let text = |pointer: &str| {
+            config
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("jwt-auth's pluginConfig has no {pointer}"))
+                .to_string()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs();
+        let minted = jwt_minter::mint(&json!({
+            "keys": [{"id": "ec", "kty": "EC", "kid": format!("{label}-ec")}],
+            "tokens": [{"id": "caller", "key": "ec", "alg": "ES256", "claims": {
+                "iss": text("/providers/0/issuer"), "aud": text("/providers/0/audiences/0"),
+                "sub": "user-4711", "customer_id": customer_id, "client_id": "mobile-app",
+                "scope": "payments:read payments:write accounts:read",
+                "iat": now, "nbf": now, "exp": now + 600,
+            }}],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let jwks = JwksServer::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &text("/providers/0/remoteJwks/path"),
+            json!({"keys": [minted["keys"]["ec"].clone()]})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("JWKS server");
+        let cluster = text("/providers/0/remoteJwks/cluster");
+        let mut plugins = vec![jwt];
+        plugins.extend(after);
+        let envoy =
+            EnvoyUnderTest::start_with_workers(label, &plugins, max_requests, workers, |options| {
+                options.with_cluster(&cluster, jwks.addr())
+            });
+        let token = minted["tokens"]["caller"]
+            .as_str()
+            .expect("the minted token")
+            .to_string();
+        // Keys arrive on the workers' first tick; until then tokens get 503.
+        let probe = Request::get("/accounts/1").header("authorization", &format!("Bearer {token}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let response = envoy.send(&probe);
+            if response.status != 503 || Instant::now() > deadline {
+                assert_eq!(response.status, 200, "{}", response.body_text());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        envoy.upstream_saw();
+        BehindJwtAuth { envoy, token, jwks }
     }
 }
 

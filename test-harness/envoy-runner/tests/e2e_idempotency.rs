@@ -15,14 +15,11 @@
 //! the plugin sets `allow_on_headers_stop_iteration`, which Istio's WasmPlugin cannot, and
 //! then the body is never delivered to it. This test is what found that.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use demo_services::{JwksServer, jwt_minter};
 use envoy_runner::client::{self, HttpResponse, Request};
-use envoy_runner::fixture::{self, EnvoyUnderTest};
-use serde_json::{Value, json};
+use envoy_runner::fixture::{self, BehindJwtAuth};
 
 /// Identical payments sent at once.
 const STORM: usize = 50;
@@ -30,60 +27,11 @@ const CUSTOMER_ID: &str = "CUST-00012345";
 const KEY: &str = "\"storm-8e03978e-40d5-43e8\"";
 const BODY: &[u8] = br#"{"amount":"10.00","creditor":"DE89370400440532013000"}"#;
 
-struct Setup {
-    envoy: EnvoyUnderTest,
-    token: String,
-    _jwks: JwksServer,
-}
+type Setup = BehindJwtAuth;
 
 fn with_jwt_auth(label: &'static str) -> Setup {
-    let jwt = fixture::shipped(&["jwt-auth"]).remove(0);
     let idempotency = fixture::shipped(&["idempotency"]).remove(0);
-    let config = jwt.plugin_config.clone().unwrap();
-    let text = |pointer: &str| config.pointer(pointer).and_then(Value::as_str).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let minted = jwt_minter::mint(&json!({
-        "keys": [{"id": "ec", "kty": "EC", "kid": "idempotency-ec"}],
-        "tokens": [{"id": "caller", "key": "ec", "alg": "ES256", "claims": {
-            "iss": text("/providers/0/issuer"), "aud": text("/providers/0/audiences/0"),
-            "sub": "user-4711", "customer_id": CUSTOMER_ID, "client_id": "mobile-app",
-            "scope": "payments:read payments:write accounts:read",
-            "iat": now, "nbf": now, "exp": now + 600,
-        }}],
-    }))
-    .unwrap_or_else(|e| panic!("{e}"));
-    let jwks = JwksServer::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        text("/providers/0/remoteJwks/path"),
-        json!({"keys": [minted["keys"]["ec"].clone()]})
-            .to_string()
-            .as_bytes(),
-    )
-    .expect("JWKS server");
-    let cluster = text("/providers/0/remoteJwks/cluster").to_string();
-    let envoy = EnvoyUnderTest::start_with_workers(label, &[jwt, idempotency], 20, 2, |options| {
-        options.with_cluster(&cluster, jwks.addr())
-    });
-    let token = minted["tokens"]["caller"].as_str().unwrap().to_string();
-    let probe = Request::get("/accounts/1").header("authorization", &format!("Bearer {token}"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let response = envoy.send(&probe);
-        if response.status != 503 || Instant::now() > deadline {
-            assert_eq!(response.status, 200, "{}", response.body_text());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    envoy.upstream_saw();
-    Setup {
-        envoy,
-        token,
-        _jwks: jwks,
-    }
+    BehindJwtAuth::start(label, vec![idempotency], 20, 2, CUSTOMER_ID)
 }
 
 fn payment(setup: &Setup, body: &[u8]) -> Request {
@@ -95,26 +43,10 @@ fn payment(setup: &Setup, body: &[u8]) -> Request {
         .body(body)
 }
 
-/// Connections each worker accepted.
-fn accepted(setup: &Setup) -> (u64, u64) {
-    let stats = setup.envoy.envoy.stats().expect("admin /stats");
-    let count = |worker: &str| -> u64 {
-        stats
-            .iter()
-            .filter(|(name, _)| {
-                name.starts_with("listener.")
-                    && name.ends_with(&format!(".{worker}.downstream_cx_total"))
-            })
-            .map(|(_, v)| *v)
-            .sum()
-    };
-    (count("worker_0"), count("worker_1"))
-}
-
 #[test]
 fn a_storm_of_one_payment_over_two_workers_reaches_the_upstream_once() {
     let setup = with_jwt_auth("idempotency_storm");
-    let before = accepted(&setup);
+    let before = setup.envoy.worker_connections();
     let address = setup.envoy.envoy.listener();
     let request = payment(&setup, BODY);
     let answers: Arc<Mutex<Vec<HttpResponse>>> = Arc::default();
@@ -161,7 +93,7 @@ fn a_storm_of_one_payment_over_two_workers_reaches_the_upstream_once() {
         }
     }
     assert_eq!(replays + in_flight, STORM - 1);
-    let after = accepted(&setup);
+    let after = setup.envoy.worker_connections();
     eprintln!(
         "storm: 1 execution, {replays} replays, {in_flight} in flight; worker_0 took {} connections, worker_1 {}",
         after.0 - before.0,

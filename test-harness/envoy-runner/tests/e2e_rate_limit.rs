@@ -12,15 +12,14 @@
 //! Bounded for a 2-core machine: at most [`MAX_SENT`] requests per test, within
 //! [`LOAD_WINDOW`] of sending, each with a timeout.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use demo_services::{JwksServer, jwt_minter};
+use demo_services::JwksServer;
 use envoy_runner::WasmPlugin;
 use envoy_runner::client::{self, HttpResponse, Request};
-use envoy_runner::fixture::{self, EnvoyUnderTest};
+use envoy_runner::fixture::{self, BehindJwtAuth, EnvoyUnderTest};
 use serde_json::{Value, json};
 
 /// Connections sending at once.
@@ -48,48 +47,8 @@ fn rate_limit(limits: Value) -> WasmPlugin {
 
 /// Envoy with two workers: jwt-auth and rate-limit (`limits`), one customer's token.
 fn with_jwt_auth(label: &'static str, limits: Value) -> Setup {
-    let jwt = fixture::shipped(&["jwt-auth"]).remove(0);
-    let config = jwt.plugin_config.clone().unwrap();
-    let text = |pointer: &str| config.pointer(pointer).and_then(Value::as_str).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let minted = jwt_minter::mint(&json!({
-        "keys": [{"id": "ec", "kty": "EC", "kid": "rate-limit-ec"}],
-        "tokens": [{"id": "caller", "key": "ec", "alg": "ES256", "claims": {
-            "iss": text("/providers/0/issuer"), "aud": text("/providers/0/audiences/0"),
-            "sub": "user-4711", "customer_id": CUSTOMER_ID, "client_id": "mobile-app",
-            "scope": "payments:read payments:write accounts:read",
-            "iat": now, "nbf": now, "exp": now + 600,
-        }}],
-    }))
-    .unwrap_or_else(|e| panic!("{e}"));
-    let jwks = JwksServer::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        text("/providers/0/remoteJwks/path"),
-        json!({"keys": [minted["keys"]["ec"].clone()]})
-            .to_string()
-            .as_bytes(),
-    )
-    .expect("JWKS server");
-    let cluster = text("/providers/0/remoteJwks/cluster").to_string();
-    let envoy =
-        EnvoyUnderTest::start_with_workers(label, &[jwt, rate_limit(limits)], 20, 2, |options| {
-            options.with_cluster(&cluster, jwks.addr())
-        });
-    let token = minted["tokens"]["caller"].as_str().unwrap().to_string();
-    // Keys arrive on the workers' first tick: wait for a verified request.
-    let probe = Request::get("/accounts/1").header("authorization", &format!("Bearer {token}"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let response = envoy.send(&probe);
-        if response.status != 503 || Instant::now() > deadline {
-            assert_eq!(response.status, 200, "{}", response.body_text());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let BehindJwtAuth { envoy, token, jwks } =
+        BehindJwtAuth::start(label, vec![rate_limit(limits)], 20, 2, CUSTOMER_ID);
     Setup {
         envoy,
         token: Some(token),
@@ -146,31 +105,15 @@ fn load(
     (outcomes, refusals)
 }
 
-/// Connections each worker accepted.
-fn accepted(setup: &Setup) -> (u64, u64) {
-    let stats = setup.envoy.envoy.stats().expect("admin /stats");
-    let accepted = |worker: &str| -> u64 {
-        stats
-            .iter()
-            .filter(|(name, _)| {
-                name.starts_with("listener.")
-                    && name.ends_with(&format!(".{worker}.downstream_cx_total"))
-            })
-            .map(|(_, v)| *v)
-            .sum()
-    };
-    (accepted("worker_0"), accepted("worker_1"))
-}
-
 fn workers(setup: &Setup) -> String {
-    let (zero, one) = accepted(setup);
+    let (zero, one) = setup.envoy.worker_connections();
     format!("worker_0 accepted {zero} connections, worker_1 {one}")
 }
 
 /// Both workers accepted connections of the load (counts `before` it subtracted), or the
 /// test proved nothing about sharing.
 fn assert_both_workers_took_traffic(setup: &Setup, before: (u64, u64)) {
-    let (zero, one) = accepted(setup);
+    let (zero, one) = setup.envoy.worker_connections();
     assert!(
         zero > before.0 && one > before.1,
         "worker_0 accepted {} of the load's connections, worker_1 {}",
@@ -210,7 +153,7 @@ fn one_customer_over_two_workers_gets_exactly_the_quota() {
                 "operations": ["payment.create"], "key": "customer",
                 "quota": 100, "window": "1h"}]),
     );
-    let before = accepted(&setup);
+    let before = setup.envoy.worker_connections();
     let (outcomes, refusals) = load(&setup, &payment(&setup), 300, Duration::from_secs(30));
     let (allowed, limited) = statuses(&outcomes);
     eprintln!(
@@ -267,7 +210,7 @@ fn a_refilling_limit_stays_within_its_rate_over_two_workers() {
                 "operations": ["payment.create"], "key": "customer",
                 "quota": 40, "window": "1s", "burst": 10}]),
     );
-    let before = accepted(&setup);
+    let before = setup.envoy.worker_connections();
     let started = Instant::now();
     let (outcomes, _) = load(&setup, &payment(&setup), MAX_SENT, LOAD_WINDOW);
     let whole = started.elapsed().as_secs_f64();
@@ -309,7 +252,7 @@ fn a_proxy_limit_is_one_bucket_for_both_workers() {
         token: None,
         _jwks: None,
     };
-    let before = accepted(&setup);
+    let before = setup.envoy.worker_connections();
     let (outcomes, _) = load(&setup, &payment(&setup), 150, Duration::from_secs(30));
     let (allowed, limited) = statuses(&outcomes);
     eprintln!(
