@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::key::KeyBounds;
 use crate::policy::SettlePolicy;
+use crate::webdis::WebdisStore;
 
 /// How this filter names itself in logs, problems and shared-data keys.
 pub const FILTER: &str = "idempotency";
@@ -124,8 +125,9 @@ pub struct PluginConfig {
     pub store_server_errors: bool,
 
     /// Where records live: `{"sharedData": {"slots": 1024}}` (default), the proxy's shared
-    /// data, for one proxy (every worker of it). A record takes at most
-    /// `maxStoredBodyBytes` + 8 KiB of headers + 70 bytes: see the README's sizing.
+    /// data, for one proxy (every worker of it); or `{"redis": {...}}`, one Redis through
+    /// Webdis shared by every replica. A record takes at most `maxStoredBodyBytes` + 8 KiB of
+    /// headers + 70 bytes: see the README's sizing.
     #[serde(default)]
     pub store: StoreConfig,
 }
@@ -137,6 +139,63 @@ pub struct PluginConfig {
 pub enum StoreConfig {
     /// The embedded store.
     SharedData(SharedDataConfig),
+    /// Redis through Webdis.
+    Redis(RedisConfig),
+}
+
+/// `store.redis`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The Envoy cluster of Webdis (required), as Istio names it:
+    /// `outbound|7379||webdis.<namespace>.svc.cluster.local`.
+    pub cluster: String,
+    /// The calls' `:authority` (default: the host in an Istio cluster name, e.g.
+    /// `webdis.<namespace>.svc.cluster.local`; required for any other cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Prefix of every Redis key (default `banking:idempotency:<instance>:`); letters,
+    /// digits and `:_.-`, at most 64 characters.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// How long one call to Webdis may take (default `250ms`, 10ms to 5s). A slower or
+    /// failed call answers 503 `idempotency-store-unavailable` and nothing goes upstream.
+    #[serde(default = "default_redis_timeout", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
+    pub timeout: Duration,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+
+/// The host of an Istio outbound cluster name, `outbound|<port>|<subset>|<host>`.
+fn istio_cluster_host(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    let (Some("outbound"), Some(port), Some(_subset), Some(host), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (port.parse::<u16>().is_ok() && !host.is_empty()).then_some(host)
+}
+
+/// The validated `store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded store, with this many slots.
+    SharedData {
+        slots: u32,
+    },
+    Redis(WebdisStore),
 }
 
 impl Default for StoreConfig {
@@ -246,7 +305,7 @@ pub struct Config {
     /// The routes that require a key (first match; each named as configured, e.g.
     /// `POST /payments`), bypass paths.
     pub routes: RouteTable<String>,
-    pub slots: u32,
+    pub store: Store,
     pub key_bounds: KeyBounds,
     pub scope: Scope,
     pub retention: Duration,
@@ -258,17 +317,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// The embedded store's table: `idempotency/<instance>/slot/<n>`.
-    pub fn slot_table(&self) -> Result<SlotTable, String> {
+    /// The embedded store's table, `idempotency/<instance>/slot/<n>`; `None` for Redis.
+    pub fn slot_table(&self) -> Result<Option<SlotTable>, String> {
+        let Store::SharedData { slots } = self.store else {
+            return Ok(None);
+        };
         let namespace = self.key_prefix.trim_end_matches('/');
         let max_value = RECORD_OVERHEAD + MAX_STORED_HEADER_BYTES + self.max_stored_body_bytes;
         SlotTable::new(
             namespace,
-            self.slots,
-            PROBE.min(self.slots),
+            slots,
+            PROBE.min(slots),
             32,
             u32::try_from(max_value).unwrap_or(u32::MAX),
         )
+        .map(Some)
         .map_err(|e| format!("store.sharedData.slots: {}", e.0))
     }
 
@@ -337,18 +400,25 @@ impl Config {
                 ));
             }
         }
-        let StoreConfig::SharedData(shared) = &raw.store;
-        if !(1..=MAX_SLOTS).contains(&shared.slots) {
-            return Err(ConfigError::at(
-                "store.sharedData.slots",
-                format!("must be 1 to {MAX_SLOTS}"),
-            ));
-        }
+        let store = match raw.store {
+            StoreConfig::SharedData(shared) => {
+                if !(1..=MAX_SLOTS).contains(&shared.slots) {
+                    return Err(ConfigError::at(
+                        "store.sharedData.slots",
+                        format!("must be 1 to {MAX_SLOTS}"),
+                    ));
+                }
+                Store::SharedData {
+                    slots: shared.slots,
+                }
+            }
+            StoreConfig::Redis(redis) => Store::Redis(redis_store(redis, &raw.instance)?),
+        };
         Ok(Config {
             mode: raw.mode,
             key_prefix: record::key_prefix(FILTER, &raw.instance),
             routes,
-            slots: shared.slots,
+            store,
             key_bounds: KeyBounds {
                 min_len: raw.min_key_length,
                 max_len: raw.max_key_length,
@@ -365,6 +435,54 @@ impl Config {
             },
         })
     }
+}
+
+fn redis_store(redis: RedisConfig, instance: &str) -> Result<WebdisStore, ConfigError> {
+    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !printable(&redis.cluster) {
+        return Err(ConfigError::at(
+            "store.redis.cluster",
+            "the Envoy cluster of Webdis, e.g. outbound|7379||webdis.<namespace>.svc.cluster.local",
+        ));
+    }
+    let authority = match (&redis.authority, istio_cluster_host(&redis.cluster)) {
+        (Some(a), _) if printable(a) => a.clone(),
+        (Some(_), _) => {
+            return Err(ConfigError::at(
+                "store.redis.authority",
+                "a host name, e.g. webdis.<namespace>.svc.cluster.local",
+            ));
+        }
+        (None, Some(host)) => host.to_string(),
+        (None, None) => {
+            return Err(ConfigError::at(
+                "store.redis.authority",
+                "required when the cluster is not named outbound|<port>||<host>",
+            ));
+        }
+    };
+    let key_prefix = redis
+        .key_prefix
+        .unwrap_or_else(|| format!("banking:idempotency:{instance}:"));
+    let prefix_ok = key_prefix.len() <= 64
+        && key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":_.-".contains(&b));
+    if !prefix_ok {
+        return Err(ConfigError::at(
+            "store.redis.keyPrefix",
+            "letters, digits and :_.- only, at most 64 characters",
+        ));
+    }
+    if !(Duration::from_millis(10)..=Duration::from_secs(5)).contains(&redis.timeout) {
+        return Err(ConfigError::at("store.redis.timeout", "must be 10ms to 5s"));
+    }
+    Ok(WebdisStore {
+        cluster: redis.cluster,
+        authority,
+        key_prefix,
+        timeout: redis.timeout,
+    })
 }
 
 #[cfg(test)]
@@ -387,6 +505,20 @@ mod tests {
         assert_eq!(config.key_prefix, "idempotency/idem/");
         assert_eq!(config.settle, SettlePolicy::default());
         assert_eq!(config.scope, Scope::Subject);
+        assert_eq!(config.store, Store::SharedData { slots: 1024 });
+        let redis = parse(
+            r#","store":{"redis":{"cluster":"outbound|7379||webdis.payments.svc.cluster.local"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            redis.store,
+            Store::Redis(WebdisStore {
+                cluster: "outbound|7379||webdis.payments.svc.cluster.local".into(),
+                authority: "webdis.payments.svc.cluster.local".into(),
+                key_prefix: "banking:idempotency:idem:".into(),
+                timeout: Duration::from_millis(250),
+            })
+        );
         // Istio's floats.
         let floats = parse(r#","maxKeyLength":64.0,"retryableStatuses":[429]"#).unwrap();
         assert_eq!(floats.key_bounds.max_len, 64);
@@ -411,6 +543,24 @@ mod tests {
             assert!(
                 e.path == field || (field == "." && e.message.contains("extra")),
                 "{extra}: {e}"
+            );
+        }
+        for (store, field) in [
+            (r#"{"redis":{}}"#, "store.redis"),
+            (r#"{"redis":{"cluster":"webdis"}}"#, "store.redis.authority"),
+            (
+                r#"{"redis":{"cluster":"outbound|7379||webdis.p.svc.cluster.local","keyPrefix":"a b"}}"#,
+                "store.redis.keyPrefix",
+            ),
+            (
+                r#"{"redis":{"cluster":"outbound|7379||webdis.p.svc.cluster.local","timeout":"9s"}}"#,
+                "store.redis.timeout",
+            ),
+        ] {
+            let e = parse(&format!(r#","store":{store}"#)).unwrap_err();
+            assert!(
+                e.path == field || e.message.contains("cluster"),
+                "{store}: {e}"
             );
         }
         let no_routes = Config::from_json(br#"{"instance":"idem","routes":[]}"#).unwrap_err();

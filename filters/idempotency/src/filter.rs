@@ -7,12 +7,16 @@
 //! `on_request_headers`). The response is watched as it passes (never delayed) and kept when
 //! the stream ends, in `on_log`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use banking_filter_common::clock;
 use banking_filter_common::headers;
 use banking_filter_common::host::filter_state;
-use banking_filter_common::host::{self, Action, BufferType, RootContext, StreamContext};
+use banking_filter_common::host::{
+    self, Action, BufferType, CallResponse, RootContext, StreamContext, StreamType,
+};
 use banking_filter_common::identity::{VerifiedIdentity, names};
 use banking_filter_common::metrics::{Outcome, OutcomeCounters};
 use banking_filter_common::problem::Problem;
@@ -20,12 +24,13 @@ use banking_filter_common::route::{self, Route};
 use banking_filter_common::shared::HostSharedData;
 use banking_filter_common::slots::{SlotEvent, SlotTable};
 
-use crate::config::{Config, FILTER, MAX_STORED_HEADER_BYTES, Scope};
+use crate::config::{Config, FILTER, MAX_STORED_HEADER_BYTES, Scope, Store};
 use crate::fingerprint::{Fingerprint, FingerprintBuilder};
 use crate::key::{self, KeyDefect};
 use crate::policy::{self, Admission, Conflict, Ending, Settlement};
 use crate::record::{Record, StoredResponse};
 use crate::store::{self, KeyScope, RecordKey, RecordStore, Reservation, SlotStore, StoreFailure};
+use crate::webdis::{self, WebdisCall, WebdisStore};
 
 /// Counter names are `banking_idempotency_<outcome>`.
 const METRICS_FILTER: &str = "idempotency";
@@ -89,25 +94,46 @@ impl Outcome for Count {
 /// What every stream shares.
 struct Plugin {
     config: Config,
-    table: SlotTable,
+    /// The embedded store's table; `None` with Redis.
+    table: Option<SlotTable>,
+    /// The root context, which owns the calls that settle keys in Redis.
+    root_id: u32,
     counts: OutcomeCounters<Count>,
     slot_events: OutcomeCounters<SlotEvent>,
+    /// Redis writes settling a key (callout token -> what it counts when it succeeds).
+    settling: RefCell<HashMap<u32, Count>>,
 }
 
 impl Plugin {
-    /// The embedded store, counting slot events with `on_event`.
-    fn store<'a>(&'a self, on_event: &'a dyn Fn(SlotEvent)) -> SlotStore<'a, HostSharedData> {
-        SlotStore {
-            table: &self.table,
+    /// The embedded store, counting slot events with `on_event`; `None` with Redis.
+    fn slot_store<'a>(
+        &'a self,
+        on_event: &'a dyn Fn(SlotEvent),
+    ) -> Option<SlotStore<'a, HostSharedData>> {
+        Some(SlotStore {
+            table: self.table.as_ref()?,
             store: &HostSharedData,
             on_event,
+        })
+    }
+
+    fn webdis(&self) -> Option<&WebdisStore> {
+        match &self.config.store {
+            Store::Redis(webdis) => Some(webdis),
+            Store::SharedData { .. } => None,
         }
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Root {
+    id: u32,
     plugin: Option<Rc<Plugin>>,
+}
+
+impl Root {
+    pub(crate) fn new(id: u32) -> Root {
+        Root { id, plugin: None }
+    }
 }
 
 impl RootContext for Root {
@@ -127,18 +153,46 @@ impl RootContext for Root {
             }
         };
         filter_state::declare_and_log(FILTER, &names::REFUSAL);
-        log::info!(
-            "{FILTER}: embedded store of {} records, at most {} bytes of shared data",
-            table.slot_count(),
-            table.memory_bound_bytes()
-        );
+        match (&table, &config.store) {
+            (Some(table), _) => log::info!(
+                "{FILTER}: embedded store of {} records, at most {} bytes of shared data",
+                table.slot_count(),
+                table.memory_bound_bytes()
+            ),
+            (None, Store::Redis(webdis)) => log::info!(
+                "{FILTER}: Redis store through Webdis at cluster {}, keys {}*, timeout {} ms",
+                webdis.cluster,
+                webdis.key_prefix,
+                webdis.timeout.as_millis()
+            ),
+            (None, Store::SharedData { .. }) => {}
+        }
         self.plugin = Some(Rc::new(Plugin {
             config,
             table,
+            root_id: self.id,
             counts: OutcomeCounters::define(METRICS_FILTER),
             slot_events: OutcomeCounters::define(METRICS_FILTER),
+            settling: RefCell::new(HashMap::new()),
         }));
         true
+    }
+
+    /// A Redis write that settled a key has answered.
+    fn on_http_call_response(&mut self, response: CallResponse) {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        let Some(count) = plugin.settling.borrow_mut().remove(&response.token) else {
+            return;
+        };
+        match webdis::written(&webdis_reply(&response)) {
+            Ok(()) => plugin.counts.increment(count),
+            Err(e) => {
+                plugin.counts.increment(Count::SettleFailed);
+                log::warn!("{FILTER}: could not settle a key in Redis ({e:?}); it stays reserved");
+            }
+        }
     }
 
     fn new_stream(&self, _context_id: u32) -> Box<dyn StreamContext> {
@@ -146,6 +200,7 @@ impl RootContext for Root {
             plugin: self.plugin.clone(),
             waiting: None,
             reserved: None,
+            calling: None,
             response: None,
         })
     }
@@ -163,6 +218,22 @@ struct Reserved {
     fingerprint: Fingerprint,
 }
 
+/// A Redis call the request waits for (paused), with its token.
+struct Calling {
+    token: u32,
+    step: RedisStep,
+    key: RecordKey,
+    fingerprint: Fingerprint,
+    /// Reservations left to try when the key turns out free again between a taken reserve
+    /// and its read.
+    retries: u8,
+}
+
+enum RedisStep {
+    Reserve,
+    Read,
+}
+
 /// The response as it passed.
 struct Captured {
     status: u16,
@@ -176,6 +247,7 @@ struct Stream {
     plugin: Option<Rc<Plugin>>,
     waiting: Option<Waiting>,
     reserved: Option<Reserved>,
+    calling: Option<Calling>,
     response: Option<Captured>,
 }
 
@@ -348,6 +420,22 @@ impl StreamContext for Stream {
         Action::Continue
     }
 
+    fn on_http_call_response(&mut self, response: CallResponse) {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        let Some(calling) = self.calling.take_if(|c| c.token == response.token) else {
+            return;
+        };
+        let reply = webdis_reply(&response);
+        if self.on_redis_answer(&plugin, calling, &reply) == Action::Continue
+            && self.calling.is_none()
+            && let Err(e) = host::resume(StreamType::Request)
+        {
+            log::warn!("{FILTER}: could not resume a request after its key was reserved: {e}");
+        }
+    }
+
     fn on_log(&mut self) {
         let (Some(plugin), Some(reserved)) = (self.plugin.clone(), self.reserved.take()) else {
             return;
@@ -360,9 +448,7 @@ impl StreamContext for Stream {
             plugin.counts.increment(Count::SettleFailed);
             return;
         };
-        let on_event = |event| plugin.slot_events.increment(event);
-        let store = plugin.store(&on_event);
-        let settled = match (policy::settle(ending, &plugin.config.settle), ending) {
+        let settlement = match (policy::settle(ending, &plugin.config.settle), ending) {
             // No response to keep: the reservation stays, and becomes "outcome unknown"
             // when its lease ends. Never a second execution.
             (Settlement::Store, Ending::UpstreamFailed) => return,
@@ -370,20 +456,55 @@ impl StreamContext for Stream {
                 let Some(captured) = self.response.take() else {
                     return;
                 };
-                let record = Record::Completed {
+                Some(Record::Completed {
                     fingerprint: reserved.fingerprint,
                     response: StoredResponse {
                         status: captured.status,
                         headers: captured.headers,
                         body: captured.body,
                     },
-                };
-                let retention = millis(plugin.config.retention);
-                store
-                    .complete(&reserved.key, &record, now, retention)
-                    .map(|()| Count::Stored)
+                })
             }
-            (Settlement::Release, _) => store
+            (Settlement::Release, _) => None,
+        };
+        let retention = millis(plugin.config.retention);
+        if let Some(webdis) = plugin.webdis() {
+            let (call, count) = match &settlement {
+                Some(record) => (
+                    webdis.complete(&reserved.key, record, retention),
+                    Count::Stored,
+                ),
+                None => (webdis.release(&reserved.key), Count::Released),
+            };
+            // For the root: the stream ends now, and Envoy would cancel the stream's call.
+            match host::dispatch_http_call_for(
+                plugin.root_id,
+                &webdis.cluster,
+                &call.headers(webdis),
+                &call.body,
+                webdis.timeout,
+            ) {
+                Ok(token) => {
+                    plugin.settling.borrow_mut().insert(token, count);
+                }
+                Err(e) => {
+                    plugin.counts.increment(Count::SettleFailed);
+                    log::warn!(
+                        "{FILTER}: could not settle a key in Redis ({e}); it stays reserved"
+                    );
+                }
+            }
+            return;
+        }
+        let on_event = |event| plugin.slot_events.increment(event);
+        let Some(store) = plugin.slot_store(&on_event) else {
+            return;
+        };
+        let settled = match settlement {
+            Some(record) => store
+                .complete(&reserved.key, &record, now, retention)
+                .map(|()| Count::Stored),
+            None => store
                 .release(&reserved.key, &reserved.fingerprint, now)
                 .map(|()| Count::Released),
         };
@@ -409,58 +530,182 @@ impl Stream {
         refuse(plugin, Count::InvalidKey, &problem, &[])
     }
 
-    /// Reserves the key, or answers from its record.
+    /// Reserves the key, or answers from its record. With Redis the request waits (paused)
+    /// for the calls, and [`Stream::on_http_call_response`] goes on.
     fn admit(&mut self, plugin: &Plugin, key: RecordKey, fingerprint: Fingerprint) -> Action {
+        self.reserve(plugin, key, fingerprint, 1)
+    }
+
+    fn reserve(
+        &mut self,
+        plugin: &Plugin,
+        key: RecordKey,
+        fingerprint: Fingerprint,
+        retries: u8,
+    ) -> Action {
         let now = match now_ms() {
             Ok(now) => now,
             Err(e) => return host::fail_closed_on(FILTER, &e),
         };
         let config = &plugin.config;
         let lease = millis(config.lease);
-        let admission = match policy::admit(None, &fingerprint, now, lease) {
-            Admission::Reserve(reservation) => {
-                let on_event = |event| plugin.slot_events.increment(event);
-                match plugin.store(&on_event).reserve(
-                    &key,
-                    &reservation,
-                    now,
-                    millis(config.retention),
-                ) {
-                    Ok(Reservation::Reserved) => {
-                        plugin.counts.increment(Count::Reserved);
-                        self.reserved = Some(Reserved { key, fingerprint });
-                        return Action::Continue;
-                    }
-                    Ok(Reservation::Existing(record)) => {
-                        policy::admit(Some(&record), &fingerprint, now, lease)
-                    }
-                    Err(failure) => return store_problem(plugin, &failure),
-                }
-            }
-            other => other,
+        let retention = millis(config.retention);
+        let Admission::Reserve(reservation) = policy::admit(None, &fingerprint, now, lease) else {
+            return host::fail_closed(FILTER, "a key without a record was not reserved");
         };
-        match admission {
-            Admission::Replay(response) => replay(plugin, &response),
-            Admission::Refuse(conflict) => {
-                let problem = Problem::new(
-                    conflict.status(),
-                    conflict.slug(),
-                    "Idempotency-Key conflict",
-                    conflict.detail(),
-                );
-                let retry = conflict.retry_after_s().map(|s| s.to_string());
-                let extra: Vec<(&str, &str)> = retry
-                    .as_deref()
-                    .map(|r| ("retry-after", r))
-                    .into_iter()
-                    .collect();
-                refuse(plugin, Count::Conflict(conflict), &problem, &extra)
-            }
-            Admission::Reserve(_) => {
-                host::fail_closed(FILTER, "a key's record asked to reserve it again")
-            }
+        if let Some(webdis) = plugin.webdis() {
+            let call = webdis.reserve(&key, &reservation, retention);
+            return self.call(
+                plugin,
+                webdis,
+                &call,
+                RedisStep::Reserve,
+                key,
+                fingerprint,
+                retries,
+            );
+        }
+        let on_event = |event| plugin.slot_events.increment(event);
+        let Some(store) = plugin.slot_store(&on_event) else {
+            return host::fail_closed(FILTER, "no store is configured");
+        };
+        match store.reserve(&key, &reservation, now, retention) {
+            Ok(Reservation::Reserved) => self.hold(plugin, key, fingerprint),
+            Ok(Reservation::Existing(record)) => answer(
+                plugin,
+                policy::admit(Some(&record), &fingerprint, now, lease),
+            ),
+            Err(failure) => store_problem(plugin, &failure),
         }
     }
+
+    /// The key is this request's: it goes upstream.
+    fn hold(&mut self, plugin: &Plugin, key: RecordKey, fingerprint: Fingerprint) -> Action {
+        plugin.counts.increment(Count::Reserved);
+        self.reserved = Some(Reserved { key, fingerprint });
+        Action::Continue
+    }
+
+    /// Sends one call to Webdis and pauses the request until it answers.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        plugin: &Plugin,
+        webdis: &WebdisStore,
+        call: &WebdisCall,
+        step: RedisStep,
+        key: RecordKey,
+        fingerprint: Fingerprint,
+        retries: u8,
+    ) -> Action {
+        match host::dispatch_http_call(
+            &webdis.cluster,
+            &call.headers(webdis),
+            &call.body,
+            webdis.timeout,
+        ) {
+            Ok(token) => {
+                self.calling = Some(Calling {
+                    token,
+                    step,
+                    key,
+                    fingerprint,
+                    retries,
+                });
+                Action::Pause
+            }
+            Err(e) => store_problem(plugin, &StoreFailure::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The next step after Webdis answered a reserve or a read.
+    fn on_redis_answer(
+        &mut self,
+        plugin: &Plugin,
+        calling: Calling,
+        reply: &webdis::Reply,
+    ) -> Action {
+        let Some(webdis) = plugin.webdis() else {
+            return host::fail_closed(FILTER, "a Redis answer without a Redis store");
+        };
+        let Calling {
+            step,
+            key,
+            fingerprint,
+            retries,
+            ..
+        } = calling;
+        match step {
+            RedisStep::Reserve => match webdis::reserved(reply) {
+                Ok(true) => self.hold(plugin, key, fingerprint),
+                Ok(false) => {
+                    let read = webdis.read(&key);
+                    self.call(
+                        plugin,
+                        webdis,
+                        &read,
+                        RedisStep::Read,
+                        key,
+                        fingerprint,
+                        retries,
+                    )
+                }
+                Err(failure) => store_problem(plugin, &failure),
+            },
+            RedisStep::Read => match webdis::read(reply) {
+                Ok(Some(record)) => {
+                    let now = match now_ms() {
+                        Ok(now) => now,
+                        Err(e) => return host::fail_closed_on(FILTER, &e),
+                    };
+                    let lease = millis(plugin.config.lease);
+                    answer(
+                        plugin,
+                        policy::admit(Some(&record), &fingerprint, now, lease),
+                    )
+                }
+                // Gone since the reserve found it (released or expired): reserve again.
+                Ok(None) if retries > 0 => self.reserve(plugin, key, fingerprint, retries - 1),
+                Ok(None) => store_problem(
+                    plugin,
+                    &StoreFailure::Unavailable("the key kept changing in Redis".to_string()),
+                ),
+                Err(failure) => store_problem(plugin, &failure),
+            },
+        }
+    }
+}
+
+/// What a request whose key has a record gets.
+fn answer(plugin: &Plugin, admission: Admission) -> Action {
+    match admission {
+        Admission::Replay(response) => replay(plugin, &response),
+        Admission::Refuse(conflict) => {
+            let problem = Problem::new(
+                conflict.status(),
+                conflict.slug(),
+                "Idempotency-Key conflict",
+                conflict.detail(),
+            );
+            let retry = conflict.retry_after_s().map(|s| s.to_string());
+            let extra: Vec<(&str, &str)> = retry
+                .as_deref()
+                .map(|r| ("retry-after", r))
+                .into_iter()
+                .collect();
+            refuse(plugin, Count::Conflict(conflict), &problem, &extra)
+        }
+        Admission::Reserve(_) => {
+            host::fail_closed(FILTER, "a key's record asked to reserve it again")
+        }
+    }
+}
+
+/// Webdis's answer to a callout. A response that cannot be read counts as no answer.
+fn webdis_reply(response: &CallResponse) -> webdis::Reply {
+    let status = response.status().ok().flatten();
+    let body = response.body().unwrap_or_default();
+    webdis::reply(status, &body)
 }
 
 fn store_problem(plugin: &Plugin, failure: &StoreFailure) -> Action {

@@ -115,3 +115,18 @@ fn callout_to_an_undeclared_cluster_is_refused_once_clusters_are_declared() {
     );
     assert!(plugin.pending_http_calls().is_empty());
 }
+
+#[test]
+fn a_streams_callout_is_cancelled_when_the_stream_ends() {
+    let host = Host::new();
+    let plugin = probe(&host);
+    let mut stream = plugin.stream();
+    stream.request_headers(
+        &[(":path", "/pay"), ("x-probe", "http-call fraud-check 500")],
+        true,
+    );
+    assert_eq!(plugin.pending_http_calls().len(), 1);
+    // The client goes away before the answer: Envoy cancels the stream's calls.
+    stream.complete();
+    assert!(plugin.pending_http_calls().is_empty());
+}

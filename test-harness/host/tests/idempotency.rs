@@ -342,3 +342,254 @@ fn a_response_too_large_to_keep_makes_a_repeat_look_it_up() {
         "urn:banking-filters:problem:idempotency-response-not-kept"
     );
 }
+
+// ---- the Redis store, through Webdis ------------------------------------------------------
+
+const WEBDIS: &str = "outbound|7379||webdis.payments.svc.cluster.local";
+
+fn redis_config() -> String {
+    let mut config: Value = serde_json::from_str(&shipped_config()).unwrap();
+    config["store"] = json!({"redis": {"cluster": WEBDIS, "timeout": "200ms"}});
+    config.to_string()
+}
+
+/// Redis behind Webdis 0.1.9, as the filter's calls see it with `?type=application/octet-stream`:
+/// a value raw, a status `+OK`, an integer in digits, a nil 404, a command outside the ACL 403,
+/// Redis down 503. Expiry is not modelled (the tests stay within the retention).
+#[derive(Default)]
+struct Webdis {
+    values: RefCell<std::collections::HashMap<String, Vec<u8>>>,
+    /// Commands answered, in order (`SET`, `GET`, ...).
+    commands: RefCell<Vec<String>>,
+    redis_down: std::cell::Cell<bool>,
+}
+
+impl Webdis {
+    /// Answers every call the filter has waiting; returns how many.
+    fn answer(&self, plugin: &Plugin) -> usize {
+        let calls = plugin.pending_http_calls();
+        for call in &calls {
+            assert_eq!(call.upstream, WEBDIS);
+            assert_eq!(
+                call.header(":authority"),
+                Some(b"webdis.payments.svc.cluster.local".as_slice())
+            );
+            assert_eq!(call.timeout, Some(Duration::from_millis(200)));
+            let (status, body) = self.run(call);
+            plugin.respond_http_call(call.token, status, &[], &body);
+        }
+        calls.len()
+    }
+
+    fn run(&self, call: &test_harness::HttpCall) -> (u32, Vec<u8>) {
+        let path = String::from_utf8(call.header(":path").unwrap().to_vec()).unwrap();
+        let path = path
+            .strip_suffix("?type=application/octet-stream")
+            .expect("every call asks for the raw value");
+        let mut args: Vec<Vec<u8>> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        if call.header(":method") == Some(b"PUT".as_slice()) {
+            args.push(call.body.clone());
+        }
+        let command = String::from_utf8(args.remove(0)).unwrap();
+        self.commands.borrow_mut().push(command.clone());
+        if self.redis_down.get() {
+            return (503, Vec::new());
+        }
+        let key = String::from_utf8(args[0].clone()).unwrap();
+        let mut values = self.values.borrow_mut();
+        match (command.as_str(), args.len()) {
+            ("SET", 5) if args[2] == b"NX" && args[3] == b"PX" => {
+                if values.contains_key(&key) {
+                    (404, Vec::new())
+                } else {
+                    values.insert(key, args[1].clone());
+                    (200, b"+OK".to_vec())
+                }
+            }
+            ("GET", 1) => match values.get(&key) {
+                Some(v) => (200, v.clone()),
+                None => (404, Vec::new()),
+            },
+            ("PSETEX", 3) => {
+                values.insert(key, args[2].clone());
+                (200, b"+OK".to_vec())
+            }
+            ("DEL", 1) => (200, u8::from(values.remove(&key).is_some()).to_string().into_bytes()),
+            ("SET" | "GET" | "PSETEX" | "DEL", _) => (200, b"-ERR syntax error".to_vec()),
+            _ => (403, Vec::new()),
+        }
+    }
+
+    fn commands(&self) -> Vec<String> {
+        self.commands.borrow_mut().drain(..).collect()
+    }
+}
+
+/// A payment through the Redis store: the request phase, then Webdis answers until the filter
+/// has decided.
+fn pay_redis(plugin: &Plugin, webdis: &Webdis, customer: &str, body: &[u8]) -> (bool, Stream) {
+    let (action, stream) = pay(plugin, customer, Some(KEY), &[body]);
+    assert_eq!(action, Action::Pause, "the body waits for Redis");
+    while webdis.answer(plugin) > 0 {}
+    let upstream = stream.resumed() && stream.local_response().is_none();
+    (upstream, stream)
+}
+
+#[test]
+fn with_redis_a_payment_runs_once_and_its_repeat_is_replayed_in_two_round_trips_each() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (upstream, mut first) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(upstream, "{:?}", plugin.logs(test_harness::LogLevel::Warn));
+    assert_eq!(webdis.commands(), ["SET"]);
+    upstream_answers(&mut first, "201", RESPONSE);
+    // The stream is over; its outcome is written by a call the root owns.
+    drop(first);
+    assert_eq!(webdis.answer(&plugin), 1);
+    assert_eq!(webdis.commands(), ["PSETEX"]);
+    assert_eq!(metric(&host, "stored"), 1);
+
+    let (upstream, repeat) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(!upstream);
+    assert_eq!(webdis.commands(), ["SET", "GET"]);
+    let reply = repeat.local_response().unwrap();
+    assert_eq!((reply.status, reply.body.as_slice()), (201, RESPONSE));
+    assert!(
+        reply
+            .headers
+            .iter()
+            .any(|(n, v)| n == "idempotent-replayed" && v == b"true")
+    );
+    // Redis holds the record under the configured prefix, never the client's key itself.
+    let keys: Vec<String> = webdis.values.borrow().keys().cloned().collect();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with("banking:idempotency:idempotency:"));
+    assert!(!keys[0].contains("8e03978e"));
+
+    let (upstream, other) = pay_redis(&plugin, &webdis, "CUST-1", br#"{"amount":"1.00"}"#);
+    assert!(!upstream);
+    assert_eq!(problem(&other).0, 422);
+}
+
+#[test]
+fn with_redis_a_repeat_in_flight_gets_409_and_a_later_filters_refusal_frees_the_key() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (upstream, mut first) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(upstream);
+    let (upstream, repeat) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(!upstream);
+    let (status, body) = problem(&repeat);
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["type"],
+        "urn:banking-filters:problem:idempotency-request-in-flight"
+    );
+    // Istio's RBAC, after this filter, refuses the first: nothing was executed.
+    first.set_property(
+        &["response", "code_details"],
+        "rbac_access_denied_matched_policy[none]",
+    );
+    first.response_headers(&[(":status", "403")], true);
+    first.complete();
+    webdis.commands();
+    assert_eq!(webdis.answer(&plugin), 1);
+    assert_eq!(webdis.commands(), ["DEL"]);
+    assert_eq!(metric(&host, "released"), 1);
+    let (upstream, _retry) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(upstream, "the retry executes");
+}
+
+#[test]
+fn with_redis_a_key_freed_between_reserve_and_read_is_reserved_again() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (_, _first) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    let (action, stream) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    assert_eq!(action, Action::Pause);
+    webdis.commands();
+    // SET finds the key taken; before the GET, the first is released.
+    assert_eq!(webdis.answer(&plugin), 1);
+    webdis.values.borrow_mut().clear();
+    while webdis.answer(&plugin) > 0 {}
+    assert_eq!(webdis.commands(), ["SET", "GET", "SET"]);
+    assert!(stream.resumed() && stream.local_response().is_none());
+}
+
+#[test]
+fn with_redis_unreachable_slow_or_refusing_the_payment_is_refused_503_and_never_forwarded() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let check = |stream: &Stream, what: &str| {
+        let (status, body) = problem(stream);
+        assert_eq!(status, 503, "{what}");
+        assert_eq!(
+            body["type"], "urn:banking-filters:problem:idempotency-store-unavailable",
+            "{what}"
+        );
+        let reply = stream.local_response().unwrap();
+        assert!(reply.headers.iter().any(|(n, _)| n == "retry-after"), "{what}");
+        assert!(!stream.resumed(), "{what}: never forwarded");
+    };
+    // Webdis answers, Redis behind it is down.
+    webdis.redis_down.set(true);
+    let (_, down) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    check(&down, "Redis down");
+    // No answer in time (Envoy reports a timeout or a reset as a response with no headers).
+    let (_, slow) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    for call in plugin.pending_http_calls() {
+        plugin.fail_http_call(call.token);
+    }
+    check(&slow, "timeout");
+    // The ACL refuses the command, or a Redis error comes back.
+    let (_, acl) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    for call in plugin.pending_http_calls() {
+        plugin.respond_http_call(call.token, 403, &[], b"");
+    }
+    check(&acl, "ACL");
+    let (_, error) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    for call in plugin.pending_http_calls() {
+        plugin.respond_http_call(call.token, 200, &[], b"-ERR unknown command");
+    }
+    check(&error, "Redis error");
+    // The callout cannot even be dispatched.
+    host.fail_hostcall("proxy_http_call", HostStatus::BadArgument, 1);
+    let (action, refused) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    assert_eq!(action, Action::Pause);
+    check(&refused, "dispatch refused");
+    assert_eq!(metric(&host, "store_unavailable"), 5);
+    assert_eq!(metric(&host, "reserved"), 0);
+    assert!(plugin.failure().is_none());
+}
+
+#[test]
+fn with_redis_a_failed_write_leaves_the_key_reserved_and_counted() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (_, mut first) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    upstream_answers(&mut first, "201", RESPONSE);
+    for call in plugin.pending_http_calls() {
+        plugin.fail_http_call(call.token);
+    }
+    assert_eq!(metric(&host, "settle_failed"), 1);
+    // The reservation stays: in its lease a repeat is in flight, after it the outcome is
+    // unknown; never a second execution.
+    let (upstream, repeat) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(!upstream);
+    assert_eq!(problem(&repeat).0, 409);
+    host.advance(Duration::from_secs(61));
+    let (_, later) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert_eq!(
+        problem(&later).1["type"],
+        "urn:banking-filters:problem:idempotency-outcome-unknown"
+    );
+}

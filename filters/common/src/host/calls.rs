@@ -529,6 +529,27 @@ pub fn dispatch_http_call(
     Ok(token)
 }
 
+/// [`dispatch_http_call`] on behalf of `context` (a root context, from inside a stream's
+/// callback): the call belongs to that context and its response goes there. Envoy cancels a
+/// stream's own callouts when the stream ends, so work that must outlive the stream (a write
+/// made in `on_log`) is dispatched for the root.
+pub fn dispatch_http_call_for(
+    context: u32,
+    upstream: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> HostResult<u32> {
+    let current = super::dispatch::current_context();
+    set_effective_context(context)?;
+    let dispatched = dispatch_http_call(upstream, headers, body, timeout);
+    // Back to the stream for the rest of its callback, whatever the call did.
+    let restored = set_effective_context(current);
+    let token = dispatched?;
+    super::dispatch::record_callout_for(token, context);
+    restored.map(|()| token)
+}
+
 /// Calls a function the host registered by name (Envoy: `verify_signature`,
 /// `declare_property`, ...); `NotFound` when the host has none by that name.
 pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Vec<u8>> {

@@ -154,6 +154,15 @@ pub(super) fn record_callout(token: u32) {
     });
 }
 
+pub(super) fn record_callout_for(token: u32, context: u32) {
+    registry(|r| r.callouts.insert(token, context));
+}
+
+/// The context whose callback is running.
+pub(super) fn current_context() -> u32 {
+    registry(|r| r.current).unwrap_or(0)
+}
+
 fn enter(context: u32) {
     registry(|r| r.current = context);
 }
