@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -103,11 +103,36 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The longest a held request waits for [`DemoUpstream::release`].
+const HOLD_AT_MOST: Duration = Duration::from_secs(20);
+
+/// While true, requests are recorded and then wait before they are answered.
+#[derive(Default)]
+struct Gate {
+    held: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self
+            .opened
+            .wait_timeout_while(held, HOLD_AT_MOST, |held| *held);
+    }
+
+    fn set(&self, held: bool) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = held;
+        self.opened.notify_all();
+    }
+}
+
 /// A running demo upstream; stops accepting when dropped.
 pub struct DemoUpstream {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     seen: Arc<Mutex<VecDeque<SeenRequest>>>,
+    gate: Arc<Gate>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -118,19 +143,34 @@ impl DemoUpstream {
         let addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let gate = Arc::new(Gate::default());
         let acceptor = {
             let stopping = Arc::clone(&stopping);
             let seen = Arc::clone(&seen);
+            let gate = Arc::clone(&gate);
             std::thread::Builder::new()
                 .name("demo-upstream".into())
-                .spawn(move || accept_loop(listener, &stopping, &seen))?
+                .spawn(move || accept_loop(listener, &stopping, &seen, &gate))?
         };
         Ok(DemoUpstream {
             addr,
             stopping,
             seen,
+            gate,
             acceptor: Some(acceptor),
         })
+    }
+
+    /// From now on each request is recorded (see [`DemoUpstream::requests`]) and then held,
+    /// unanswered, until [`DemoUpstream::release`] (or 20 s): a test can keep a first request
+    /// in flight while it sends others.
+    pub fn hold(&self) {
+        self.gate.set(true);
+    }
+
+    /// Answers the held requests and stops holding.
+    pub fn release(&self) {
+        self.gate.set(false);
     }
 
     /// The address it listens on.
@@ -161,6 +201,7 @@ impl DemoUpstream {
 impl Drop for DemoUpstream {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.gate.set(false);
         // Wake the blocking accept so the thread sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(acceptor) = self.acceptor.take() {
@@ -173,6 +214,7 @@ fn accept_loop(
     listener: TcpListener,
     stopping: &Arc<AtomicBool>,
     seen: &Arc<Mutex<VecDeque<SeenRequest>>>,
+    gate: &Arc<Gate>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
@@ -184,12 +226,16 @@ fn accept_loop(
             active.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
-        let (seen, connection_done, stopping) =
-            (Arc::clone(seen), Arc::clone(&active), Arc::clone(stopping));
+        let (seen, connection_done, stopping, gate) = (
+            Arc::clone(seen),
+            Arc::clone(&active),
+            Arc::clone(stopping),
+            Arc::clone(gate),
+        );
         let spawned = std::thread::Builder::new()
             .name("demo-upstream-conn".into())
             .spawn(move || {
-                let _ = serve_connection(stream, &seen, &stopping);
+                let _ = serve_connection(stream, &seen, &stopping, &gate);
                 connection_done.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -203,6 +249,7 @@ fn serve_connection(
     stream: TcpStream,
     seen: &Mutex<VecDeque<SeenRequest>>,
     stopping: &AtomicBool,
+    gate: &Gate,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
@@ -245,6 +292,7 @@ fn serve_connection(
             }
             seen.push_back(request);
         }
+        gate.pass();
         respond(&stream, 200, echo.as_bytes(), close)?;
         if close || stopping.load(Ordering::SeqCst) {
             return Ok(());

@@ -202,6 +202,19 @@ impl BehindJwtAuth {
         workers: u32,
         customer_id: &str,
     ) -> BehindJwtAuth {
+        Self::start_with(label, after, max_requests, workers, customer_id, |o| o)
+    }
+
+    /// [`BehindJwtAuth::start`], with `extend` adding to the bootstrap options (a cluster for
+    /// a filter behind jwt-auth, another upstream).
+    pub fn start_with(
+        label: &'static str,
+        after: Vec<WasmPlugin>,
+        max_requests: u32,
+        workers: u32,
+        customer_id: &str,
+        extend: impl FnOnce(BootstrapOptions) -> BootstrapOptions,
+    ) -> BehindJwtAuth {
         let jwt = shipped(&["jwt-auth"]).remove(0);
         let config = jwt.plugin_config.clone().expect("jwt-auth's pluginConfig");
         let text = |pointer: &str| {
@@ -238,7 +251,7 @@ impl BehindJwtAuth {
         plugins.extend(after);
         let envoy =
             EnvoyUnderTest::start_with_workers(label, &plugins, max_requests, workers, |options| {
-                options.with_cluster(&cluster, jwks.addr())
+                extend(options.with_cluster(&cluster, jwks.addr()))
             });
         let token = minted["tokens"]["caller"]
             .as_str()

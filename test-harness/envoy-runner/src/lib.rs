@@ -28,6 +28,8 @@
 //! - [`locate`]: finds Envoy (`$ENVOY`, `envoy` on PATH, `func-e run`, `.venv/bin/envoy`).
 //! - [`process`]: starts Envoy, waits until it serves, and kills it when dropped.
 //! - [`client`]: a raw HTTP/1.1 client, so tests can send bytes no ordinary client would.
+//! - [`redis`]: Redis behind Webdis from `deploy/idempotency-redis/`, the idempotency
+//!   filter's shared store.
 //! - [`fixture`]: the end-to-end tests' Envoy under test, bounded in requests and time, and
 //!   the test data the emulated host's tests share with them.
 //!
@@ -39,6 +41,7 @@ pub mod client;
 pub mod fixture;
 pub mod locate;
 pub mod process;
+pub mod redis;
 pub mod wasmplugin;
 
 use std::fmt;

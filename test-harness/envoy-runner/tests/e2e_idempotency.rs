@@ -1,112 +1,297 @@
-//! The idempotency filter in a real Envoy with two workers and its embedded store: jwt-auth
-//! (its shipped WasmPlugin, keys from a local JWKS server) verifies one customer's token, and
-//! a storm of identical payments with one `Idempotency-Key`, sent at once over many
-//! connections and spread over both workers, reaches the upstream exactly once; every other
-//! answer is a 409 or a byte-identical replay. Then the same key with another body gets 422.
+//! The idempotency filter in real Envoys, behind the shipped jwt-auth (keys from a local JWKS
+//! server), in front of a counting upstream that holds the first payment until the test has
+//! sent the whole storm, so every other request really overlaps it:
 //!
-//! The demo upstream answers at once rather than holding the first request, so the storm's
-//! requests overlap the first only as far as the machine's scheduling makes them: the
-//! harness's race-hook test is what pins the reservation race down.
+//! - one replica (two workers) with the embedded store;
+//! - two replicas (two workers each) sharing one real Redis through one real Webdis, started
+//!   from the files in `deploy/idempotency-redis/`.
 //!
-//! Bounded: at most [`STORM`] + a few requests, each with a timeout.
+//! A storm of identical payments with one `Idempotency-Key`, spread over every worker, reaches
+//! the upstream exactly once; every other answer is a 409 while the first is held, and a
+//! repeat after it is a byte-identical replay. The same key with another body gets 422. With
+//! Redis stopped, a payment gets 503 and never reaches the upstream. A later filter's refusal
+//! does not use up the key: the retry executes, once.
+//!
+//! Bounded: each Envoy takes at most [`STORM`] + a few requests, each with a timeout.
 //!
 //! The filter lets the request headers go on and holds the body: a Wasm filter's
 //! StopIteration on headers is StopAll in Envoy (proxy-wasm/proxy-wasm-cpp-host#95) unless
 //! the plugin sets `allow_on_headers_stop_iteration`, which Istio's WasmPlugin cannot, and
 //! then the body is never delivered to it. This test is what found that.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use demo_services::DemoUpstream;
 use envoy_runner::client::{self, HttpResponse, Request};
 use envoy_runner::fixture::{self, BehindJwtAuth};
+use envoy_runner::redis::RedisThroughWebdis;
+use envoy_runner::{FailStrategy, Phase, WasmPlugin};
+use serde_json::json;
 
 /// Identical payments sent at once.
 const STORM: usize = 50;
 const CUSTOMER_ID: &str = "CUST-00012345";
 const KEY: &str = "\"storm-8e03978e-40d5-43e8\"";
 const BODY: &[u8] = br#"{"amount":"10.00","creditor":"DE89370400440532013000"}"#;
+/// The Webdis cluster, named as istiod names it.
+const WEBDIS: &str = "outbound|7379||webdis.payments.svc.cluster.local";
 
-type Setup = BehindJwtAuth;
+/// One replica: its Envoy (jwt-auth, then idempotency) and its caller's token.
+type Replica = BehindJwtAuth;
 
-fn with_jwt_auth(label: &'static str) -> Setup {
-    let idempotency = fixture::shipped(&["idempotency"]).remove(0);
-    BehindJwtAuth::start(label, vec![idempotency], 20, 2, CUSTOMER_ID)
+fn idempotency(store: Option<serde_json::Value>) -> WasmPlugin {
+    let mut plugin = fixture::shipped(&["idempotency"]).remove(0);
+    if let (Some(store), Some(config)) = (store, plugin.plugin_config.as_mut()) {
+        config["store"] = store;
+    }
+    plugin
 }
 
-fn payment(setup: &Setup, body: &[u8]) -> Request {
+/// A replica in front of `upstream` (shared by every replica, so it counts executions over
+/// all of them), with `after` behind jwt-auth.
+fn replica(
+    label: &'static str,
+    after: Vec<WasmPlugin>,
+    upstream: &DemoUpstream,
+    webdis: Option<&RedisThroughWebdis>,
+) -> Replica {
+    let upstream = upstream.addr();
+    BehindJwtAuth::start_with(
+        label,
+        after,
+        STORM as u32 + 20,
+        2,
+        CUSTOMER_ID,
+        |mut options| {
+            options.upstream = upstream;
+            match webdis {
+                Some(webdis) => options.with_cluster(WEBDIS, webdis.webdis_addr),
+                None => options,
+            }
+        },
+    )
+}
+
+fn payment(replica: &Replica, key: &str, body: &[u8]) -> Request {
     Request::post("/payments")
-        .header("authorization", &format!("Bearer {}", setup.token))
+        .header("authorization", &format!("Bearer {}", replica.token))
         .header("x-customer-id", CUSTOMER_ID)
         .header("content-type", "application/json")
-        .header("idempotency-key", KEY)
+        .header("idempotency-key", key)
         .body(body)
 }
 
-#[test]
-fn a_storm_of_one_payment_over_two_workers_reaches_the_upstream_once() {
-    let setup = with_jwt_auth("idempotency_storm");
-    let before = setup.envoy.worker_connections();
-    let address = setup.envoy.envoy.listener();
-    let request = payment(&setup, BODY);
-    let answers: Arc<Mutex<Vec<HttpResponse>>> = Arc::default();
-    std::thread::scope(|scope| {
-        for _ in 0..STORM {
-            let (answers, request) = (answers.clone(), &request);
-            scope.spawn(move || {
-                let answer = client::send(address, request, Duration::from_secs(10))
-                    .unwrap_or_else(|e| panic!("request failed: {e}"));
-                answers.lock().unwrap().push(answer);
-            });
-        }
-    });
-    let answers = std::mem::take(&mut *answers.lock().unwrap());
-    let upstream = setup.envoy.upstream_saw();
-    let executed: Vec<_> = upstream.iter().filter(|r| r.path == "/payments").collect();
-    assert_eq!(
-        executed.len(),
-        1,
-        "the payment ran {} times",
-        executed.len()
-    );
-    let first = answers
+fn executions(upstream: &DemoUpstream) -> usize {
+    upstream
+        .take_requests()
         .iter()
-        .find(|a| a.status == 200 && a.header_str("idempotent-replayed").is_none())
-        .expect("the one execution's answer");
-    let mut replays = 0;
-    let mut in_flight = 0;
-    for answer in &answers {
-        match (answer.status, answer.header_str("idempotent-replayed")) {
-            (200, Some("true")) => {
-                assert_eq!(answer.body, first.body, "a replay is byte for byte");
-                replays += 1;
-            }
-            (200, None) => {}
-            (409, None) => {
-                assert_eq!(
-                    answer.json().unwrap()["type"],
-                    "urn:banking-filters:problem:idempotency-request-in-flight"
-                );
-                in_flight += 1;
-            }
-            (status, _) => panic!("unexpected {status}: {}", answer.body_text()),
+        .filter(|r| r.path == "/payments")
+        .count()
+}
+
+fn problem_type(answer: &HttpResponse) -> String {
+    answer
+        .json()
+        .ok()
+        .and_then(|j| j["type"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The storm over `replicas`: the first payment goes to the first replica and is held at the
+/// upstream; then the other [`STORM`] - 1, at once, round-robin over the replicas. Returns the
+/// first's answer after the upstream lets it go.
+fn storm(replicas: &[&Replica], upstream: &DemoUpstream) -> HttpResponse {
+    let before: Vec<(u64, u64)> = replicas
+        .iter()
+        .map(|r| r.envoy.worker_connections())
+        .collect();
+    upstream.take_requests();
+    upstream.hold();
+    let first_request = payment(replicas[0], KEY, BODY);
+    let answers: Arc<Mutex<Vec<HttpResponse>>> = Arc::default();
+    let first_address = replicas[0].envoy.envoy.listener();
+    let first = std::thread::scope(|scope| {
+        let first_request = &first_request;
+        let first = scope
+            .spawn(move || client::send(first_address, first_request, Duration::from_secs(30)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while upstream.requests().iter().all(|r| r.path != "/payments") {
+            assert!(Instant::now() < deadline, "the first payment never arrived");
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let requests: Vec<(std::net::SocketAddr, Request)> = (1..STORM)
+            .map(|i| {
+                let replica = replicas[i % replicas.len()];
+                (replica.envoy.envoy.listener(), payment(replica, KEY, BODY))
+            })
+            .collect();
+        std::thread::scope(|storm| {
+            for (address, request) in &requests {
+                let answers = answers.clone();
+                storm.spawn(move || {
+                    let answer = client::send(*address, request, Duration::from_secs(10))
+                        .unwrap_or_else(|e| panic!("request failed: {e}"));
+                    answers.lock().unwrap().push(answer);
+                });
+            }
+        });
+        upstream.release();
+        first
+            .join()
+            .expect("the first payment's thread")
+            .expect("the first payment's answer")
+    });
+    assert_eq!(first.status, 200, "{}", first.body_text());
+    assert_eq!(first.header_str("idempotent-replayed"), None);
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    assert_eq!(answers.len(), STORM - 1);
+    for answer in &answers {
+        assert_eq!(
+            (answer.status, problem_type(answer).as_str()),
+            (
+                409,
+                "urn:banking-filters:problem:idempotency-request-in-flight"
+            ),
+            "{}",
+            answer.body_text()
+        );
     }
-    assert_eq!(replays + in_flight, STORM - 1);
-    let after = setup.envoy.worker_connections();
-    eprintln!(
-        "storm: 1 execution, {replays} replays, {in_flight} in flight; worker_0 took {} connections, worker_1 {}",
-        after.0 - before.0,
-        after.1 - before.1
+    assert_eq!(executions(upstream), 1, "the payment ran once");
+    for (replica, before) in replicas.iter().zip(before) {
+        let after = replica.envoy.worker_connections();
+        eprintln!(
+            "{}: worker_0 took {} connections, worker_1 {}",
+            replica.envoy.label,
+            after.0 - before.0,
+            after.1 - before.1
+        );
+        assert!(
+            after.0 > before.0 && after.1 > before.1,
+            "{}: both workers took the storm",
+            replica.envoy.label
+        );
+    }
+    first
+}
+
+/// A repeat of the payment on `replica`, once its outcome is stored (a write after the
+/// response, so a repeat sent at once may still find it in flight), is its replay.
+fn assert_replayed(replica: &Replica, first: &HttpResponse) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let replay = loop {
+        let answer = replica.envoy.send(&payment(replica, KEY, BODY));
+        if answer.status != 409 || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(replay.status, 200, "{}", replay.body_text());
+    assert_eq!(replay.header_str("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, first.body, "a replay is byte for byte");
+    let other = replica
+        .envoy
+        .send(&payment(replica, KEY, br#"{"amount":"99.00"}"#));
+    assert_eq!(other.status, 422, "{}", other.body_text());
+}
+
+#[test]
+fn one_replica_with_the_embedded_store_executes_a_storm_of_one_payment_once() {
+    let upstream = fixture::demo_upstream();
+    let one = replica(
+        "idempotency_storm",
+        vec![idempotency(None)],
+        &upstream,
+        None,
     );
-    assert!(
-        after.0 > before.0 && after.1 > before.1,
-        "both workers took the storm"
+    let first = storm(&[&one], &upstream);
+    assert_replayed(&one, &first);
+    assert_eq!(executions(&upstream), 0);
+    one.envoy.assert_no_crash();
+}
+
+#[test]
+fn two_replicas_sharing_redis_execute_a_storm_of_one_payment_once_and_fail_closed_without_it() {
+    let mut redis =
+        RedisThroughWebdis::start("idempotency_storm_redis").unwrap_or_else(|e| panic!("{e}"));
+    let store = json!({"redis": {"cluster": WEBDIS, "timeout": "500ms"}});
+    let upstream = fixture::demo_upstream();
+    let a = replica(
+        "idempotency_redis_a",
+        vec![idempotency(Some(store.clone()))],
+        &upstream,
+        Some(&redis),
+    );
+    let b = replica(
+        "idempotency_redis_b",
+        vec![idempotency(Some(store))],
+        &upstream,
+        Some(&redis),
+    );
+    let first = storm(&[&a, &b], &upstream);
+    // The other replica replays what the first executed.
+    assert_replayed(&b, &first);
+    assert_eq!(executions(&upstream), 0);
+    let webdis_calls = |replica: &Replica| {
+        replica
+            .envoy
+            .envoy
+            .stat(&format!("cluster.{WEBDIS}.upstream_rq_total"))
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "Webdis calls: replica a {}, replica b {}",
+        webdis_calls(&a),
+        webdis_calls(&b)
     );
 
-    // The same key for another payment.
-    let other = setup.envoy.send(&payment(&setup, br#"{"amount":"99.00"}"#));
-    assert_eq!(other.status, 422, "{}", other.body_text());
-    assert!(setup.envoy.upstream_saw().is_empty());
-    setup.envoy.assert_no_crash();
+    // Redis stops: a new payment is refused, and never reaches the upstream.
+    redis.stop_redis();
+    let refused = a
+        .envoy
+        .send(&payment(&a, "\"after-redis-stopped-1\"", BODY));
+    assert_eq!(refused.status, 503, "{}", refused.body_text());
+    assert_eq!(
+        problem_type(&refused),
+        "urn:banking-filters:problem:idempotency-store-unavailable"
+    );
+    assert!(refused.header_str("retry-after").is_some());
+    assert_eq!(executions(&upstream), 0);
+    a.envoy.assert_no_crash();
+    b.envoy.assert_no_crash();
+}
+
+#[test]
+fn a_later_filters_refusal_leaves_the_key_free_and_the_retry_executes_once() {
+    // The harness's probe filter after idempotency (phase STATS: after AUTHZ, as Istio's RBAC
+    // is) answers 403 on command, as a later authorization filter would.
+    let probe = WasmPlugin {
+        name: "harness-probe".into(),
+        namespace: "istio-system".into(),
+        plugin_name: String::new(),
+        phase: Phase::Stats,
+        priority: 0,
+        fail_strategy: FailStrategy::FailClose,
+        plugin_config: None,
+        url: String::new(),
+        source: PathBuf::from("test"),
+    };
+    let upstream = fixture::demo_upstream();
+    let one = replica(
+        "idempotency_later_refusal",
+        vec![idempotency(None), probe],
+        &upstream,
+        None,
+    );
+    let key = "\"later-refusal-0001\"";
+    let refused = one
+        .envoy
+        .send(&payment(&one, key, BODY).header("x-probe", "local-reply 403 denied"));
+    assert_eq!(refused.status, 403, "{}", refused.body_text());
+    assert_eq!(executions(&upstream), 0);
+    let retry = one.envoy.send(&payment(&one, key, BODY));
+    assert_eq!(retry.status, 200, "{}", retry.body_text());
+    assert_eq!(executions(&upstream), 1);
+    one.envoy.assert_no_crash();
 }

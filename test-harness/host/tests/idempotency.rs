@@ -418,7 +418,12 @@ impl Webdis {
                 values.insert(key, args[2].clone());
                 (200, b"+OK".to_vec())
             }
-            ("DEL", 1) => (200, u8::from(values.remove(&key).is_some()).to_string().into_bytes()),
+            ("DEL", 1) => (
+                200,
+                u8::from(values.remove(&key).is_some())
+                    .to_string()
+                    .into_bytes(),
+            ),
             ("SET" | "GET" | "PSETEX" | "DEL", _) => (200, b"-ERR syntax error".to_vec()),
             _ => (403, Vec::new()),
         }
@@ -536,7 +541,10 @@ fn with_redis_unreachable_slow_or_refusing_the_payment_is_refused_503_and_never_
             "{what}"
         );
         let reply = stream.local_response().unwrap();
-        assert!(reply.headers.iter().any(|(n, _)| n == "retry-after"), "{what}");
+        assert!(
+            reply.headers.iter().any(|(n, _)| n == "retry-after"),
+            "{what}"
+        );
         assert!(!stream.resumed(), "{what}: never forwarded");
     };
     // Webdis answers, Redis behind it is down.
