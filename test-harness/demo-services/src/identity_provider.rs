@@ -312,7 +312,10 @@ impl RunningService for DemoIdentityProvider {
             format!("    -H 'authorization: Bearer {}' \\", self.token),
             format!("    -H 'x-customer-id: {DEMO_CUSTOMER_ID}' \\"),
             "    -H 'x-transaction-id: 0f8fad5b-d9cb-469f-a165-70867728950e' \\".to_string(),
-            "    -H 'x-banking-operation: payment.create'".to_string(),
+            "    -H 'x-banking-operation: payment.create' \\".to_string(),
+            // The idempotency filter wants a key on POST /payments; run it twice for a replay.
+            "    -H 'idempotency-key: \"demo-payment-0001\"' \\".to_string(),
+            "    -H 'content-type: application/json' -d '{\"amount\":\"10.00\"}'".to_string(),
         ]
     }
 }

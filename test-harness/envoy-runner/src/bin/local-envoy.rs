@@ -15,6 +15,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use demo_services::{DemoUpstream, RunningService};
+use envoy_runner::redis::RedisThroughWebdis;
 use envoy_runner::{
     self as envoy, BootstrapOptions, PathNormalization, RunningEnvoy, StartOptions, WasmPlugin,
 };
@@ -27,7 +28,7 @@ const USAGE: &str = "\
 usage: local-envoy [--port 10000] [--admin-port 9901] [--upstream-port 8081]
                    [--demo-port 8082] [--plugins NAME,NAME] [--workdir DIR]
                    [--path-normalization base|none|merge-slashes|decode-and-merge-slashes]
-                   [--print-config]
+                   [--redis] [--print-config]
 
 Starts the demo upstream and Envoy on 127.0.0.1 with every WasmPlugin in wasmplugins/ whose
 module `make wasm` has built (or only those named with --plugins), chained as istiod would.
@@ -36,7 +37,10 @@ provider, whose demo token is printed and written to the workdir's demo-token); 
 listens on --demo-port, the next on the port after it (0: any free port).
 --workdir (default target/local-envoy) holds the bootstrap, the demo token and Envoy's admin
 address; give each local-envoy run at the same time its own. --path-normalization is Istio's
-meshConfig.pathNormalization (default base, as in Istio). --print-config prints the
+meshConfig.pathNormalization (default base, as in Istio). --redis gives the idempotency
+filter its Redis store: a Redis and a Webdis (redis-server and webdis found on PATH) started
+from deploy/idempotency-redis/, Webdis behind the cluster outbound|7379||webdis.payments.svc.
+cluster.local (the embedded store otherwise). --print-config prints the
 generated Envoy bootstrap and exits. Ctrl-C stops them all.";
 
 struct Args {
@@ -47,8 +51,12 @@ struct Args {
     plugins: Option<Vec<String>>,
     workdir: Option<PathBuf>,
     path_normalization: PathNormalization,
+    redis: bool,
     print_config: bool,
 }
+
+/// The Webdis cluster `--redis` declares, named as istiod would.
+const WEBDIS_CLUSTER: &str = "outbound|7379||webdis.payments.svc.cluster.local";
 
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
@@ -59,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         plugins: None,
         workdir: None,
         path_normalization: PathNormalization::default(),
+        redis: false,
         print_config: false,
     };
     let mut args = std::env::args().skip(1);
@@ -104,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--print-config" => parsed.print_config = true,
+            "--redis" => parsed.redis = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -185,7 +195,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let repo = envoy::repo_root();
     let wasm_dir = envoy::wasm_dir();
     let all = envoy::load_wasmplugins(&repo.join("wasmplugins"))?;
-    let plugins: Vec<WasmPlugin> = match &args.plugins {
+    let mut plugins: Vec<WasmPlugin> = match &args.plugins {
         // Named plugins must all be built: the bootstrap refuses a missing module.
         Some(names) => envoy::only(&all, &names.iter().map(String::as_str).collect::<Vec<_>>())?,
         None => {
@@ -204,6 +214,16 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             wasm_dir.display()
         )
         .into());
+    }
+
+    if args.redis {
+        let idempotency = plugins
+            .iter_mut()
+            .find(|p| p.name == "idempotency")
+            .ok_or("--redis is for the idempotency filter, which is not in this run")?;
+        if let Some(config) = idempotency.plugin_config.as_mut() {
+            config["store"] = serde_json::json!({"redis": {"cluster": WEBDIS_CLUSTER}});
+        }
     }
 
     let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -252,6 +272,13 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         service.running = Some(running);
     }
+    let redis = if args.redis {
+        let redis = RedisThroughWebdis::start("local-envoy")?;
+        options = options.with_cluster(WEBDIS_CLUSTER, redis.webdis_addr);
+        Some(redis)
+    } else {
+        None
+    };
     let bootstrap = envoy::bootstrap(&plugins, &options)?;
     let start = StartOptions {
         workdir: args
@@ -302,6 +329,14 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 service.filter
             );
         }
+    }
+    if let Some(redis) = &redis {
+        println!(
+            "  webdis     http://{}  -> Redis 127.0.0.1:{}  [idempotency's store; data and logs in {}]",
+            redis.webdis_addr,
+            redis.redis_port,
+            redis.dir.display()
+        );
     }
     println!(
         "  bootstrap  {}  (path normalization {:?})",
