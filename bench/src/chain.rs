@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::BenchError;
 use crate::native::Inputs;
-use crate::scenarios::{Scenario, Step};
+use crate::scenarios::{Keys, Load, Scenario, Step, WEBDIS_CLUSTER};
 
 /// The bench's no-op filter as a plugin: not in `wasmplugins/` (it is never deployed), so
 /// described here.
@@ -46,16 +46,50 @@ fn bench_rate_limits() -> Value {
             "quota": BENCH_RATE_LIMIT_QUOTA, "window": "1s", "slots": BENCH_RATE_LIMIT_SLOTS}])
 }
 
+/// How long the idempotency filter keeps an outcome in the first-use rows (its lease is 1 s):
+/// they rotate through more keys than are used in this time, so each request is a first use,
+/// and records expire so the store stays small over a long run. The replay rows keep theirs
+/// for the whole run (an hour), so the one payment is never executed again.
+pub const BENCH_RETENTION_S: u64 = 2;
+const REPLAY_RETENTION_S: u64 = 3600;
+
+/// The idempotency plugin's store and retention in the bench; `redis`: Redis through Webdis.
+fn bench_idempotency(config: &mut Value, redis: bool, load: Load) {
+    let retention = match load {
+        Load::Payment(Keys::Same) => REPLAY_RETENTION_S,
+        Load::Payment(Keys::New) | Load::Account => BENCH_RETENTION_S,
+    };
+    config["retention"] = json!(format!("{retention}s"));
+    config["lease"] = json!("1s");
+    config["store"] = if redis {
+        json!({"redis": {"cluster": WEBDIS_CLUSTER, "timeout": "1s"}})
+    } else {
+        json!({"sharedData": {"slots": 8192}})
+    };
+}
+
+/// A step's WasmPlugin name: `idempotency@redis` is the idempotency plugin with Redis.
+fn plugin_name(step: &str) -> &str {
+    step.split('@').next().unwrap_or(step)
+}
+
 /// A shipped WasmPlugin as the bench runs it: a remote JWKS becomes the bench's keys inline
 /// (no identity provider in the measurement), and rate-limit's limits become
 /// [`bench_rate_limits`]; nothing else changes.
-fn bench_plugin(name: &str, inputs: &Inputs) -> Result<WasmPlugin, BenchError> {
+fn bench_plugin(name: &str, inputs: &Inputs, load: Load) -> Result<WasmPlugin, BenchError> {
+    let step = name;
+    let name = plugin_name(step);
     let mut plugin = inputs
         .plugins
         .iter()
         .find(|p| p.name == name)
         .cloned()
         .ok_or_else(|| format!("no WasmPlugin named {name:?} in wasmplugins/"))?;
+    if name == "idempotency"
+        && let Some(config) = plugin.plugin_config.as_mut()
+    {
+        bench_idempotency(config, step.ends_with("@redis"), load);
+    }
     if name == "rate-limit"
         && let Some(config) = plugin.plugin_config.as_mut()
     {
@@ -84,7 +118,7 @@ fn check_istio_order(scenario: &Scenario, inputs: &Inputs) -> Result<(), BenchEr
         .chain
         .iter()
         .filter_map(|s| match s {
-            Step::Plugin(name) => Some(position(name)),
+            Step::Plugin(name) => Some(position(plugin_name(name))),
             _ => None,
         })
         .collect();
@@ -99,7 +133,29 @@ fn check_istio_order(scenario: &Scenario, inputs: &Inputs) -> Result<(), BenchEr
     Ok(())
 }
 
-/// The bootstrap of one row's Envoy: one listener, its chain, a direct response.
+/// The payment rows' upstream: a second listener of the row's Envoy on `port` that answers
+/// every request itself.
+fn payment_service(port: u16) -> Value {
+    json!({
+        "name": "payment_service",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "payment_service",
+                "route_config": {"virtual_hosts": [{"name": "payments", "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200,
+                        "body": {"inline_string": "{\"id\":\"pay-42\",\"status\":\"accepted\"}"}}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+            }
+        }]}]
+    })
+}
+
+/// The bootstrap of one row's Envoy: one listener, its chain, a direct response (for the
+/// payment rows, the payment service listener behind it).
 pub fn bootstrap(
     scenario: &Scenario,
     inputs: &Inputs,
@@ -109,14 +165,33 @@ pub fn bootstrap(
     let mut wasm = Vec::new();
     for step in scenario.chain {
         match step {
-            Step::Plugin(name) => wasm.push(bench_plugin(name, inputs)?),
+            Step::Plugin(name) => wasm.push(bench_plugin(name, inputs, scenario.load)?),
             Step::Noop => wasm.push(noop_plugin()),
             Step::Native(_) => {}
         }
     }
-    let unused_upstream = SocketAddr::from(([127, 0, 0, 1], 9));
-    let options = BootstrapOptions::ephemeral(unused_upstream, wasm_dir.to_path_buf());
+    let payments = matches!(scenario.load, Load::Payment(_));
+    let upstream_port = if payments {
+        // Free now; Envoy binds it a moment later.
+        std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port()
+    } else {
+        9
+    };
+    let upstream = SocketAddr::from(([127, 0, 0, 1], upstream_port));
+    let mut options = BootstrapOptions::ephemeral(upstream, wasm_dir.to_path_buf());
+    if scenario.chain.iter().any(Step::needs_redis) {
+        let webdis = inputs.webdis.ok_or("a Redis row without Redis")?;
+        options = options.with_cluster(WEBDIS_CLUSTER, webdis);
+    }
     let mut bootstrap = envoy::bootstrap(&wasm, &options)?;
+    if payments {
+        bootstrap["static_resources"]["listeners"]
+            .as_array_mut()
+            .ok_or("the bootstrap has no listener list")?
+            .push(payment_service(upstream_port));
+    }
     let manager = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
         [0]["typed_config"];
     let generated = match manager["http_filters"].take() {
@@ -138,9 +213,11 @@ pub fn bootstrap(
     }
     filters.extend(generated);
     manager["http_filters"] = Value::Array(filters);
-    manager["route_config"]["virtual_hosts"][0]["routes"] = json!([{
-        "match": {"prefix": "/"},
-        "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}
-    }]);
+    if !payments {
+        manager["route_config"]["virtual_hosts"][0]["routes"] = json!([{
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}
+        }]);
+    }
     Ok(bootstrap)
 }

@@ -45,7 +45,7 @@ use crate::load::{Edge, Plan, Requests};
 use crate::mix::Mix;
 use crate::native::Inputs;
 use crate::procfs::CpuClock;
-use crate::scenarios::{CacheStats, NO_FILTER, Probe, Rate, Scenario, TokenUse};
+use crate::scenarios::{CacheStats, Keys, Load, NO_FILTER, Probe, Rate, Scenario, TokenUse};
 use crate::tokens::{Alg, Tokens};
 
 type BenchError = Box<dyn std::error::Error>;
@@ -337,12 +337,23 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
         minted + 2
     );
     let (jwks, tokens) = tokens::mint(&issuer, &audience, minted)?;
+    // The Redis rows' store, for the whole run: a Redis behind a Webdis from
+    // deploy/idempotency-redis/, as the e2e tests and `make run RUN_ARGS=--redis` start them.
+    let redis = if selected
+        .iter()
+        .any(|s| s.chain.iter().any(scenarios::Step::needs_redis))
+    {
+        Some(envoy_runner::redis::RedisThroughWebdis::start("bench")?)
+    } else {
+        None
+    };
     let inputs = Inputs {
         jwks,
         issuer,
         audience,
         cache_entries,
         plugins,
+        webdis: redis.as_ref().map(|r| r.webdis_addr),
     };
 
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -508,10 +519,20 @@ fn measure_level(
                 .map(|t| load_request(t))
                 .collect()
         };
-        let requests = match scenario.tokens {
-            TokenUse::Reused(_) => Requests::new(vec![load_request(&alg_tokens.reused)]),
-            TokenUse::Distinct(_) => Requests::new(pool(tokens.distinct)),
-            TokenUse::Mix(_) => {
+        let requests = match (scenario.load, scenario.tokens) {
+            (Load::Payment(Keys::Same), _) => {
+                Requests::new(vec![payment_request(&alg_tokens.reused, REPLAYED_KEY)])
+            }
+            (Load::Payment(Keys::New), _) => Requests::new(
+                (0..payment_keys(rate))
+                    .map(|i| payment_request(&alg_tokens.reused, &format!("\"bench-{i:08}\"")))
+                    .collect(),
+            ),
+            (Load::Account, TokenUse::Reused(_)) => {
+                Requests::new(vec![load_request(&alg_tokens.reused)])
+            }
+            (Load::Account, TokenUse::Distinct(_)) => Requests::new(pool(tokens.distinct)),
+            (Load::Account, TokenUse::Mix(_)) => {
                 let (_, mix) = tokens
                     .mixes
                     .iter()
@@ -736,14 +757,51 @@ fn cache_counters(row: &Row) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The key of every request of a replay row.
+const REPLAYED_KEY: &str = "\"bench-replayed-payment\"";
+/// The payment every payment row sends.
+const PAYMENT_BODY: &str =
+    r#"{"amount":"10.00","currency":"EUR","creditor":"DE89370400440532013000"}"#;
+
+/// Distinct keys a first-use row rotates through at `rate`: a key comes back only after
+/// twice the bench's retention, when its record has expired.
+fn payment_keys(rate: f64) -> usize {
+    (rate * 2.0 * chain::BENCH_RETENTION_S as f64).ceil() as usize + 1
+}
+
+/// A payment with `key`, on a kept-alive connection.
+fn payment_request(token: &str, key: &str) -> Vec<u8> {
+    payment(token, key)
+        .header("x-customer-id", tokens::CUSTOMER_ID)
+        .header("connection", "keep-alive")
+        .to_bytes()
+}
+
+fn payment(token: &str, key: &str) -> client::Request {
+    client::Request::post("/payments")
+        .header("authorization", &format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .header("x-transaction-id", TRANSACTION_ID)
+        .header("x-banking-operation", "payment.create")
+        .body(PAYMENT_BODY.as_bytes())
+}
+
 /// The request of a probe, as the probe client sends it (one connection per request).
-fn probe_request(probe: Probe, tokens: &Tokens) -> client::Request {
+fn probe_request(probe: Probe, tokens: &Tokens, load: Load) -> client::Request {
     let token = match probe {
         Probe::TamperedToken => &tokens.tampered,
         _ => &tokens.reused,
     };
-    let mut request =
-        client::Request::get(PATH).header("authorization", &format!("Bearer {token}"));
+    let mut request = match load {
+        Load::Account => {
+            client::Request::get(PATH).header("authorization", &format!("Bearer {token}"))
+        }
+        // The valid probe of a replay row stores the payment the load then replays; other
+        // probes get a key each (the probes differ: one key for two would be a 422).
+        Load::Payment(Keys::Same) if probe == Probe::Valid => payment(token, REPLAYED_KEY),
+        Load::Payment(_) => payment(token, &format!("\"bench-probe-{probe:?}\"")),
+    };
     match probe {
         Probe::MissingCustomerId => {}
         Probe::OtherCustomer => request = request.header("x-customer-id", OTHER_CUSTOMER_ID),
@@ -751,9 +809,12 @@ fn probe_request(probe: Probe, tokens: &Tokens) -> client::Request {
             request = request.header("x-customer-id", tokens::CUSTOMER_ID)
         }
     }
-    request
-        .header("x-transaction-id", TRANSACTION_ID)
-        .header("x-banking-operation", OPERATION)
+    match load {
+        Load::Account => request
+            .header("x-transaction-id", TRANSACTION_ID)
+            .header("x-banking-operation", OPERATION),
+        Load::Payment(_) => request,
+    }
 }
 
 /// The request the load sends with `token`: the valid probe on a kept-alive connection.
@@ -778,7 +839,7 @@ fn probe(row: &Row, tokens: &[Tokens]) -> Result<(), BenchError> {
     let checks_banking_headers = scenario.expected(Probe::MissingCustomerId) == 400;
     for probe in Probe::ALL {
         let want = scenario.expected(probe);
-        let request = probe_request(probe, tokens);
+        let request = probe_request(probe, tokens, scenario.load);
         let response = client::send(row.proxy.listener(), &request, Duration::from_secs(10))?;
         if response.status != want {
             return Err(format!(
@@ -790,6 +851,25 @@ fn probe(row: &Row, tokens: &[Tokens]) -> Result<(), BenchError> {
                 row.proxy.error_excerpt()
             )
             .into());
+        }
+        // A replay row's payment is stored after its answer (with Redis, by a call of its
+        // own): wait until it replays, or the load's first requests would find it in flight.
+        if probe == Probe::Valid && scenario.load == Load::Payment(Keys::Same) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let again = client::send(row.proxy.listener(), &request, Duration::from_secs(10))?;
+                if again.header("idempotent-replayed").is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "row {}: the probe's payment was never replayed (last answer {})",
+                        scenario.name, again.status
+                    )
+                    .into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         // Both banking-header implementations echo the correlation id they settled.
         if probe == Probe::Valid

@@ -18,6 +18,8 @@ pub struct Inputs {
     pub cache_entries: u64,
     /// The WasmPlugins of `wasmplugins/`, as shipped.
     pub plugins: Vec<WasmPlugin>,
+    /// Where Webdis answers, for the rows with the idempotency filter's Redis store.
+    pub webdis: Option<std::net::SocketAddr>,
 }
 
 impl Inputs {

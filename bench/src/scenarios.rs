@@ -50,6 +50,30 @@ const MIX_RS256: TokenUse = TokenUse::Mix(Alg::Rs256);
 const REUSED_ES256: TokenUse = TokenUse::Reused(Alg::Es256);
 const DISTINCT_ES256: TokenUse = TokenUse::Distinct(Alg::Es256);
 
+/// What each request of a row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// `GET /accounts`, answered by Envoy itself (`direct_response`): no upstream.
+    Account,
+    /// `POST /payments` with a small JSON body and an `Idempotency-Key`, answered by an
+    /// upstream (a second listener of the same Envoy with a direct response, so the hop is
+    /// in every payment row alike): the idempotency filter keeps only upstream answers.
+    Payment(Keys),
+}
+
+/// Which `Idempotency-Key` a payment row's requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// The next of a pool that outlasts the bench's retention (see `chain::BENCH_RETENTION`):
+    /// every request is a first use (reserve, upstream, store).
+    New,
+    /// One key on every request: after the first, every request is a replay.
+    Same,
+}
+
+/// The Webdis cluster of the Redis rows, named as istiod names it.
+pub const WEBDIS_CLUSTER: &str = "outbound|7379||webdis.payments.svc.cluster.local";
+
 /// The fixed request rate a row is measured at. Each is below saturation for every row that
 /// uses it; the no-filter row is measured at every rate some row uses, and a row is compared
 /// only with rows at its own rate.
@@ -113,8 +137,32 @@ impl Step {
                     "wasmcustom.banking_rate_limit_contention_denied_bench_per_subject",
                 ),
             ],
+            Step::Plugin("idempotency") => &[
+                ("reserved", "wasmcustom.banking_idempotency_reserved"),
+                ("stored", "wasmcustom.banking_idempotency_stored"),
+                ("replayed", "wasmcustom.banking_idempotency_replayed"),
+                ("store full", "wasmcustom.banking_idempotency_store_full"),
+            ],
+            Step::Plugin("idempotency@redis") => &[
+                ("reserved", "wasmcustom.banking_idempotency_reserved"),
+                ("stored", "wasmcustom.banking_idempotency_stored"),
+                ("replayed", "wasmcustom.banking_idempotency_replayed"),
+                (
+                    "store unavailable",
+                    "wasmcustom.banking_idempotency_store_unavailable",
+                ),
+                (
+                    "Webdis calls",
+                    "cluster.outbound|7379||webdis.payments.svc.cluster.local.upstream_rq_total",
+                ),
+            ],
             _ => &[],
         }
+    }
+
+    /// Whether this step needs Redis behind Webdis.
+    pub fn needs_redis(&self) -> bool {
+        matches!(self, Step::Plugin(name) if name.ends_with("@redis"))
     }
 
     /// The verified-token cache this filter keeps, if any.
@@ -174,6 +222,7 @@ pub struct Scenario {
     pub chain: &'static [Step],
     pub tokens: TokenUse,
     pub rate: Rate,
+    pub load: Load,
     /// The rows this one's CPU is divided by in the "× versus" column, first the one it is
     /// judged against: the native equivalent, or for the floor, no filter.
     pub versus: &'static [&'static str],
@@ -218,6 +267,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &[],
     },
     Scenario {
@@ -225,6 +275,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Noop],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &[NO_FILTER],
     },
     // banking-headers has no native twin; its yardstick is a Lua filter doing the same
@@ -234,6 +285,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("banking-headers")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["banking-headers-lua"],
     },
     Scenario {
@@ -241,6 +293,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::BANKING_HEADERS_LUA)],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &[],
     },
     // jwt-auth against jwt_authn as Envoy configures it by default (no cache) and with its
@@ -251,6 +304,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["jwt_authn-cache-rs256", "jwt_authn-rs256"],
     },
     Scenario {
@@ -258,6 +312,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &[],
     },
     Scenario {
@@ -265,6 +320,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["jwt_authn-rs256"],
     },
     Scenario {
@@ -272,6 +328,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["jwt_authn-rs256-distinct"],
     },
     Scenario {
@@ -279,6 +336,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &[],
     },
     Scenario {
@@ -286,6 +344,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: DISTINCT_PS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["jwt_authn-ps256-distinct"],
     },
     Scenario {
@@ -293,6 +352,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: DISTINCT_PS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &[],
     },
     Scenario {
@@ -300,6 +360,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["jwt_authn-cache-es256", "jwt_authn-es256"],
     },
     Scenario {
@@ -307,6 +368,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &[],
     },
     Scenario {
@@ -314,6 +376,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
         tokens: REUSED_ES256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["jwt_authn-es256"],
     },
     Scenario {
@@ -321,6 +384,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: DISTINCT_ES256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["jwt_authn-es256-distinct"],
     },
     Scenario {
@@ -328,6 +392,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: DISTINCT_ES256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &[],
     },
     // A realistic mix of tokens, each used about 20 times: jwt-auth against jwt_authn with its
@@ -337,6 +402,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth")],
         tokens: MIX_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["jwt_authn-cache-rs256-mix", "jwt_authn-rs256-mix"],
     },
     Scenario {
@@ -344,6 +410,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN_CACHED)],
         tokens: MIX_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["jwt_authn-rs256-mix"],
     },
     Scenario {
@@ -351,6 +418,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Native(&native::JWT_AUTHN)],
         tokens: MIX_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &[],
     },
     // The suite as istiod chains it, against the closest native chain: the Lua banking-header
@@ -361,6 +429,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth"), Step::Plugin("rate-limit")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["rate-limit-native", "jwt-auth-rs256"],
     },
     Scenario {
@@ -371,6 +440,7 @@ pub static SCENARIOS: &[Scenario] = &[
         ],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["jwt-auth-rs256"],
     },
     Scenario {
@@ -378,6 +448,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("jwt-auth"), Step::Plugin("rate-limit")],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["rate-limit-native-subjects"],
     },
     Scenario {
@@ -388,13 +459,66 @@ pub static SCENARIOS: &[Scenario] = &[
         ],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &[],
+    },
+    // The idempotency filter behind jwt-auth (it keys records on the verified customer), with
+    // each store, for first uses and for replays, against jwt-auth alone and no filter on the
+    // same payments.
+    Scenario {
+        name: "payment-none",
+        chain: &[],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::New),
+        versus: &[],
+    },
+    Scenario {
+        name: "payment-jwt-auth",
+        chain: &[Step::Plugin("jwt-auth")],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::New),
+        versus: &["payment-none"],
+    },
+    Scenario {
+        name: "idempotency-first-use",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("idempotency")],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::New),
+        versus: &["payment-jwt-auth", "payment-none"],
+    },
+    Scenario {
+        name: "idempotency-replay",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("idempotency")],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::Same),
+        versus: &["payment-jwt-auth", "payment-none"],
+    },
+    Scenario {
+        name: "idempotency-redis-first-use",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("idempotency@redis")],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::New),
+        versus: &["payment-jwt-auth", "payment-none"],
+    },
+    Scenario {
+        name: "idempotency-redis-replay",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("idempotency@redis")],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::Same),
+        versus: &["payment-jwt-auth", "payment-none"],
     },
     Scenario {
         name: "suite",
         chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &["suite-native"],
     },
     Scenario {
@@ -402,6 +526,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: NATIVE_SUITE,
         tokens: REUSED_RS256,
         rate: Rate::Standard,
+        load: Load::Account,
         versus: &[],
     },
     Scenario {
@@ -409,6 +534,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: &[Step::Plugin("banking-headers"), Step::Plugin("jwt-auth")],
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &["suite-native-distinct"],
     },
     Scenario {
@@ -416,6 +542,7 @@ pub static SCENARIOS: &[Scenario] = &[
         chain: NATIVE_SUITE,
         tokens: DISTINCT_RS256,
         rate: Rate::Light,
+        load: Load::Account,
         versus: &[],
     },
 ];
@@ -452,6 +579,12 @@ pub fn check_table() -> Result<(), String> {
                 None => {
                     return Err(format!(
                         "scenario {:?} is compared with {v:?}, which is no row",
+                        s.name
+                    ));
+                }
+                Some(t) if matches!(t.load, Load::Account) != matches!(s.load, Load::Account) => {
+                    return Err(format!(
+                        "scenario {:?} is compared with {v:?}, which sends other requests",
                         s.name
                     ));
                 }

@@ -14,7 +14,7 @@ use crate::BenchError;
 /// format wasmplugins/banking-headers.yaml requires.
 pub const CUSTOMER_ID: &str = "CUST-00012345";
 /// Scopes of every token: `GET /accounts` needs `accounts:read` under jwt-auth's rules.
-const SCOPE: &str = "accounts:read payments:read";
+const SCOPE: &str = "accounts:read payments:read payments:write";
 
 /// The signing algorithms compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
