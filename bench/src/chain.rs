@@ -134,7 +134,9 @@ fn check_istio_order(scenario: &Scenario, inputs: &Inputs) -> Result<(), BenchEr
 }
 
 /// The payment rows' upstream: a second listener of the row's Envoy on `port` that answers
-/// every request itself.
+/// every request itself, once it has the whole body (Envoy's buffer filter): a service that
+/// answered on the headers alone would answer before the idempotency filter releases the
+/// body, which the README says no upstream behind it may do.
 fn payment_service(port: u16) -> Value {
     json!({
         "name": "payment_service",
@@ -147,7 +149,10 @@ fn payment_service(port: u16) -> Value {
                 "route_config": {"virtual_hosts": [{"name": "payments", "domains": ["*"],
                     "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200,
                         "body": {"inline_string": "{\"id\":\"pay-42\",\"status\":\"accepted\"}"}}}]}]},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": 65536}},
+                    {"name": "envoy.filters.http.router", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
             }
         }]}]
