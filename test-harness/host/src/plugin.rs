@@ -449,13 +449,28 @@ impl Stream {
             headers.len() as i32,
             i32::from(end_of_stream),
         );
-        self.phase("proxy_on_request_headers", args, |s| {
+        let action = self.phase("proxy_on_request_headers", args, |s| {
             s.request_headers = Some(headers)
-        })
+        })?;
+        // Envoy turns a Wasm filter's StopIteration on request headers into
+        // StopAllIterationAndBuffer (unless the plugin sets `allow_on_headers_stop_iteration`,
+        // which Istio's WasmPlugin cannot): the body is buffered and not shown to the filter
+        // until it resumes the request.
+        if action == Action::Pause && !end_of_stream {
+            self.vm.with_stream(self.id, |s| {
+                if s.local_response.is_none() {
+                    s.request_stopped_all = Some(s.request_resumed);
+                }
+            });
+        }
+        Ok(action)
     }
 
     /// Delivers a request body chunk. While the filter pauses, Envoy buffers: the next chunk
-    /// is appended and the filter sees the whole buffered body. Panics if the filter traps.
+    /// is appended and the filter sees the whole buffered body. After the filter stopped on
+    /// the request headers (see [`Stream::request_headers`]) chunks are buffered without
+    /// calling it, and answered `Pause`, until it resumes the request; the first chunk after
+    /// that brings it the whole buffered body. Panics if the filter traps.
     pub fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Action {
         or_panic(self.try_request_body(chunk, end_of_stream))
     }
@@ -469,19 +484,34 @@ impl Stream {
         if self.ended() {
             return Ok(Action::Pause);
         }
-        let size = self.vm.with_stream(self.id, |s| {
-            let body = s.request_body.get_or_insert_with(Vec::new);
-            if !s.request_body_buffering {
-                body.clear();
-            }
-            body.extend_from_slice(chunk);
-            body.len()
-        });
-        let args = (
-            self.id as i32,
-            size.unwrap_or(0) as i32,
-            i32::from(end_of_stream),
-        );
+        let (size, held) = self
+            .vm
+            .with_stream(self.id, |s| {
+                let held = match s.request_stopped_all {
+                    Some(resumes) if s.request_resumed == resumes => true,
+                    Some(_) => {
+                        s.request_stopped_all = None;
+                        false
+                    }
+                    None => false,
+                };
+                let buffering = s.request_body_buffering || held;
+                let body = s.request_body.get_or_insert_with(Vec::new);
+                if !buffering {
+                    body.clear();
+                }
+                body.extend_from_slice(chunk);
+                if held {
+                    // Whatever was held goes to the filter with the next chunk after it resumes.
+                    s.request_body_buffering = true;
+                }
+                (body.len(), held)
+            })
+            .unwrap_or((0, false));
+        if held {
+            return Ok(Action::Pause);
+        }
+        let args = (self.id as i32, size as i32, i32::from(end_of_stream));
         let action = self.phase("proxy_on_request_body", args, |_| {})?;
         self.vm.with_stream(self.id, |s| {
             s.request_body_buffering = action == Action::Pause

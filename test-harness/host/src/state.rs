@@ -173,6 +173,10 @@ pub(crate) struct StreamState {
     pub(crate) response_trailers: Option<HeaderList>,
     /// Whether the last body callback paused, so the next chunk is appended (Envoy buffers).
     pub(crate) request_body_buffering: bool,
+    /// The filter stopped on request headers that had a body to come: Envoy makes that a
+    /// stop of everything (StopAllIterationAndBuffer) for a Wasm filter, so the body is held
+    /// from it until it resumes. `Some(resumes so far)` while held.
+    pub(crate) request_stopped_all: Option<usize>,
     pub(crate) response_body_buffering: bool,
     pub(crate) local_response: Option<LocalResponse>,
     pub(crate) local_reply_delivered: bool,

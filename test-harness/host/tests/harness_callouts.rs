@@ -130,3 +130,33 @@ fn a_streams_callout_is_cancelled_when_the_stream_ends() {
     stream.complete();
     assert!(plugin.pending_http_calls().is_empty());
 }
+
+#[test]
+fn a_filter_that_stops_on_request_headers_sees_no_body_until_it_resumes() {
+    // Envoy makes a Wasm filter's StopIteration on request headers a stop of everything: the
+    // body is buffered, not shown to the filter, until the filter resumes.
+    let host = Host::new();
+    let plugin = probe(&host);
+    let mut stream = plugin.stream();
+    let action = stream.request_headers(
+        &[
+            (":path", "/pay"),
+            ("x-probe", "http-call fraud-check 500"),
+            ("x-probe-body", "append !"),
+        ],
+        false,
+    );
+    assert_eq!(action, Action::Pause);
+    assert_eq!(stream.request_body(b"{\"amount\":", false), Action::Pause);
+    assert_eq!(
+        stream.request_body_now(),
+        b"{\"amount\":".to_vec(),
+        "held from the filter: not rewritten"
+    );
+    let call = plugin.pending_http_calls().remove(0);
+    plugin.respond_http_call(call.token, 200, &[], b"");
+    assert!(stream.resumed());
+    // The next chunk brings the filter the whole body.
+    assert_eq!(stream.request_body(b"1}", true), Action::Continue);
+    assert_eq!(stream.request_body_now(), b"{\"amount\":1}!".to_vec());
+}
