@@ -24,6 +24,8 @@ const TARGETS: &[(&str, &str)] = &[
     ("jwt_auth", "jwt-auth"),
     ("rate_limit", "rate-limit"),
     ("idempotency", "idempotency"),
+    // The same with its Redis store: Webdis's answers come from the callout corpus below.
+    ("idempotency", "idempotency@redis"),
 ];
 
 /// What an earlier filter may have left as the identity (`banking.jwt.identity`): jwt-auth's
@@ -257,8 +259,34 @@ fn borrowed(headers: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
         .collect()
 }
 
+/// Answers the callouts a paused stream waits for, as a store or a proxy in between might,
+/// until none is left (a few rounds at most): a filter that pauses for a call must then answer,
+/// resume or reset.
+fn answer_waiting_calls(plugin: &Plugin, r: &mut Rng) {
+    for _ in 0..4 {
+        let calls = plugin.pending_http_calls();
+        if calls.is_empty() {
+            return;
+        }
+        for call in calls {
+            let status = *r.pick(&[200u32, 200, 404, 403, 503]);
+            let body = match r.below(4) {
+                0 => b"+OK".to_vec(),
+                1 => b"-ERR unknown command".to_vec(),
+                2 => r.bytes_upto(128),
+                _ => Vec::new(),
+            };
+            let _ = plugin.try_respond_http_call(call.token, status, &[] as &[(&str, &str)], &body);
+        }
+    }
+}
+
 /// What is wrong with how the filter answered, if anything.
 fn check_answer(stream: &Stream, action: Action) -> Option<String> {
+    if action == Action::Pause && stream.resumed() && stream.local_response().is_none() {
+        // Paused for a callout, then resumed: the request went on.
+        return None;
+    }
     if let Some(reply) = stream.local_response() {
         if !(400..=599).contains(&reply.status) {
             return Some(format!("local reply with status {}", reply.status));
@@ -293,9 +321,13 @@ struct Run {
 fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64) -> Run {
     let host = Host::new();
     host.set_random_seed(seed);
-    let config = envoy_runner::fixture::shipped(&[wasmplugin])[0]
-        .configuration_json()
-        .unwrap_or_default();
+    let (name, variant) = wasmplugin.split_once('@').unwrap_or((wasmplugin, ""));
+    let mut shipped = envoy_runner::fixture::shipped(&[name]).remove(0);
+    if let ("redis", Some(config)) = (variant, shipped.plugin_config.as_mut()) {
+        config["store"] = serde_json::json!({"redis": {
+            "cluster": "outbound|7379||webdis.payments.svc.cluster.local"}});
+    }
+    let config = shipped.configuration_json().unwrap_or_default();
     let plugin: Plugin = host.load(wasm, &config).unwrap_or_else(|e| panic!("{e}"));
     let idp = Idp::new();
     let corpus = Corpus {
@@ -326,11 +358,20 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
         // Callouts answered with anything, the real key set among them.
         for call in plugin.pending_http_calls() {
             if r.chance(50) {
-                let status = *r.pick(&[200u32, 200, 404, 500, 302]);
-                let body = match r.below(4) {
+                let status = *r.pick(&[200u32, 200, 404, 500, 302, 403, 503]);
+                let body = match r.below(7) {
                     0 => corpus.jwks.clone().into_bytes(),
                     1 => mangle(&mut r, corpus.jwks.as_bytes()),
                     2 => r.bytes_upto(256),
+                    // Webdis's raw answers: a status, a Redis error, an integer, a record.
+                    3 => r
+                        .pick(&[b"+OK".as_slice(), b"-ERR syntax error", b"1"])
+                        .to_vec(),
+                    4 => {
+                        let mut record = b"BKIR\x01".to_vec();
+                        record.extend(r.bytes_upto(120));
+                        record
+                    }
                     _ => Vec::new(),
                 };
                 let _ =
@@ -355,6 +396,9 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
                 stream.set_property(&["banking.jwt.identity"], identity);
             }
             let action = stream.try_request_headers(&borrowed(&headers), r.chance(50))?;
+            if action == Action::Pause {
+                answer_waiting_calls(&plugin, &mut r);
+            }
             if let Some(problem) = check_answer(&stream, action) {
                 return Ok(Some(problem));
             }
@@ -369,7 +413,13 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
                     let chunk = r.bytes_upto(2048);
                     stream.try_request_body(&chunk, false)?;
                 }
-                stream.try_request_body(&[], true)?;
+                let action = stream.try_request_body(&[], true)?;
+                if action == Action::Pause {
+                    answer_waiting_calls(&plugin, &mut r);
+                    if let Some(problem) = check_answer(&stream, action) {
+                        return Ok(Some(format!("after the body: {problem}")));
+                    }
+                }
                 let status = r.pick(&["200", "201", "404", "503", "x"]).to_string();
                 stream.try_response_headers(&[(":status", status.as_str())], r.chance(50))?;
                 stream.try_response_body(&r.bytes_upto(512), true)?;
@@ -418,7 +468,7 @@ fn no_request_traps_a_filter_or_gets_anything_but_a_pass_or_a_problem() {
             max_runs,
         );
         println!(
-            "fuzz {wasm}: {} executions in {:.1}s ({:.0}/s), {} findings, seed {seed}; answers {:?}",
+            "fuzz {wasmplugin}: {} executions in {:.1}s ({:.0}/s), {} findings, seed {seed}; answers {:?}",
             run.executions,
             run.elapsed.as_secs_f64(),
             run.executions as f64 / run.elapsed.as_secs_f64().max(1e-9),

@@ -402,14 +402,13 @@ impl Webdis {
         let key = String::from_utf8(args[0].clone()).unwrap();
         let mut values = self.values.borrow_mut();
         match (command.as_str(), args.len()) {
-            ("SET", 5) if args[2] == b"NX" && args[3] == b"PX" => {
-                if values.contains_key(&key) {
-                    (404, Vec::new())
-                } else {
-                    values.insert(key, args[1].clone());
+            ("SET", 5) if args[2] == b"NX" && args[3] == b"PX" => match values.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => (404, Vec::new()),
+                std::collections::hash_map::Entry::Vacant(free) => {
+                    free.insert(args[1].clone());
                     (200, b"+OK".to_vec())
                 }
-            }
+            },
             ("GET", 1) => match values.get(&key) {
                 Some(v) => (200, v.clone()),
                 None => (404, Vec::new()),
