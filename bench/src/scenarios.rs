@@ -71,8 +71,7 @@ pub enum Keys {
     Same,
 }
 
-/// The Webdis cluster of the Redis rows, named as istiod names it.
-pub const WEBDIS_CLUSTER: &str = "outbound|7379||webdis.payments.svc.cluster.local";
+pub use envoy_runner::redis::WEBDIS_CLUSTER;
 
 /// The fixed request rate a row is measured at. Each is below saturation for every row that
 /// uses it; the no-filter row is measured at every rate some row uses, and a row is compared

@@ -102,6 +102,11 @@ struct Plugin {
     slot_events: OutcomeCounters<SlotEvent>,
     /// Redis writes settling a key (callout token -> what it counts when it succeeds).
     settling: RefCell<HashMap<u32, Count>>,
+    /// Reservations whose request ended before Redis answered (callout token -> key): if
+    /// the answer says the key was reserved, nothing went upstream, so the root releases it.
+    orphaned: RefCell<HashMap<u32, RecordKey>>,
+    /// The host asked the root to shut down while Redis writes were in flight.
+    closing: std::cell::Cell<bool>,
 }
 
 impl Plugin {
@@ -174,24 +179,52 @@ impl RootContext for Root {
             counts: OutcomeCounters::define(METRICS_FILTER),
             slot_events: OutcomeCounters::define(METRICS_FILTER),
             settling: RefCell::new(HashMap::new()),
+            orphaned: RefCell::new(HashMap::new()),
+            closing: std::cell::Cell::new(false),
         }));
         true
     }
 
-    /// A Redis write that settled a key has answered.
+    /// A plugin update or a drain: the Redis writes in flight finish first (each within its
+    /// timeout), or payments that executed would become "outcome unknown".
+    fn on_done(&mut self) -> bool {
+        let Some(plugin) = self.plugin.as_ref() else {
+            return true;
+        };
+        if plugin.settling.borrow().is_empty() && plugin.orphaned.borrow().is_empty() {
+            return true;
+        }
+        plugin.closing.set(true);
+        false
+    }
+
+    /// A Redis write that settled a key has answered, or a reservation whose request is gone.
     fn on_http_call_response(&mut self, response: CallResponse) {
         let Some(plugin) = self.plugin.clone() else {
             return;
         };
-        let Some(count) = plugin.settling.borrow_mut().remove(&response.token) else {
-            return;
-        };
-        match webdis::written(&webdis_reply(&response)) {
-            Ok(()) => plugin.counts.increment(count),
-            Err(e) => {
-                plugin.counts.increment(Count::SettleFailed);
-                log::warn!("{FILTER}: could not settle a key in Redis ({e:?}); it stays reserved");
+        let orphan = plugin.orphaned.borrow_mut().remove(&response.token);
+        if let Some(key) = orphan {
+            if webdis::reserved(&webdis_reply(&response)) == Ok(true) {
+                settle_in_redis(&plugin, &key, None);
             }
+        } else if let Some(count) = plugin.settling.borrow_mut().remove(&response.token) {
+            match webdis::written(&webdis_reply(&response)) {
+                Ok(()) => plugin.counts.increment(count),
+                Err(e) => {
+                    plugin.counts.increment(Count::SettleFailed);
+                    log::warn!(
+                        "{FILTER}: could not settle a key in Redis ({e:?}); it stays reserved"
+                    );
+                }
+            }
+        }
+        if plugin.closing.get()
+            && plugin.settling.borrow().is_empty()
+            && plugin.orphaned.borrow().is_empty()
+            && let Err(e) = host::done()
+        {
+            log::warn!("{FILTER}: could not finish shutting down: {e}");
         }
     }
 
@@ -355,6 +388,22 @@ impl StreamContext for Stream {
         self.admit(&plugin, waiting.key, waiting.fingerprint.finish())
     }
 
+    /// A request with trailers never has a body callback with `end_of_stream`: its body is
+    /// whole here, and the key is decided before the trailers (and the held body) go on.
+    fn on_request_trailers(&mut self, _trailers: usize) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            return host::fail_closed(FILTER, "a stream arrived before a valid configuration");
+        };
+        let Some(mut waiting) = self.waiting.take() else {
+            return Action::Continue;
+        };
+        match host::buffer(BufferType::RequestBody, 0, usize::MAX) {
+            Ok(body) => waiting.fingerprint.body(&body.unwrap_or_default()),
+            Err(e) => return host::fail_closed_on(FILTER, &e),
+        }
+        self.admit(&plugin, waiting.key, waiting.fingerprint.finish())
+    }
+
     fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Some(plugin) = self.plugin.clone() else {
             return Action::Continue;
@@ -437,7 +486,22 @@ impl StreamContext for Stream {
     }
 
     fn on_log(&mut self) {
-        let (Some(plugin), Some(reserved)) = (self.plugin.clone(), self.reserved.take()) else {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        // The request ended (the client went away) while Redis had its reservation: the
+        // root takes the answer over and releases the key if it was reserved.
+        if let Some(Calling {
+            token,
+            step: RedisStep::Reserve,
+            key,
+            ..
+        }) = self.calling.take()
+        {
+            host::adopt_callout(token, plugin.root_id);
+            plugin.orphaned.borrow_mut().insert(token, key);
+        }
+        let Some(reserved) = self.reserved.take() else {
             return;
         };
         let ending = match &self.response {
@@ -468,32 +532,8 @@ impl StreamContext for Stream {
             (Settlement::Release, _) => None,
         };
         let retention = millis(plugin.config.retention);
-        if let Some(webdis) = plugin.webdis() {
-            let (call, count) = match &settlement {
-                Some(record) => (
-                    webdis.complete(&reserved.key, record, retention),
-                    Count::Stored,
-                ),
-                None => (webdis.release(&reserved.key), Count::Released),
-            };
-            // For the root: the stream ends now, and Envoy would cancel the stream's call.
-            match host::dispatch_http_call_for(
-                plugin.root_id,
-                &webdis.cluster,
-                &call.headers(webdis),
-                &call.body,
-                webdis.timeout,
-            ) {
-                Ok(token) => {
-                    plugin.settling.borrow_mut().insert(token, count);
-                }
-                Err(e) => {
-                    plugin.counts.increment(Count::SettleFailed);
-                    log::warn!(
-                        "{FILTER}: could not settle a key in Redis ({e}); it stays reserved"
-                    );
-                }
-            }
+        if plugin.webdis().is_some() {
+            settle_in_redis(&plugin, &reserved.key, settlement.as_ref());
             return;
         }
         let on_event = |event| plugin.slot_events.increment(event);
@@ -697,6 +737,36 @@ fn answer(plugin: &Plugin, admission: Admission) -> Action {
         }
         Admission::Reserve(_) => {
             host::fail_closed(FILTER, "a key's record asked to reserve it again")
+        }
+    }
+}
+
+/// Stores `record` under `key` in Redis, or releases the key (`None`), by a call the root
+/// context owns: its answer comes after the stream has ended, and the root counts it.
+fn settle_in_redis(plugin: &Plugin, key: &RecordKey, record: Option<&Record>) {
+    let Some(webdis) = plugin.webdis() else {
+        return;
+    };
+    let (call, count) = match record {
+        Some(record) => (
+            webdis.complete(key, record, millis(plugin.config.retention)),
+            Count::Stored,
+        ),
+        None => (webdis.release(key), Count::Released),
+    };
+    match host::dispatch_http_call_for(
+        plugin.root_id,
+        &webdis.cluster,
+        &call.headers(webdis),
+        &call.body,
+        webdis.timeout,
+    ) {
+        Ok(token) => {
+            plugin.settling.borrow_mut().insert(token, count);
+        }
+        Err(e) => {
+            plugin.counts.increment(Count::SettleFailed);
+            log::warn!("{FILTER}: could not settle a key in Redis ({e}); it stays reserved");
         }
     }
 }

@@ -18,5 +18,12 @@ mod filter;
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 banking_filter_common::filter_main!(
     |id| Box::new(filter::Root::new(id)),
-    [request_body, response_headers, response_body, log]
+    [
+        request_body,
+        request_trailers,
+        response_headers,
+        response_body,
+        log,
+        done
+    ]
 );

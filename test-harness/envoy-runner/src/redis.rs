@@ -18,6 +18,35 @@ use crate::EnvoyError;
 /// Where the shipped files are, from the repository root.
 pub const DEPLOY_DIR: &str = "deploy/idempotency-redis";
 
+/// The cluster the idempotency filter's Redis store is configured with wherever this project
+/// runs it (tests, `make run`, bench), named as istiod names Webdis's Service in the
+/// Kubernetes example.
+pub const WEBDIS_CLUSTER: &str = "outbound|7379||webdis.payments.svc.cluster.local";
+
+/// `plugin` (the idempotency WasmPlugin) with its store in Redis through [`WEBDIS_CLUSTER`],
+/// each call within `timeout` (e.g. `"250ms"`).
+pub fn with_redis_store(mut plugin: crate::WasmPlugin, timeout: &str) -> crate::WasmPlugin {
+    if let Some(config) = plugin.plugin_config.as_mut() {
+        config["store"] =
+            serde_json::json!({"redis": {"cluster": WEBDIS_CLUSTER, "timeout": timeout}});
+    }
+    plugin
+}
+
+/// What Redis's only user (`default`, which Webdis logs in as) may do, after its password:
+/// the filter's keys and Webdis's four commands. The Kubernetes example's StatefulSet passes
+/// the same (a test compares them).
+pub const REDIS_USER_RULES: &[&str] = &[
+    "~banking:idempotency:*",
+    "resetchannels",
+    "-@all",
+    "+set",
+    "+psetex",
+    "+get",
+    "+del",
+    "+ping",
+];
+
 /// Redis and Webdis, running.
 pub struct RedisThroughWebdis {
     redis: Option<Child>,
@@ -82,20 +111,8 @@ impl RedisThroughWebdis {
             .args(["--daemonize", "no", "--logfile", ""])
             // As the Kubernetes example declares it: the password, the filter's keys only,
             // Webdis's four commands.
-            .args([
-                "--user",
-                "default",
-                "on",
-                &format!(">{password}"),
-                "~banking:idempotency:*",
-                "resetchannels",
-                "-@all",
-                "+set",
-                "+psetex",
-                "+get",
-                "+del",
-                "+ping",
-            ])
+            .args(["--user", "default", "on", &format!(">{password}")])
+            .args(REDIS_USER_RULES)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&redis_log)?)
             .stderr(Stdio::inherit())

@@ -26,27 +26,26 @@ use std::time::{Duration, Instant};
 use demo_services::DemoUpstream;
 use envoy_runner::client::{self, HttpResponse, Request};
 use envoy_runner::fixture::{self, BehindJwtAuth};
-use envoy_runner::redis::RedisThroughWebdis;
+use envoy_runner::redis::{RedisThroughWebdis, WEBDIS_CLUSTER as WEBDIS, with_redis_store};
 use envoy_runner::{FailStrategy, Phase, WasmPlugin};
-use serde_json::json;
 
 /// Identical payments sent at once.
 const STORM: usize = 50;
 const CUSTOMER_ID: &str = "CUST-00012345";
 const KEY: &str = "\"storm-8e03978e-40d5-43e8\"";
 const BODY: &[u8] = br#"{"amount":"10.00","creditor":"DE89370400440532013000"}"#;
-/// The Webdis cluster, named as istiod names it.
-const WEBDIS: &str = "outbound|7379||webdis.payments.svc.cluster.local";
 
 /// One replica: its Envoy (jwt-auth, then idempotency) and its caller's token.
 type Replica = BehindJwtAuth;
 
-fn idempotency(store: Option<serde_json::Value>) -> WasmPlugin {
-    let mut plugin = fixture::shipped(&["idempotency"]).remove(0);
-    if let (Some(store), Some(config)) = (store, plugin.plugin_config.as_mut()) {
-        config["store"] = store;
+/// The shipped idempotency plugin, with its Redis store when `redis`.
+fn idempotency(redis: bool) -> WasmPlugin {
+    let plugin = fixture::shipped(&["idempotency"]).remove(0);
+    if redis {
+        with_redis_store(plugin, "500ms")
+    } else {
+        plugin
     }
-    plugin
 }
 
 /// A replica in front of `upstream` (shared by every replica, so it counts executions over
@@ -201,7 +200,7 @@ fn one_replica_with_the_embedded_store_executes_a_storm_of_one_payment_once() {
     let upstream = fixture::demo_upstream();
     let one = replica(
         "idempotency_storm",
-        vec![idempotency(None)],
+        vec![idempotency(false)],
         &upstream,
         None,
     );
@@ -215,17 +214,16 @@ fn one_replica_with_the_embedded_store_executes_a_storm_of_one_payment_once() {
 fn two_replicas_sharing_redis_execute_a_storm_of_one_payment_once_and_fail_closed_without_it() {
     let mut redis =
         RedisThroughWebdis::start("idempotency_storm_redis").unwrap_or_else(|e| panic!("{e}"));
-    let store = json!({"redis": {"cluster": WEBDIS, "timeout": "500ms"}});
     let upstream = fixture::demo_upstream();
     let a = replica(
         "idempotency_redis_a",
-        vec![idempotency(Some(store.clone()))],
+        vec![idempotency(true)],
         &upstream,
         Some(&redis),
     );
     let b = replica(
         "idempotency_redis_b",
-        vec![idempotency(Some(store))],
+        vec![idempotency(true)],
         &upstream,
         Some(&redis),
     );
@@ -280,7 +278,7 @@ fn a_later_filters_refusal_leaves_the_key_free_and_the_retry_executes_once() {
     let upstream = fixture::demo_upstream();
     let one = replica(
         "idempotency_later_refusal",
-        vec![idempotency(None), probe],
+        vec![idempotency(false), probe],
         &upstream,
         None,
     );

@@ -959,6 +959,7 @@ fn the_redis_stores_kubernetes_objects_are_well_formed_and_hold_the_shipped_file
         let expected_api = match kind {
             "ConfigMap" | "ServiceAccount" | "Service" => "v1",
             "StatefulSet" | "Deployment" => "apps/v1",
+            "NetworkPolicy" => "networking.k8s.io/v1",
             _ if doc["apiVersion"]
                 .as_str()
                 .unwrap_or_default()
@@ -1061,6 +1062,37 @@ fn the_redis_stores_kubernetes_objects_are_well_formed_and_hold_the_shipped_file
                 "Service {name}: port name {port_name:?} does not tell Istio its protocol"
             );
         }
+    }
+    // Redis's user is the one the e2e tests run.
+    let redis_args: Vec<&str> = of_kind("StatefulSet")[0]["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .as_array()
+        .expect("redis args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let user = redis_args
+        .iter()
+        .position(|a| *a == "--user")
+        .expect("--user in Redis's args");
+    assert_eq!(
+        redis_args[user + 1..user + 4],
+        ["default", "on", ">$(REDIS_PASSWORD)"]
+    );
+    assert_eq!(
+        redis_args[user + 4..],
+        *envoy_runner::redis::REDIS_USER_RULES,
+        "the StatefulSet's Redis user differs from the e2e tests'"
+    );
+    // Every workload has its sidecar, or the mesh policies name no one.
+    for workload in of_kind("StatefulSet")
+        .into_iter()
+        .chain(of_kind("Deployment"))
+    {
+        assert_eq!(
+            workload["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"],
+            "true"
+        );
     }
     let config = of_kind("ConfigMap")[0];
     let dir = repo_root().join(REDIS_DEPLOY);

@@ -672,10 +672,6 @@ impl Stream {
         let id = self.id as i32;
         self.vm.call::<i32, i32>("proxy_on_done", self.id, id)?;
         self.vm.call::<i32, ()>("proxy_on_delete", self.id, id)?;
-        // As Envoy does, the stream's own callouts die with it: their responses never come.
-        let stream = self.id;
-        self.vm
-            .with_state(|s| s.http_calls.retain(|_, pending| pending.context != stream));
         Ok(())
     }
 

@@ -781,7 +781,6 @@ fn proxy_http_call(
         token
     };
     let now = c.data().host.borrow().now_nanos;
-    let context = c.data().current_context();
     let timeout_ms = timeout_ms as u32;
     let timeout = (timeout_ms > 0).then(|| std::time::Duration::from_millis(u64::from(timeout_ms)));
     c.data_mut().http_calls.insert(
@@ -796,7 +795,6 @@ fn proxy_http_call(
                 timeout,
             },
             deadline: (timeout_ms > 0).then(|| now + u64::from(timeout_ms) * 1_000_000),
-            context,
         },
     );
     if !write_u32(&mut c, token_ptr, token)? {

@@ -203,9 +203,6 @@ pub(crate) struct StreamState {
 pub(crate) struct PendingCall {
     pub(crate) call: HttpCall,
     pub(crate) deadline: Option<u64>,
-    /// The context that dispatched it (the effective one): Envoy cancels a stream's calls
-    /// when the stream is destroyed.
-    pub(crate) context: u32,
 }
 
 pub(crate) struct CallResponse {

@@ -261,12 +261,14 @@ fn borrowed(headers: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
 
 /// Answers the callouts a paused stream waits for, as a store or a proxy in between might,
 /// until none is left (a few rounds at most): a filter that pauses for a call must then answer,
-/// resume or reset.
-fn answer_waiting_calls(plugin: &Plugin, r: &mut Rng) {
+/// resume or reset. Returns whether a Redis reservation (`SET`) was asked for, and whether
+/// one was granted (200 `+OK`): a stream that went on must have had one.
+fn answer_waiting_calls(plugin: &Plugin, r: &mut Rng) -> (bool, bool) {
+    let (mut asked, mut granted) = (false, false);
     for _ in 0..4 {
         let calls = plugin.pending_http_calls();
         if calls.is_empty() {
-            return;
+            break;
         }
         for call in calls {
             let status = *r.pick(&[200u32, 200, 404, 403, 503]);
@@ -276,9 +278,25 @@ fn answer_waiting_calls(plugin: &Plugin, r: &mut Rng) {
                 2 => r.bytes_upto(128),
                 _ => Vec::new(),
             };
+            if call
+                .header(":path")
+                .is_some_and(|p| p.starts_with(b"/SET/"))
+            {
+                asked = true;
+                granted |= status == 200 && body == b"+OK";
+            }
             let _ = plugin.try_respond_http_call(call.token, status, &[] as &[(&str, &str)], &body);
         }
     }
+    (asked, granted)
+}
+
+/// A stream that waited for a Redis reservation and went on without one was let through
+/// unreserved: a payment that could run twice.
+fn check_reserved(stream: &Stream, (asked, granted): (bool, bool)) -> Option<String> {
+    let went_on = stream.resumed() && stream.local_response().is_none();
+    (asked && !granted && went_on)
+        .then(|| "went upstream without Redis granting its reservation".to_string())
 }
 
 /// What is wrong with how the filter answered, if anything.
@@ -323,9 +341,8 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
     host.set_random_seed(seed);
     let (name, variant) = wasmplugin.split_once('@').unwrap_or((wasmplugin, ""));
     let mut shipped = envoy_runner::fixture::shipped(&[name]).remove(0);
-    if let ("redis", Some(config)) = (variant, shipped.plugin_config.as_mut()) {
-        config["store"] = serde_json::json!({"redis": {
-            "cluster": "outbound|7379||webdis.payments.svc.cluster.local"}});
+    if variant == "redis" {
+        shipped = envoy_runner::redis::with_redis_store(shipped, "250ms");
     }
     let config = shipped.configuration_json().unwrap_or_default();
     let plugin: Plugin = host.load(wasm, &config).unwrap_or_else(|e| panic!("{e}"));
@@ -396,8 +413,11 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
                 stream.set_property(&["banking.jwt.identity"], identity);
             }
             let action = stream.try_request_headers(&borrowed(&headers), r.chance(50))?;
-            if action == Action::Pause {
-                answer_waiting_calls(&plugin, &mut r);
+            if action == Action::Pause
+                && let Some(problem) =
+                    check_reserved(&stream, answer_waiting_calls(&plugin, &mut r))
+            {
+                return Ok(Some(problem));
             }
             if let Some(problem) = check_answer(&stream, action) {
                 return Ok(Some(problem));
@@ -415,8 +435,10 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
                 }
                 let action = stream.try_request_body(&[], true)?;
                 if action == Action::Pause {
-                    answer_waiting_calls(&plugin, &mut r);
-                    if let Some(problem) = check_answer(&stream, action) {
+                    let reservation = answer_waiting_calls(&plugin, &mut r);
+                    if let Some(problem) = check_reserved(&stream, reservation)
+                        .or_else(|| check_answer(&stream, action))
+                    {
                         return Ok(Some(format!("after the body: {problem}")));
                     }
                 }

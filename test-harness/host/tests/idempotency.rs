@@ -345,12 +345,13 @@ fn a_response_too_large_to_keep_makes_a_repeat_look_it_up() {
 
 // ---- the Redis store, through Webdis ------------------------------------------------------
 
-const WEBDIS: &str = "outbound|7379||webdis.payments.svc.cluster.local";
+use envoy_runner::redis::WEBDIS_CLUSTER as WEBDIS;
 
 fn redis_config() -> String {
-    let mut config: Value = serde_json::from_str(&shipped_config()).unwrap();
-    config["store"] = json!({"redis": {"cluster": WEBDIS, "timeout": "200ms"}});
-    config.to_string()
+    let shipped = envoy_runner::fixture::shipped(&["idempotency"]).remove(0);
+    envoy_runner::redis::with_redis_store(shipped, "200ms")
+        .configuration_json()
+        .expect("a pluginConfig")
 }
 
 /// Redis behind Webdis 0.1.9, as the filter's calls see it with `?type=application/octet-stream`:
@@ -598,5 +599,118 @@ fn with_redis_a_failed_write_leaves_the_key_reserved_and_counted() {
     assert_eq!(
         problem(&later).1["type"],
         "urn:banking-filters:problem:idempotency-outcome-unknown"
+    );
+}
+
+#[test]
+fn a_payment_without_a_body_waits_on_its_headers_for_redis() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let mut stream = plugin.stream();
+    stream.set_property(&["banking.jwt.identity"], identity("CUST-1"));
+    let action = stream.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/payments"),
+            (":authority", "api.bank.example"),
+            ("idempotency-key", KEY),
+        ],
+        true,
+    );
+    assert_eq!(
+        action,
+        Action::Pause,
+        "nothing goes on before Redis answers"
+    );
+    assert!(!stream.resumed());
+    while webdis.answer(&plugin) > 0 {}
+    assert!(stream.resumed() && stream.local_response().is_none());
+    assert_eq!(webdis.commands(), ["SET"]);
+}
+
+/// A payment whose body ends with trailers (chunked, with a trailer section).
+fn pay_with_trailers(plugin: &Plugin, customer: &str) -> (Action, Stream) {
+    let mut stream = plugin.stream();
+    stream.set_property(&["banking.jwt.identity"], identity(customer));
+    let headers = [
+        (":method", "POST"),
+        (":path", "/payments"),
+        (":authority", "api.bank.example"),
+        ("content-type", "application/json"),
+        ("x-customer-id", customer),
+        ("idempotency-key", KEY),
+    ];
+    assert_eq!(stream.request_headers(&headers, false), Action::Continue);
+    let (head, tail) = BODY.split_at(12);
+    assert_eq!(stream.request_body(head, false), Action::Pause);
+    assert_eq!(stream.request_body(tail, false), Action::Pause);
+    let action = stream.request_trailers(&[("x-checksum", "abc")]);
+    (action, stream)
+}
+
+#[test]
+fn a_payment_with_trailers_is_decided_at_its_trailers_never_let_through_unreserved() {
+    let host = Host::new();
+    let plugin = load(&host, &shipped_config());
+    let (action, mut first) = pay_with_trailers(&plugin, "CUST-1");
+    assert_eq!(action, Action::Continue);
+    assert_eq!(metric(&host, "reserved"), 1);
+    upstream_answers(&mut first, "201", RESPONSE);
+    // The same payment, sent without trailers, is the same fingerprint: replayed.
+    let (_, plain) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    assert_eq!(plain.local_response().map(|r| r.status), Some(201));
+    let (action, repeat) = pay_with_trailers(&plugin, "CUST-1");
+    assert_eq!(action, Action::Pause);
+    assert_eq!(repeat.local_response().map(|r| r.status), Some(201));
+
+    // With Redis, the trailers wait for the reservation too.
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (action, stream) = pay_with_trailers(&plugin, "CUST-1");
+    assert_eq!(action, Action::Pause);
+    assert!(!stream.resumed());
+    while webdis.answer(&plugin) > 0 {}
+    assert!(stream.resumed() && stream.local_response().is_none());
+}
+
+#[test]
+fn with_redis_a_reservation_whose_request_went_away_is_released_by_the_root() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (action, mut gone) = pay(&plugin, "CUST-1", Some(KEY), &[BODY]);
+    assert_eq!(action, Action::Pause);
+    // The client goes away before Redis answers; Redis applies the SET all the same.
+    gone.complete();
+    assert_eq!(
+        webdis.answer(&plugin),
+        1,
+        "the SET is answered after the stream"
+    );
+    assert_eq!(webdis.answer(&plugin), 1, "then the root's DEL");
+    assert_eq!(webdis.commands(), ["SET", "DEL"]);
+    assert_eq!(metric(&host, "released"), 1);
+    let (upstream, _retry) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    assert!(
+        upstream,
+        "the retry executes: the first never went upstream"
+    );
+}
+
+#[test]
+fn with_redis_the_root_finishes_its_writes_before_it_shuts_down() {
+    let host = Host::new();
+    let plugin = load(&host, &redis_config());
+    let webdis = Webdis::default();
+    let (_, mut first) = pay_redis(&plugin, &webdis, "CUST-1", BODY);
+    upstream_answers(&mut first, "201", RESPONSE);
+    assert!(!plugin.shutdown().unwrap(), "a write is in flight");
+    assert_eq!(webdis.answer(&plugin), 1);
+    assert_eq!(metric(&host, "stored"), 1);
+    assert!(
+        plugin.shutdown().unwrap(),
+        "done once the write has answered"
     );
 }

@@ -530,8 +530,9 @@ pub fn dispatch_http_call(
 }
 
 /// [`dispatch_http_call`] on behalf of `context` (a root context, from inside a stream's
-/// callback): the call belongs to that context and its response goes there. Envoy cancels a
-/// stream's own callouts when the stream ends, so work that must outlive the stream (a write
+/// callback): its response goes to that context. Envoy answers every callout, whoever made
+/// it, once it completes, even after the stream that made it has ended; a response for an
+/// ended stream has nowhere to go, so work whose answer matters after the stream (a write
 /// made in `on_log`) is dispatched for the root.
 pub fn dispatch_http_call_for(
     context: u32,
@@ -544,10 +545,18 @@ pub fn dispatch_http_call_for(
     set_effective_context(context)?;
     let dispatched = dispatch_http_call(upstream, headers, body, timeout);
     // Back to the stream for the rest of its callback, whatever the call did.
-    let restored = set_effective_context(current);
+    if let Err(e) = set_effective_context(current) {
+        log::warn!("could not make context {current} current again: {e}");
+    }
     let token = dispatched?;
     super::dispatch::record_callout_for(token, context);
-    restored.map(|()| token)
+    Ok(token)
+}
+
+/// Hands the response to callout `token` (made by the stream running now) to `context` (a
+/// root context): for a stream that ends before its call is answered.
+pub fn adopt_callout(token: u32, context: u32) {
+    super::dispatch::record_callout_for(token, context);
 }
 
 /// Calls a function the host registered by name (Envoy: `verify_signature`,

@@ -369,9 +369,12 @@ pub extern "C" fn proxy_on_log(context: u32) {
 
 #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
 pub extern "C" fn proxy_on_delete(context: u32) {
+    // A stream's callouts stay recorded: Envoy still answers them after the stream is gone,
+    // and such an answer is dropped quietly (see `proxy_on_http_call_response`).
     registry(|r| {
         r.streams.remove(&context);
-        r.roots.remove(&context);
-        r.callouts.retain(|_, caller| *caller != context);
+        if r.roots.remove(&context).is_some() {
+            r.callouts.retain(|_, caller| *caller != context);
+        }
     });
 }

@@ -15,7 +15,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use demo_services::{DemoUpstream, RunningService};
-use envoy_runner::redis::RedisThroughWebdis;
+use envoy_runner::redis::{RedisThroughWebdis, WEBDIS_CLUSTER, with_redis_store};
 use envoy_runner::{
     self as envoy, BootstrapOptions, PathNormalization, RunningEnvoy, StartOptions, WasmPlugin,
 };
@@ -54,9 +54,6 @@ struct Args {
     redis: bool,
     print_config: bool,
 }
-
-/// The Webdis cluster `--redis` declares, named as istiod would.
-const WEBDIS_CLUSTER: &str = "outbound|7379||webdis.payments.svc.cluster.local";
 
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
@@ -221,9 +218,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .iter_mut()
             .find(|p| p.name == "idempotency")
             .ok_or("--redis is for the idempotency filter, which is not in this run")?;
-        if let Some(config) = idempotency.plugin_config.as_mut() {
-            config["store"] = serde_json::json!({"redis": {"cluster": WEBDIS_CLUSTER}});
-        }
+        *idempotency = with_redis_store(idempotency.clone(), "250ms");
     }
 
     let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
