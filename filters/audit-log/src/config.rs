@@ -23,6 +23,7 @@ pub const FILTER: &str = "audit-log";
 /// }
 /// ```
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
     /// This plugin's name among the audit-log plugins on a proxy (required); recorded in
@@ -57,6 +58,10 @@ pub struct PluginConfig {
     /// How often each VM writes a checkpoint record (chain id, count, head): default `60s`,
     /// 1s to 1h.
     #[serde(default = "default_checkpoint", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub checkpoint_interval: Duration,
 
     /// Where records are shipped, as OTLP/HTTP JSON logs. Without it records only go to the
@@ -66,6 +71,7 @@ pub struct PluginConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum LineLevel {
     Debug,
@@ -75,6 +81,7 @@ pub enum LineLevel {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum QueryString {
     #[default]
@@ -83,6 +90,7 @@ pub enum QueryString {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum PanMode {
     #[default]
@@ -92,6 +100,7 @@ pub enum PanMode {
 
 /// `otlp`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OtlpConfig {
     /// The collector's Envoy cluster (required), as Istio names it:
@@ -105,15 +114,31 @@ pub struct OtlpConfig {
     pub path: String,
     /// Default `2s`.
     #[serde(default = "default_otlp_timeout", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub timeout: Duration,
     /// Records per request to the collector (default 100).
     #[serde(default = "default_batch", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
     pub batch_records: usize,
     /// Records a VM holds while the collector cannot take them (default 10,000).
     #[serde(default = "default_buffer", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
     pub buffer_records: usize,
     /// How often a partial batch is sent (default `1s`).
     #[serde(default = "default_flush", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
     pub flush_interval: Duration,
     /// `dropOldest` (default: the oldest records go, counted, and a `gap` record on the
     /// chain says how many) or `reject` (requests get 503 `audit-unavailable` while the
@@ -123,6 +148,7 @@ pub struct OtlpConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum BufferFull {
     #[default]
