@@ -346,6 +346,7 @@ impl RootContext for Root {
         Box::new(Stream {
             vm: self.vm.clone(),
             facts: RequestFacts::default(),
+            seen_status: None,
         })
     }
 }
@@ -353,6 +354,8 @@ impl RootContext for Root {
 struct Stream {
     vm: Option<Rc<Vm>>,
     facts: RequestFacts,
+    /// The `:status` this filter saw pass, for a host that gives no `response.code`.
+    seen_status: Option<u16>,
 }
 
 /// A property's text.
@@ -368,25 +371,31 @@ fn number(path: &[&str]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
+/// What the request headers say: the method and path, and the client's banking headers.
+fn capture_request(facts: &mut RequestFacts) {
+    let Ok(request) = host::request_headers() else {
+        return;
+    };
+    let one = |name: &str| {
+        headers::lookup(&request, name)
+            .single()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    facts.method = one(":method").unwrap_or_default();
+    facts.path = one(":path").unwrap_or_default();
+    facts.claimed_customer = one("x-customer-id");
+    facts.operation = one("x-banking-operation");
+    facts.transaction_id = one("x-transaction-id");
+    facts.request_id = one("x-request-id");
+    facts.traceparent = one("traceparent");
+}
+
 impl StreamContext for Stream {
     fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         let Some(vm) = self.vm.clone() else {
             return Action::Continue;
         };
-        if let Ok(request) = host::request_headers() {
-            let one = |name: &str| {
-                headers::lookup(&request, name)
-                    .single()
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            self.facts.method = one(":method").unwrap_or_default();
-            self.facts.path = one(":path").unwrap_or_default();
-            self.facts.claimed_customer = one("x-customer-id");
-            self.facts.operation = one("x-banking-operation");
-            self.facts.transaction_id = one("x-transaction-id");
-            self.facts.request_id = one("x-request-id");
-            self.facts.traceparent = one("traceparent");
-        }
+        capture_request(&mut self.facts);
         let full = vm.config.otlp.as_ref().is_some_and(|o| {
             o.on_buffer_full == BufferFull::Reject && vm.outbox.borrow().is_full()
         });
@@ -409,6 +418,9 @@ impl StreamContext for Stream {
             self.facts.correlation_id = headers::lookup(&response, "x-correlation-id")
                 .single()
                 .map(|v| String::from_utf8_lossy(v).into_owned());
+            self.seen_status = headers::lookup(&response, ":status")
+                .single()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
         }
         Action::Continue
     }
@@ -418,9 +430,15 @@ impl StreamContext for Stream {
             return;
         };
         let mut facts = std::mem::take(&mut self.facts);
+        if facts.method.is_empty() {
+            // An earlier filter answered before the request reached this one: its headers
+            // are readable here all the same.
+            capture_request(&mut facts);
+        }
         facts.time_ms = now_ms();
         facts.status = number(&["response", "code"])
             .and_then(|c| u16::try_from(c).ok())
+            .or(self.seen_status)
             .unwrap_or(0);
         facts.response_flags = number(&["response", "flags"]).map(|f| f.to_string());
         facts.code_details = text(&["response", "code_details"]);
