@@ -25,7 +25,7 @@ fn shipped() -> Value {
 }
 
 fn load(host: &Host, config: &Value) -> Plugin {
-    host.load(FILTER, &config.to_string())
+    host.load(FILTER, config.to_string())
         .unwrap_or_else(|e| panic!("{e} (run `make wasm`)"))
 }
 

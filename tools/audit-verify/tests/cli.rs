@@ -1,6 +1,9 @@
 //! `audit-verify` as a user runs it: on the filter's log lines and on OTLP payloads, with the
 //! exit status and the findings it prints.
 
+// A test's helpers stop the test on any failed step.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
