@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::DemoError;
 use crate::identity_provider::IdentityProvider;
+use crate::otlp_collector::OtlpCollectorService;
 
 /// A filter and the demo service that answers its callouts.
 pub struct Declaration {
@@ -28,11 +29,18 @@ pub struct Declaration {
 }
 
 /// Every filter that calls a demo service.
-pub const DECLARATIONS: &[Declaration] = &[Declaration {
-    filter: "jwt-auth",
-    service: &IdentityProvider,
-    ready_counter: Some("banking_jwt_auth_jwks_fetch_ok"),
-}];
+pub const DECLARATIONS: &[Declaration] = &[
+    Declaration {
+        filter: "jwt-auth",
+        service: &IdentityProvider,
+        ready_counter: Some("banking_jwt_auth_jwks_fetch_ok"),
+    },
+    Declaration {
+        filter: "audit-log",
+        service: &OtlpCollectorService,
+        ready_counter: None,
+    },
+];
 
 /// The declarations for `filter` (none for a filter that calls nothing).
 pub fn declared_for(filter: &str) -> impl Iterator<Item = &'static Declaration> {

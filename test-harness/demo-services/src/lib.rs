@@ -11,12 +11,15 @@
 //! - [`jwks_server`]: a JWKS endpoint that can rotate keys, fail or vanish, for tests.
 //! - [`jwt_minter`]: keys and tokens from Python's `cryptography` (`scripts/mint_jwt.py`), an
 //!   implementation other than the filter's.
+//! - [`otlp_collector`]: an OTLP/HTTP JSON logs collector for audit-log's records, which can
+//!   be switched off and on.
 //! - [`wire`]: the HTTP/1.1 reading these servers and the Envoy runner's raw client share.
 
 pub mod declared;
 pub mod identity_provider;
 pub mod jwks_server;
 pub mod jwt_minter;
+pub mod otlp_collector;
 pub mod upstream;
 pub mod wire;
 
@@ -28,6 +31,7 @@ use std::fmt;
 pub use declared::{DECLARATIONS, Declaration, DemoService, RunningService, declared_for};
 pub use identity_provider::DemoIdentityProvider;
 pub use jwks_server::{JwksAvailability, JwksFetch, JwksServer};
+pub use otlp_collector::OtlpCollector;
 pub use upstream::{DemoUpstream, SeenRequest};
 
 /// Why a demo service could not start or a token could not be minted; the message says what

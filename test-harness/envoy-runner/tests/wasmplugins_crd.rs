@@ -1105,3 +1105,32 @@ fn the_redis_stores_kubernetes_objects_are_well_formed_and_hold_the_shipped_file
         );
     }
 }
+
+/// The audit-log alert rules are a well-formed Prometheus rules file and watch metrics the
+/// filter defines (by the names Envoy's Prometheus output gives them).
+#[test]
+fn the_audit_log_alert_rules_watch_the_filters_metrics() {
+    let root = repo_root();
+    let rules = yaml_documents(&root.join("deploy/audit-log/prometheus-rules.yaml"));
+    let source = std::fs::read_to_string(root.join("filters/audit-log/src/filter.rs")).unwrap();
+    let groups = rules[0]["groups"].as_array().expect("groups");
+    let mut watched = Vec::new();
+    for rule in groups.iter().flat_map(|g| g["rules"].as_array().unwrap()) {
+        assert!(rule["alert"].as_str().is_some_and(|a| !a.is_empty()));
+        let expr = rule["expr"].as_str().expect("expr");
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter_map(|w| w.strip_prefix("envoy_wasmcustom_banking_audit_log_"))
+        {
+            assert!(
+                source.contains(&format!("\"{metric}\"")),
+                "{} watches {metric}, which the filter does not define",
+                rule["alert"]
+            );
+            watched.push(metric.to_string());
+        }
+    }
+    for needed in ["records_dropped", "records_shipped", "records_buffered"] {
+        assert!(watched.iter().any(|w| w == needed), "no alert on {needed}");
+    }
+}

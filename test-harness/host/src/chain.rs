@@ -313,6 +313,19 @@ impl ChainStream {
     /// Ends the stream: every filter's `on_log`, in chain order, then each filter's `on_done`
     /// and `on_delete`.
     pub fn complete(&mut self) {
+        // Envoy's access-log pass sees the response the client got: a filter that never saw
+        // the response go by (an earlier one answered locally) reads it there all the same
+        // (`response.code`, `response.code_details`, the response headers).
+        if let Some(reply) = self.local_response() {
+            // And the request headers as the client's request stood when it was answered.
+            let request = self
+                .replied_by()
+                .map(|i| self.streams[i].request_headers_now())
+                .unwrap_or_default();
+            for stream in &mut self.streams {
+                stream.see_final_response(&reply, &request);
+            }
+        }
         for index in 0..self.streams.len() {
             self.share_filter_state(index);
             self.streams[index]

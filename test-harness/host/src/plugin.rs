@@ -642,6 +642,31 @@ impl Stream {
         self.try_destroy()
     }
 
+    /// Makes `reply` the response this stream's `on_log` sees, unless it saw one pass, and
+    /// `request` its request headers, unless it saw them.
+    pub(crate) fn see_final_response(
+        &mut self,
+        reply: &LocalResponse,
+        request: &[(String, Vec<u8>)],
+    ) {
+        self.vm.with_stream(self.id, |s| {
+            if s.request_headers.is_none() && !request.is_empty() {
+                s.request_headers = Some(request.to_vec());
+            }
+            if s.response_headers.is_none() {
+                let mut headers =
+                    vec![(":status".to_string(), reply.status.to_string().into_bytes())];
+                headers.extend(reply.headers.iter().cloned());
+                s.response_headers = Some(headers);
+            }
+            let details = property_key(&["response", "code_details"]);
+            if !reply.details.is_empty() && !s.properties.contains_key(&details) {
+                s.properties
+                    .insert(details, reply.details.clone().into_bytes());
+            }
+        });
+    }
+
     /// `proxy_on_log` once, with the stream's headers readable (what Envoy's access-log pass
     /// over every filter does). A chain logs every filter before it destroys any.
     pub(crate) fn try_log(&mut self) -> Result<(), HarnessError> {

@@ -26,6 +26,7 @@ const TARGETS: &[(&str, &str)] = &[
     ("idempotency", "idempotency"),
     // The same with its Redis store: Webdis's answers come from the callout corpus below.
     ("idempotency", "idempotency@redis"),
+    ("audit_log", "audit-log"),
 ];
 
 /// What an earlier filter may have left as the identity (`banking.jwt.identity`): jwt-auth's

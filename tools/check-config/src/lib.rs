@@ -49,6 +49,11 @@ pub const FILTERS: &[Filter] = &[
         parse: |c| idempotency::config::Config::from_json(c).map(|_| Vec::new()),
         schema: || schemars::schema_for!(idempotency::config::PluginConfig),
     },
+    Filter {
+        name: "audit-log",
+        parse: |c| audit_log::config::Config::from_json(c).map(|_| Vec::new()),
+        schema: || schemars::schema_for!(audit_log::config::PluginConfig),
+    },
 ];
 
 /// The filter a WasmPlugin deploys: the one it is named after, as `make run` reads it, or

@@ -1,0 +1,176 @@
+//! The hash chain that makes records tamper-evident (PCI DSS 10.3.x). Each worker VM keeps its
+//! own chain (no lock between workers): a random chain id, a sequence number from 0, and per
+//! record `prev`, the hash of the record before it (64 zeros for the first), and `hash`, the
+//! SHA-256 of the record's canonical bytes with `hash` left out. Changing, removing, reordering
+//! or inserting a record breaks the hashes or the sequence after it; cutting the tail is seen
+//! at the next checkpoint, which states the head.
+//!
+//! Canonical bytes are the record as compact JSON with object keys in byte order, whatever
+//! order they were written or read in; the filter and the verifier compute them with this same
+//! code.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// `prev` of a chain's first record.
+pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The record's JSON with keys sorted and no whitespace.
+pub fn canonical(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                if let Some(v) = map.get(key) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => write_string(s, out),
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // serde_json's escaping is fixed: the same string always gives the same bytes.
+    out.extend_from_slice(Value::String(s.to_string()).to_string().as_bytes());
+}
+
+/// The hash of a record: SHA-256 over its canonical bytes without its `hash` field, in hex.
+pub fn record_hash(record: &Map<String, Value>) -> String {
+    let mut without = record.clone();
+    without.remove("hash");
+    hex(&Sha256::digest(canonical(&Value::Object(without))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// One VM's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    id: String,
+    next_seq: u64,
+    head: String,
+}
+
+impl Chain {
+    /// A new chain; `id` should be random per VM start (the shell draws 16 random bytes).
+    pub fn new(id: String) -> Chain {
+        Chain {
+            id,
+            next_seq: 0,
+            head: NO_PREVIOUS.to_string(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The hash of the last record sealed (what a checkpoint states).
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// Records sealed so far.
+    pub fn len(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_seq == 0
+    }
+
+    /// Puts `record` on the chain: adds `chain` (`id`, `seq`, `prev`) and `hash`, and
+    /// returns the sealed record's canonical JSON, one line.
+    pub fn seal(&mut self, mut record: Map<String, Value>) -> String {
+        let mut link = Map::new();
+        link.insert("id".into(), Value::String(self.id.clone()));
+        link.insert("seq".into(), Value::from(self.next_seq));
+        link.insert("prev".into(), Value::String(self.head.clone()));
+        record.insert("chain".into(), Value::Object(link));
+        let hash = record_hash(&record);
+        record.insert("hash".into(), Value::String(hash.clone()));
+        self.head = hash;
+        self.next_seq += 1;
+        String::from_utf8_lossy(&canonical(&Value::Object(record))).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn canonical_bytes_ignore_key_order_and_whitespace() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": "é\n", "x": [true, null]}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":[true,null],"y":"é\n"},"b":1}"#).unwrap();
+        assert_eq!(canonical(&a), canonical(&b));
+        assert_eq!(
+            String::from_utf8(canonical(&a)).unwrap(),
+            r#"{"a":{"x":[true,null],"y":"é\n"},"b":1}"#
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn each_record_links_to_the_one_before_it() {
+        let mut chain = Chain::new("c1".into());
+        let first: Value =
+            serde_json::from_str(&chain.seal(object(json!({"kind": "genesis"})))).unwrap();
+        let second: Value =
+            serde_json::from_str(&chain.seal(object(json!({"kind": "request", "status": 201}))))
+                .unwrap();
+        assert_eq!(first["chain"]["prev"], NO_PREVIOUS);
+        assert_eq!(first["chain"]["seq"], 0);
+        assert_eq!(second["chain"]["seq"], 1);
+        assert_eq!(second["chain"]["prev"], first["hash"]);
+        assert_eq!(chain.head(), second["hash"].as_str().unwrap());
+        // The hash covers everything but itself: any change shows.
+        let sealed = object(second.clone());
+        assert_eq!(record_hash(&sealed), second["hash"].as_str().unwrap());
+        let mut changed = sealed.clone();
+        changed.insert("status".into(), json!(200));
+        assert_ne!(record_hash(&changed), second["hash"].as_str().unwrap());
+    }
+}

@@ -1,0 +1,366 @@
+//! The filter's pluginConfig: what the JSON may say, its safe defaults, and the validated
+//! form. The doc comments are the configuration reference.
+
+use std::time::Duration;
+
+use banking_filter_common::config::{self, ConfigError, duration, whole_number};
+use banking_filter_common::record;
+use serde::Deserialize;
+
+use crate::record::Query;
+
+/// How this filter names itself in logs, problems and metrics.
+pub const FILTER: &str = "audit-log";
+
+/// The pluginConfig document.
+///
+/// ```json
+/// {
+///   "instance": "audit",
+///   "redactedQueryParameters": ["token"],
+///   "checkpointInterval": "60s",
+///   "otlp": {"cluster": "outbound|4318||otel-collector.observability.svc.cluster.local"}
+/// }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginConfig {
+    /// This plugin's name among the audit-log plugins on a proxy (required); recorded in
+    /// each chain's genesis.
+    pub instance: String,
+
+    /// The proxy log level of the record lines (`info` by default; `debug`, `warn`). Istio's
+    /// proxy logs Wasm at `warning` unless told otherwise: set the `wasm` component to this
+    /// level (`sidecar.istio.io/logLevel`/`componentLogLevel: wasm:info`) to collect them.
+    #[serde(default)]
+    pub log_level: LineLevel,
+
+    /// `drop` (default): the query string is left out of the recorded path; `mask`: kept,
+    /// each value masked, and the values of `redactedQueryParameters` replaced by `***`.
+    #[serde(default)]
+    pub query_string: QueryString,
+
+    /// Query parameters whose values are never recorded (with `queryString: mask`).
+    #[serde(default)]
+    pub redacted_query_parameters: Vec<String>,
+
+    /// `truncate` (default: first six and last four digits of a card number) or
+    /// `keyedHash` (an HMAC-SHA256 under the key in the environment variable `panKeyEnv`).
+    #[serde(default)]
+    pub pan_masking: PanMode,
+
+    /// The environment variable (from the WasmPlugin's `vmConfig.env`) holding the key of
+    /// `keyedHash` (default `BANKING_AUDIT_PAN_KEY`). Never put the key in pluginConfig.
+    #[serde(default = "default_pan_key_env")]
+    pub pan_key_env: String,
+
+    /// How often each VM writes a checkpoint record (chain id, count, head): default `60s`,
+    /// 1s to 1h.
+    #[serde(default = "default_checkpoint", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
+    pub checkpoint_interval: Duration,
+
+    /// Where records are shipped, as OTLP/HTTP JSON logs. Without it records only go to the
+    /// proxy log.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum LineLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum QueryString {
+    #[default]
+    Drop,
+    Mask,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum PanMode {
+    #[default]
+    Truncate,
+    KeyedHash,
+}
+
+/// `otlp`.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's Envoy cluster (required), as Istio names it:
+    /// `outbound|4318||otel-collector.<namespace>.svc.cluster.local`.
+    pub cluster: String,
+    /// The calls' `:authority` (default: the host of an Istio cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Default `/v1/logs`.
+    #[serde(default = "default_logs_path")]
+    pub path: String,
+    /// Default `2s`.
+    #[serde(default = "default_otlp_timeout", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
+    pub timeout: Duration,
+    /// Records per request to the collector (default 100).
+    #[serde(default = "default_batch", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
+    pub batch_records: usize,
+    /// Records a VM holds while the collector cannot take them (default 10,000).
+    #[serde(default = "default_buffer", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
+    pub buffer_records: usize,
+    /// How often a partial batch is sent (default `1s`).
+    #[serde(default = "default_flush", deserialize_with = "duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::DurationText")
+    )]
+    pub flush_interval: Duration,
+    /// `dropOldest` (default: the oldest records go, counted, and a `gap` record on the
+    /// chain says how many) or `reject` (requests get 503 `audit-unavailable` while the
+    /// buffer is full: no audit, no transaction).
+    #[serde(default)]
+    pub on_buffer_full: BufferFull,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum BufferFull {
+    #[default]
+    DropOldest,
+    Reject,
+}
+
+fn default_pan_key_env() -> String {
+    "BANKING_AUDIT_PAN_KEY".to_string()
+}
+fn default_checkpoint() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_logs_path() -> String {
+    "/v1/logs".to_string()
+}
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_batch() -> usize {
+    100
+}
+fn default_buffer() -> usize {
+    10_000
+}
+fn default_flush() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Where records are shipped, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout: Duration,
+    pub batch_records: usize,
+    pub buffer_records: usize,
+    pub flush_interval: Duration,
+    pub on_buffer_full: BufferFull,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub instance: String,
+    pub log_level: LineLevel,
+    pub query: Query,
+    pub pan_masking: PanMode,
+    pub pan_key_env: String,
+    pub checkpoint_interval: Duration,
+    pub otlp: Option<Otlp>,
+}
+
+fn istio_cluster_host(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("outbound"), Some(port), Some(_), Some(host), None)
+            if port.parse::<u16>().is_ok() && !host.is_empty() =>
+        {
+            Some(host)
+        }
+        _ => None,
+    }
+}
+
+impl Config {
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::validate(config::parse(bytes)?)
+    }
+
+    pub fn validate(raw: PluginConfig) -> Result<Config, ConfigError> {
+        record::check_instance(&raw.instance).map_err(|m| ConfigError::at("instance", m))?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&raw.checkpoint_interval)
+        {
+            return Err(ConfigError::at("checkpointInterval", "must be 1s to 1h"));
+        }
+        let env_ok = !raw.pan_key_env.is_empty()
+            && raw
+                .pan_key_env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !env_ok {
+            return Err(ConfigError::at(
+                "panKeyEnv",
+                "an environment variable name: letters, digits and _",
+            ));
+        }
+        let query = match raw.query_string {
+            QueryString::Drop => Query::Drop,
+            QueryString::Mask => Query::Mask {
+                redacted: raw.redacted_query_parameters,
+            },
+        };
+        let otlp = match raw.otlp {
+            None => None,
+            Some(o) => Some(otlp(o)?),
+        };
+        Ok(Config {
+            instance: raw.instance,
+            log_level: raw.log_level,
+            query,
+            pan_masking: raw.pan_masking,
+            pan_key_env: raw.pan_key_env,
+            checkpoint_interval: raw.checkpoint_interval,
+            otlp,
+        })
+    }
+}
+
+fn otlp(o: OtlpConfig) -> Result<Otlp, ConfigError> {
+    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !printable(&o.cluster) {
+        return Err(ConfigError::at(
+            "otlp.cluster",
+            "the collector's Envoy cluster",
+        ));
+    }
+    let authority = match (&o.authority, istio_cluster_host(&o.cluster)) {
+        (Some(a), _) if printable(a) => a.clone(),
+        (None, Some(host)) => host.to_string(),
+        _ => {
+            return Err(ConfigError::at(
+                "otlp.authority",
+                "a host name; required when the cluster is not named outbound|<port>||<host>",
+            ));
+        }
+    };
+    if !o.path.starts_with('/') || !printable(&o.path) {
+        return Err(ConfigError::at("otlp.path", "a path, e.g. /v1/logs"));
+    }
+    if !(Duration::from_millis(50)..=Duration::from_secs(30)).contains(&o.timeout) {
+        return Err(ConfigError::at("otlp.timeout", "must be 50ms to 30s"));
+    }
+    if !(1..=1000).contains(&o.batch_records) {
+        return Err(ConfigError::at("otlp.batchRecords", "must be 1 to 1,000"));
+    }
+    if !(o.batch_records..=1_000_000).contains(&o.buffer_records) {
+        return Err(ConfigError::at(
+            "otlp.bufferRecords",
+            "must be batchRecords to 1,000,000",
+        ));
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&o.flush_interval) {
+        return Err(ConfigError::at(
+            "otlp.flushInterval",
+            "must be 100ms to 60s",
+        ));
+    }
+    Ok(Otlp {
+        cluster: o.cluster,
+        authority,
+        path: o.path,
+        timeout: o.timeout,
+        batch_records: o.batch_records,
+        buffer_records: o.buffer_records,
+        flush_interval: o.flush_interval,
+        on_buffer_full: o.on_buffer_full,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_json(format!(r#"{{"instance":"audit"{extra}}}"#).as_bytes())
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn defaults_drop_the_query_truncate_cards_and_ship_nowhere() {
+        let c = parse("").unwrap();
+        assert_eq!(c.query, Query::Drop);
+        assert_eq!(c.pan_masking, PanMode::Truncate);
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(60));
+        assert_eq!(c.otlp, None);
+        let o = parse(r#","otlp":{"cluster":"outbound|4318||otel.obs.svc.cluster.local","batchRecords":10.0}"#)
+            .unwrap()
+            .otlp
+            .unwrap();
+        assert_eq!(o.authority, "otel.obs.svc.cluster.local");
+        assert_eq!(o.batch_records, 10);
+        assert_eq!(o.on_buffer_full, BufferFull::DropOldest);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn each_bad_field_is_named() {
+        for (extra, field) in [
+            (r#","checkpointInterval":"0s""#, "checkpointInterval"),
+            (r#","panKeyEnv":"A-B""#, "panKeyEnv"),
+            (r#","otlp":{"cluster":"otel"}"#, "otlp.authority"),
+            (
+                r#","otlp":{"cluster":"outbound|4318||o.svc","batchRecords":0}"#,
+                "otlp.batchRecords",
+            ),
+            (
+                r#","otlp":{"cluster":"outbound|4318||o.svc","bufferRecords":5,"batchRecords":10}"#,
+                "otlp.bufferRecords",
+            ),
+            (
+                r#","otlp":{"cluster":"outbound|4318||o.svc","path":"v1/logs"}"#,
+                "otlp.path",
+            ),
+        ] {
+            assert_eq!(parse(extra).unwrap_err().path, field, "{extra}");
+        }
+    }
+}

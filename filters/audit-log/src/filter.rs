@@ -1,0 +1,466 @@
+//! The proxy-wasm shell: one record per request in `on_log` (after the response, refused
+//! requests included), each VM's chain (genesis at configure, checkpoints on the tick), every
+//! record as a proxy log line, and, with `otlp`, batches to the collector from the root
+//! context.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use banking_filter_common::clock;
+use banking_filter_common::headers;
+use banking_filter_common::host::filter_state;
+use banking_filter_common::host::{self, Action, CallResponse, RootContext, StreamContext};
+use banking_filter_common::ids;
+use banking_filter_common::metrics::{Counter, Gauge, metric_name};
+use banking_filter_common::problem::Problem;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::chain::Chain;
+use crate::config::{BufferFull, Config, FILTER, LineLevel, PanMode};
+use crate::mask::PanMasking;
+use crate::otlp::{self, Answer, Outbox, Outgoing};
+use crate::record::{self, RecordPolicy, RequestFacts};
+
+/// Metric names are `banking_audit_log_<what>`.
+const METRICS_FILTER: &str = "audit_log";
+/// What every record line starts with, so a log pipeline can pick records out.
+pub const LOG_PREFIX: &str = "banking-audit ";
+/// The OTLP resource's `service.name`.
+const SERVICE: &str = "banking-audit-log";
+
+struct Metrics {
+    written: Counter,
+    shipped: Counter,
+    retried: Counter,
+    dropped: Counter,
+    rejected: Counter,
+    refused_requests: Counter,
+    buffered: Gauge,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        let counter = |what: &str| Counter::define(&metric_name(METRICS_FILTER, what));
+        Metrics {
+            written: counter("records_written"),
+            shipped: counter("records_shipped"),
+            retried: counter("batches_retried"),
+            dropped: counter("records_dropped"),
+            rejected: counter("records_rejected"),
+            refused_requests: counter("requests_refused"),
+            buffered: Gauge::define(&metric_name(METRICS_FILTER, "records_buffered")),
+        }
+    }
+}
+
+/// A batch the collector has not answered yet.
+struct InFlight {
+    token: u32,
+    records: usize,
+}
+
+/// What one VM keeps: its chain, its outbox and where shipping stands.
+struct Vm {
+    config: Config,
+    policy: RecordPolicy,
+    root_id: u32,
+    chain: RefCell<Chain>,
+    outbox: RefCell<Outbox>,
+    in_flight: RefCell<Option<InFlight>>,
+    /// Failed attempts of the batch at the head of the outbox.
+    attempts: RefCell<u32>,
+    /// Monotonic nanoseconds before which no batch is sent (a collector's Retry-After).
+    hold_until: RefCell<u64>,
+    next_checkpoint: RefCell<u64>,
+    /// Sequence numbers the outbox dropped that no `gap` record has told yet.
+    dropped: RefCell<Vec<u64>>,
+    metrics: Metrics,
+}
+
+impl Vm {
+    /// Seals `record` on the chain, logs it, and queues it for the collector; records the
+    /// outbox had to drop for it are told on the chain by a `gap` record right after.
+    fn emit(&self, record: Map<String, Value>, time_ms: u64, trace: Option<(String, String)>) {
+        self.append(record, time_ms, trace);
+        let dropped = std::mem::take(&mut *self.dropped.borrow_mut());
+        if let (Some(first), Some(last)) = (dropped.first(), dropped.last()) {
+            // A gap record may push out one more record itself: told by the next gap.
+            let gap = json!({"kind": "gap", "time": record::rfc3339_ms(time_ms),
+                "dropped": dropped.len(), "firstSeq": first, "lastSeq": last});
+            if let Value::Object(gap) = gap {
+                self.append(gap, time_ms, None);
+            }
+        }
+        let Some(otlp) = &self.config.otlp else {
+            return;
+        };
+        self.metrics.buffered.set(self.outbox.borrow().len() as u64);
+        if self.outbox.borrow().len() >= otlp.batch_records {
+            self.ship(true);
+        }
+    }
+
+    fn append(&self, record: Map<String, Value>, time_ms: u64, trace: Option<(String, String)>) {
+        let (line, seq) = {
+            let mut chain = self.chain.borrow_mut();
+            let seq = chain.len();
+            (chain.seal(record), seq)
+        };
+        let level = match self.config.log_level {
+            LineLevel::Debug => log::Level::Debug,
+            LineLevel::Info => log::Level::Info,
+            LineLevel::Warn => log::Level::Warn,
+        };
+        log::log!(level, "{LOG_PREFIX}{line}");
+        self.metrics.written.increment();
+        if self.config.otlp.is_none() {
+            return;
+        }
+        let chain = self.chain.borrow().id().to_string();
+        let dropped = self.outbox.borrow_mut().push_dropping_oldest(Outgoing {
+            line,
+            time_ms,
+            chain,
+            seq,
+            trace,
+        });
+        if !dropped.is_empty() {
+            self.metrics.dropped.add(dropped.len() as u64);
+            self.dropped.borrow_mut().extend(dropped);
+        }
+    }
+
+    /// Sends the next batch unless one is in flight or the collector asked to wait.
+    /// `for_root`: called from a stream, so the call is made on the root's behalf.
+    fn ship(&self, for_root: bool) {
+        let Some(otlp) = &self.config.otlp else {
+            return;
+        };
+        if self.in_flight.borrow().is_some() || self.outbox.borrow().is_empty() {
+            return;
+        }
+        let now = clock::monotonic().map(|m| m.0).unwrap_or(0);
+        if now < *self.hold_until.borrow() {
+            return;
+        }
+        let (records, payload) = self.outbox.borrow().batch(otlp.batch_records, SERVICE);
+        let headers = [
+            (":method", "POST"),
+            (":path", otlp.path.as_str()),
+            (":authority", otlp.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let sent = if for_root {
+            host::dispatch_http_call_for(
+                self.root_id,
+                &otlp.cluster,
+                &headers,
+                &payload,
+                otlp.timeout,
+            )
+        } else {
+            host::dispatch_http_call(&otlp.cluster, &headers, &payload, otlp.timeout)
+        };
+        match sent {
+            Ok(token) => *self.in_flight.borrow_mut() = Some(InFlight { token, records }),
+            Err(e) => {
+                log::warn!("{FILTER}: cannot send records to the collector: {e}");
+                self.retry_later(otlp::backoff(*self.attempts.borrow()));
+            }
+        }
+    }
+
+    fn retry_later(&self, wait: Duration) {
+        self.metrics.retried.increment();
+        *self.attempts.borrow_mut() += 1;
+        let now = clock::monotonic().map(|m| m.0).unwrap_or(0);
+        *self.hold_until.borrow_mut() =
+            now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    fn checkpoint(&self, time_ms: u64) {
+        let (count, head) = {
+            let chain = self.chain.borrow();
+            (chain.len(), chain.head().to_string())
+        };
+        let record = json!({"kind": "checkpoint", "time": record::rfc3339_ms(time_ms),
+            "count": count, "covers": count.saturating_sub(1), "head": head});
+        if let Value::Object(record) = record {
+            self.emit(record, time_ms, None);
+        }
+    }
+}
+
+pub(crate) struct Root {
+    id: u32,
+    vm: Option<Rc<Vm>>,
+}
+
+impl Root {
+    pub(crate) fn new(id: u32) -> Root {
+        Root { id, vm: None }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    clock::now().map(|t| t.unix_millis()).unwrap_or(0)
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, configuration: &[u8]) -> bool {
+        let config = match Config::from_json(configuration) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("{FILTER}: {e}");
+                return false;
+            }
+        };
+        let pans = match config.pan_masking {
+            PanMode::Truncate => PanMasking::Truncate,
+            PanMode::KeyedHash => match std::env::var(&config.pan_key_env) {
+                Ok(key) if key.len() >= 16 => PanMasking::KeyedHash(key.into_bytes()),
+                _ => {
+                    log::error!(
+                        "{FILTER}: panMasking: keyedHash needs a key of at least 16 bytes in the environment variable {} (vmConfig.env)",
+                        config.pan_key_env
+                    );
+                    return false;
+                }
+            },
+        };
+        let chain_id = match ids::random_bytes::<16>() {
+            Ok(bytes) => hex(&bytes),
+            Err(e) => {
+                log::error!("{FILTER}: no randomness for the chain id: {}", e.0);
+                return false;
+            }
+        };
+        let period = config
+            .otlp
+            .as_ref()
+            .map_or(config.checkpoint_interval, |o| {
+                o.flush_interval.min(config.checkpoint_interval)
+            });
+        if let Err(e) = host::set_tick_period(period) {
+            log::error!("{FILTER}: cannot set the tick period: {e}");
+            return false;
+        }
+        let capacity = config.otlp.as_ref().map_or(0, |o| o.buffer_records);
+        let vm = Rc::new(Vm {
+            policy: RecordPolicy {
+                pans,
+                query: config.query.clone(),
+            },
+            root_id: self.id,
+            chain: RefCell::new(Chain::new(chain_id.clone())),
+            outbox: RefCell::new(Outbox::new(capacity)),
+            in_flight: RefCell::new(None),
+            attempts: RefCell::new(0),
+            hold_until: RefCell::new(0),
+            next_checkpoint: RefCell::new(0),
+            dropped: RefCell::new(Vec::new()),
+            metrics: Metrics::define(),
+            config,
+        });
+        let time_ms = now_ms();
+        *vm.next_checkpoint.borrow_mut() = time_ms.saturating_add(
+            u64::try_from(vm.config.checkpoint_interval.as_millis()).unwrap_or(u64::MAX),
+        );
+        // The genesis names what this chain records under: the plugin, its configuration
+        // (hashed: pluginConfig is visible in config_dump anyway, but a hash is enough to
+        // tell two apart) and when the VM started; the previous chain of this VM, if any.
+        let genesis = json!({"kind": "genesis", "time": record::rfc3339_ms(time_ms),
+            "instance": vm.config.instance, "configSha256": hex(&Sha256::digest(configuration)),
+            "previousChain": self.vm.as_ref().map(|old| old.chain.borrow().id().to_string())});
+        log::info!("{FILTER}: chain {chain_id} started");
+        if let Value::Object(genesis) = genesis {
+            vm.emit(genesis, time_ms, None);
+        }
+        self.vm = Some(vm);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(vm) = self.vm.clone() else {
+            return;
+        };
+        let time_ms = now_ms();
+        let due = time_ms >= *vm.next_checkpoint.borrow();
+        if due {
+            *vm.next_checkpoint.borrow_mut() = time_ms.saturating_add(
+                u64::try_from(vm.config.checkpoint_interval.as_millis()).unwrap_or(u64::MAX),
+            );
+            vm.checkpoint(time_ms);
+        }
+        vm.ship(false);
+    }
+
+    fn on_http_call_response(&mut self, response: CallResponse) {
+        let Some(vm) = self.vm.clone() else {
+            return;
+        };
+        let batch = vm
+            .in_flight
+            .borrow_mut()
+            .take_if(|f| f.token == response.token);
+        let Some(batch) = batch else {
+            return;
+        };
+        let status = response.status().ok().flatten();
+        let response_headers = response.headers().unwrap_or_default();
+        let retry_after = headers::lookup(&response_headers, "retry-after")
+            .single()
+            .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string));
+        let body = response.body().unwrap_or_default();
+        let attempts = *vm.attempts.borrow();
+        match otlp::answer(status, retry_after.as_deref(), &body, attempts) {
+            Answer::Taken { rejected } => {
+                vm.outbox.borrow_mut().acknowledge(batch.records);
+                *vm.attempts.borrow_mut() = 0;
+                vm.metrics
+                    .shipped
+                    .add((batch.records as u64).saturating_sub(rejected));
+                vm.metrics.rejected.add(rejected);
+            }
+            Answer::Refused => {
+                log::warn!(
+                    "{FILTER}: the collector refused a batch of {} records ({status:?}); dropped",
+                    batch.records
+                );
+                vm.outbox.borrow_mut().acknowledge(batch.records);
+                *vm.attempts.borrow_mut() = 0;
+                vm.metrics.rejected.add(batch.records as u64);
+            }
+            Answer::Retry(wait) => vm.retry_later(wait),
+        }
+        vm.metrics.buffered.set(vm.outbox.borrow().len() as u64);
+    }
+
+    fn new_stream(&self, _context_id: u32) -> Box<dyn StreamContext> {
+        Box::new(Stream {
+            vm: self.vm.clone(),
+            facts: RequestFacts::default(),
+            seen_status: None,
+        })
+    }
+}
+
+struct Stream {
+    vm: Option<Rc<Vm>>,
+    facts: RequestFacts,
+    /// The `:status` this filter saw pass, for a host that gives no `response.code`.
+    seen_status: Option<u16>,
+}
+
+/// A property's text.
+fn text(path: &[&str]) -> Option<String> {
+    let bytes = host::property(path).ok().flatten()?;
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+/// A property Envoy gives as a 64-bit little-endian integer.
+fn number(path: &[&str]) -> Option<u64> {
+    let bytes = host::property(path).ok().flatten()?;
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// What the request headers say: the method and path, and the client's banking headers.
+fn capture_request(facts: &mut RequestFacts) {
+    let Ok(request) = host::request_headers() else {
+        return;
+    };
+    let one = |name: &str| {
+        headers::lookup(&request, name)
+            .single()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    facts.method = one(":method").unwrap_or_default();
+    facts.path = one(":path").unwrap_or_default();
+    facts.claimed_customer = one("x-customer-id");
+    facts.operation = one("x-banking-operation");
+    facts.transaction_id = one("x-transaction-id");
+    facts.request_id = one("x-request-id");
+    facts.traceparent = one("traceparent");
+}
+
+impl StreamContext for Stream {
+    fn on_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(vm) = self.vm.clone() else {
+            return Action::Continue;
+        };
+        capture_request(&mut self.facts);
+        let full = vm.config.otlp.as_ref().is_some_and(|o| {
+            o.on_buffer_full == BufferFull::Reject && vm.outbox.borrow().is_full()
+        });
+        if full {
+            // No audit, no transaction: this request could not be recorded.
+            vm.metrics.refused_requests.increment();
+            let problem = Problem::new(
+                503,
+                "audit-unavailable",
+                "Audit trail unavailable",
+                "the audit trail cannot take more records right now; retry later",
+            );
+            return host::refuse(FILTER, &problem, &[("retry-after", "1")]);
+        }
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Ok(response) = host::response_headers() {
+            self.facts.correlation_id = headers::lookup(&response, "x-correlation-id")
+                .single()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            self.seen_status = headers::lookup(&response, ":status")
+                .single()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(vm) = self.vm.clone() else {
+            return;
+        };
+        let mut facts = std::mem::take(&mut self.facts);
+        if facts.method.is_empty() {
+            // An earlier filter answered before the request reached this one: its headers
+            // are readable here all the same.
+            capture_request(&mut facts);
+        }
+        facts.time_ms = now_ms();
+        facts.status = number(&["response", "code"])
+            .and_then(|c| u16::try_from(c).ok())
+            .or(self.seen_status)
+            .unwrap_or(0);
+        facts.response_flags = number(&["response", "flags"]).map(|f| f.to_string());
+        facts.code_details = text(&["response", "code_details"]);
+        facts.duration_ms = number(&["request", "duration"]).map_or(0, |ns| ns / 1_000_000);
+        facts.request_bytes = number(&["request", "total_size"]).unwrap_or(0);
+        facts.response_bytes = number(&["response", "total_size"]).unwrap_or(0);
+        facts.source_address = text(&["source", "address"]);
+        facts.peer_identity = text(&["connection", "uri_san_peer_certificate"]);
+        facts.upstream_host = text(&["upstream", "address"]);
+        if let Ok(Some(identity)) = filter_state::read_identity() {
+            facts.issuer = Some(identity.issuer);
+            facts.subject = identity.subject;
+            facts.customer = identity.customer;
+            facts.client = identity.client;
+            facts.jti = identity.claims.get("jti").cloned();
+        }
+        if let Ok(Some(refusal)) = filter_state::read_refusal() {
+            facts.denied_by = Some(refusal.filter);
+            facts.deny_reason = Some(refusal.reason);
+        }
+        let trace = facts.traceparent.as_deref().and_then(record::trace_context);
+        let record = record::request_record(&facts, &vm.policy);
+        vm.emit(record, facts.time_ms, trace);
+    }
+}

@@ -1,0 +1,353 @@
+//! What `audit-verify` checks: every chain in a set of records, each record by its own hash,
+//! its place (sequence) and its link to the one before, and each checkpoint against the
+//! records it covers. Whatever does not hold is named, one finding per problem, with the
+//! chain and sequence number where it shows.
+//!
+//! | finding | what it means |
+//! |---|---|
+//! | `tampered` | a record's content no longer matches its hash |
+//! | `broken-link` | a record's `prev` is not the hash of the record before it (one was changed, replaced or inserted) |
+//! | `missing` | sequence numbers are skipped: records were deleted |
+//! | `reordered` | a record came after a later one |
+//! | `duplicate` | the same sequence number twice |
+//! | `truncated` | a checkpoint states more records than are present: the tail was cut |
+//! | `checkpoint-mismatch` | a checkpoint's head is not the hash of the record it names |
+//! | `gap` | the filter itself recorded that it dropped records (buffer full): how many |
+//! | `unreadable` | a line that is not a record |
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::chain::{NO_PREVIOUS, record_hash};
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: &'static str,
+    /// The chain, when known.
+    pub chain: String,
+    /// The sequence number where it shows, when known.
+    pub seq: Option<u64>,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(
+                f,
+                "{} chain {} seq {}: {}",
+                self.kind, self.chain, seq, self.detail
+            ),
+            None => write!(f, "{} chain {}: {}", self.kind, self.chain, self.detail),
+        }
+    }
+}
+
+/// What was checked, and what was found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Records read per chain.
+    pub chains: BTreeMap<String, u64>,
+    pub findings: Vec<Finding>,
+}
+
+struct Sealed {
+    /// Position in the input, for order.
+    line: usize,
+    seq: u64,
+    prev: String,
+    hash: String,
+    record: Map<String, Value>,
+}
+
+/// Checks the records of `lines` (one JSON record each; blank lines skipped).
+pub fn verify<'a>(lines: impl IntoIterator<Item = &'a str>) -> Report {
+    let mut report = Report::default();
+    let mut chains: BTreeMap<String, Vec<Sealed>> = BTreeMap::new();
+    for (line, text) in lines.into_iter().enumerate() {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let parsed: Option<Map<String, Value>> = serde_json::from_str(text).ok();
+        let Some(record) = parsed else {
+            report.findings.push(Finding {
+                kind: "unreadable",
+                chain: String::new(),
+                seq: None,
+                detail: format!("line {} is not a JSON object", line + 1),
+            });
+            continue;
+        };
+        let link = record.get("chain").unwrap_or(&Value::Null);
+        let (Some(id), Some(seq), Some(prev), Some(hash)) = (
+            link["id"].as_str(),
+            link["seq"].as_u64(),
+            link["prev"].as_str(),
+            record.get("hash").and_then(Value::as_str),
+        ) else {
+            report.findings.push(Finding {
+                kind: "unreadable",
+                chain: link["id"].as_str().unwrap_or_default().to_string(),
+                seq: link["seq"].as_u64(),
+                detail: format!("line {} has no chain id, seq, prev and hash", line + 1),
+            });
+            continue;
+        };
+        let sealed = Sealed {
+            line,
+            seq,
+            prev: prev.to_string(),
+            hash: hash.to_string(),
+            record: record.clone(),
+        };
+        chains.entry(id.to_string()).or_default().push(sealed);
+    }
+    for (id, mut records) in chains {
+        report.chains.insert(id.clone(), records.len() as u64);
+        check_chain(&id, &mut records, &mut report.findings);
+    }
+    report
+}
+
+fn finding(kind: &'static str, chain: &str, seq: u64, detail: String) -> Finding {
+    Finding {
+        kind,
+        chain: chain.to_string(),
+        seq: Some(seq),
+        detail,
+    }
+}
+
+fn check_chain(id: &str, records: &mut [Sealed], findings: &mut Vec<Finding>) {
+    // In input order: a record after one with a higher seq was moved.
+    let mut highest: Option<u64> = None;
+    for r in records.iter() {
+        if highest.is_some_and(|h| r.seq < h) {
+            findings.push(finding(
+                "reordered",
+                id,
+                r.seq,
+                format!(
+                    "comes after seq {} (line {})",
+                    highest.unwrap_or(0),
+                    r.line + 1
+                ),
+            ));
+        }
+        highest = Some(highest.map_or(r.seq, |h| h.max(r.seq)));
+    }
+    records.sort_by_key(|r| (r.seq, r.line));
+    let mut expected_seq = records.first().map_or(0, |r| r.seq);
+    if expected_seq != 0 {
+        findings.push(finding(
+            "missing",
+            id,
+            0,
+            format!("the chain starts at seq {expected_seq}"),
+        ));
+    }
+    let mut previous: Option<&Sealed> = None;
+    for r in records.iter() {
+        if record_hash(&r.record) != r.hash {
+            findings.push(finding(
+                "tampered",
+                id,
+                r.seq,
+                "its content does not match its hash".into(),
+            ));
+        }
+        match previous {
+            Some(p) if p.seq == r.seq => {
+                findings.push(finding("duplicate", id, r.seq, "seen twice".into()));
+                continue;
+            }
+            _ => {}
+        }
+        if r.seq > expected_seq {
+            findings.push(finding(
+                "missing",
+                id,
+                expected_seq,
+                format!(
+                    "{} record(s) before seq {} are missing",
+                    r.seq - expected_seq,
+                    r.seq
+                ),
+            ));
+        }
+        let linked = match previous {
+            Some(p) if p.seq + 1 == r.seq => r.prev == p.hash,
+            None if r.seq == 0 => r.prev == NO_PREVIOUS,
+            // After missing records the link cannot be checked.
+            _ => true,
+        };
+        if !linked {
+            findings.push(finding(
+                "broken-link",
+                id,
+                r.seq,
+                "prev is not the hash of the record before it".into(),
+            ));
+        }
+        if r.record.get("kind").and_then(Value::as_str) == Some("gap") {
+            let lost = r.record.get("dropped").and_then(Value::as_u64).unwrap_or(0);
+            findings.push(finding(
+                "gap",
+                id,
+                r.seq,
+                format!("the filter dropped {lost} record(s) here (buffer full)"),
+            ));
+        }
+        expected_seq = r.seq + 1;
+        previous = Some(r);
+    }
+    // Checkpoints: the head they state must be the hash of the record they name.
+    for r in records.iter() {
+        if r.record.get("kind").and_then(Value::as_str) != Some("checkpoint") {
+            continue;
+        }
+        let (Some(covers), Some(head)) = (
+            r.record.get("covers").and_then(Value::as_u64),
+            r.record.get("head").and_then(Value::as_str),
+        ) else {
+            findings.push(finding(
+                "checkpoint-mismatch",
+                id,
+                r.seq,
+                "a checkpoint without covers and head".into(),
+            ));
+            continue;
+        };
+        match records.iter().find(|c| c.seq == covers) {
+            Some(c) if c.hash == head => {}
+            Some(_) => findings.push(finding(
+                "checkpoint-mismatch",
+                id,
+                r.seq,
+                format!("its head is not the hash of seq {covers}"),
+            )),
+            None => {}
+        }
+    }
+    let last = records.last().map_or(0, |r| r.seq);
+    let stated = records
+        .iter()
+        .filter(|r| r.record.get("kind").and_then(Value::as_str) == Some("checkpoint"))
+        .filter_map(|r| r.record.get("count").and_then(Value::as_u64))
+        .max()
+        .unwrap_or(0);
+    if stated > last + 1 {
+        findings.push(finding(
+            "truncated",
+            id,
+            last + 1,
+            format!(
+                "a checkpoint states {stated} records, {} are here: the tail was cut",
+                last + 1
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Chain;
+    use serde_json::json;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    /// A chain of a genesis, `n` requests and a checkpoint, as lines.
+    fn lines(n: u64) -> Vec<String> {
+        let mut chain = Chain::new("vm-1".into());
+        let mut out = vec![chain.seal(object(json!({"kind": "genesis"})))];
+        for i in 0..n {
+            out.push(chain.seal(object(json!({"kind": "request", "status": 200 + i}))));
+        }
+        let (count, covers, head) = (chain.len(), chain.len() - 1, chain.head().to_string());
+        out.push(chain.seal(object(
+            json!({"kind": "checkpoint", "count": count, "covers": covers, "head": head}),
+        )));
+        out
+    }
+
+    fn kinds(lines: &[String]) -> Vec<&'static str> {
+        verify(lines.iter().map(String::as_str))
+            .findings
+            .iter()
+            .map(|f| f.kind)
+            .collect()
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn an_intact_chain_has_no_findings() {
+        let report = verify(lines(5).iter().map(String::as_str));
+        assert_eq!(report.findings, []);
+        assert_eq!(report.chains["vm-1"], 7);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn each_kind_of_tampering_is_named() {
+        let intact = lines(5);
+        let mut tampered = intact.clone();
+        tampered[2] = tampered[2].replace("\"status\":201", "\"status\":500");
+        assert_eq!(kinds(&tampered), ["tampered"]);
+
+        let mut deleted = intact.clone();
+        deleted.remove(3);
+        assert_eq!(kinds(&deleted), ["missing"]);
+
+        let mut reordered = intact.clone();
+        reordered.swap(2, 3);
+        assert_eq!(kinds(&reordered), ["reordered"]);
+
+        let mut replaced = intact.clone();
+        let forged: Value = serde_json::from_str(&replaced[2]).unwrap();
+        let mut forged = object(forged);
+        forged.insert("status".into(), json!(999));
+        let hash = crate::chain::record_hash(&forged);
+        forged.insert("hash".into(), json!(hash));
+        replaced[2] = Value::Object(forged).to_string();
+        assert_eq!(
+            kinds(&replaced),
+            ["broken-link"],
+            "rehashed, but the next link breaks"
+        );
+
+        let mut garbage = intact;
+        garbage.push("not json".into());
+        assert_eq!(kinds(&garbage), ["unreadable"]);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_cut_tail_shows_against_the_last_checkpoint() {
+        let mut chain = Chain::new("vm-2".into());
+        let mut out = vec![chain.seal(object(json!({"kind": "genesis"})))];
+        let head = chain.head().to_string();
+        out.push(chain.seal(object(
+            json!({"kind": "checkpoint", "count": 5, "covers": 0, "head": head}),
+        )));
+        assert_eq!(kinds(&out), ["truncated"]);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_gap_the_filter_recorded_is_reported() {
+        let mut chain = Chain::new("vm-3".into());
+        let out = [
+            chain.seal(object(json!({"kind": "genesis"}))),
+            chain.seal(object(json!({"kind": "gap", "dropped": 12}))),
+        ];
+        let report = verify(out.iter().map(String::as_str));
+        assert_eq!(report.findings.len(), 1);
+        assert_eq!(report.findings[0].kind, "gap");
+        assert!(report.findings[0].detail.contains("12"));
+    }
+}

@@ -1,0 +1,105 @@
+//! `audit-verify [FILE...]`: checks the audit-log filter's records (`-` or no file: stdin).
+//!
+//! A file holds records one per line (NDJSON: the filter's log lines with their prefix, or
+//! the records alone), or OTLP/HTTP JSON log payloads as the filter ships them (one
+//! `{"resourceLogs": ...}` document per line or per file), whose log records' bodies are the
+//! records. Every chain is checked (`audit_log::verify`); each finding is printed on its own
+//! line. Exit status: 0 nothing found, 1 findings, 2 unreadable input.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+/// What the filter puts before each record it logs.
+const LOG_PREFIX: &str = "banking-audit ";
+
+const USAGE: &str = "usage: audit-verify [FILE...]   (no FILE or -: standard input)";
+
+/// The records in `text`: NDJSON lines (a log prefix before a record is skipped), or OTLP
+/// JSON documents whose log records' string bodies are records.
+fn records(text: &str) -> Vec<String> {
+    if let Ok(document) = serde_json::from_str::<Value>(text)
+        && document.get("resourceLogs").is_some()
+    {
+        return otlp_records(&document);
+    }
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let line = line
+            .find(LOG_PREFIX)
+            .map_or(line, |at| line.get(at + LOG_PREFIX.len()..).unwrap_or(line));
+        match serde_json::from_str::<Value>(line) {
+            Ok(document) if document.get("resourceLogs").is_some() => {
+                out.extend(otlp_records(&document));
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    out
+}
+
+fn otlp_records(document: &Value) -> Vec<String> {
+    let list = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for resource in list(document, "resourceLogs") {
+        for scope in list(&resource, "scopeLogs") {
+            for record in list(&scope, "logRecords") {
+                if let Some(body) = record.pointer("/body/stringValue").and_then(Value::as_str) {
+                    out.push(body.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let sources = if args.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args
+    };
+    let mut lines = Vec::new();
+    for source in &sources {
+        let mut text = String::new();
+        let read = if source == "-" {
+            std::io::stdin().read_to_string(&mut text).map(|_| ())
+        } else {
+            std::fs::read_to_string(source).map(|t| text = t)
+        };
+        if let Err(e) = read {
+            eprintln!("audit-verify: {source}: {e}");
+            return ExitCode::from(2);
+        }
+        lines.extend(records(&text));
+    }
+    let report = audit_log::verify::verify(lines.iter().map(String::as_str));
+    for (chain, count) in &report.chains {
+        println!("chain {chain}: {count} records");
+    }
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    if report.findings.is_empty() {
+        println!("ok: {} chains, no findings", report.chains.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{} findings", report.findings.len());
+        ExitCode::from(1)
+    }
+}

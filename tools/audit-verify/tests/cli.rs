@@ -1,0 +1,87 @@
+//! `audit-verify` as a user runs it: on the filter's log lines and on OTLP payloads, with the
+//! exit status and the findings it prints.
+
+// A test's helpers stop the test on any failed step.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use audit_log::chain::Chain;
+use serde_json::{Map, Value, json};
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+/// A genesis, three requests and a checkpoint.
+fn chain_lines() -> Vec<String> {
+    let mut chain = Chain::new("0123abcd".into());
+    let mut lines = vec![chain.seal(object(json!({"kind": "genesis"})))];
+    for status in [200, 401, 201] {
+        lines.push(chain.seal(object(json!({"kind": "request", "status": status}))));
+    }
+    let (count, covers, head) = (chain.len(), chain.len() - 1, chain.head().to_string());
+    lines.push(chain.seal(object(
+        json!({"kind": "checkpoint", "count": count, "covers": covers, "head": head}),
+    )));
+    lines
+}
+
+fn run(input: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn intact_log_lines_pass_and_a_tampered_one_is_named_with_exit_status_1() {
+    // As Envoy logs them: its own prefix, then the filter's.
+    let logged: Vec<String> = chain_lines()
+        .iter()
+        .map(|r| format!("[2026-11-29 19:58:40.123][17][info][wasm] wasm log: banking-audit {r}"))
+        .collect();
+    let (status, out) = run(&logged.join("\n"));
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("chain 0123abcd: 5 records"), "{out}");
+
+    let mut tampered = logged.clone();
+    tampered[2] = tampered[2].replace("\"status\":401", "\"status\":200");
+    let (status, out) = run(&tampered.join("\n"));
+    assert_eq!(status, 1);
+    assert!(out.contains("tampered chain 0123abcd seq 2"), "{out}");
+
+    let mut deleted = logged;
+    deleted.remove(1);
+    let (status, out) = run(&deleted.join("\n"));
+    assert_eq!(status, 1);
+    assert!(out.contains("missing chain 0123abcd seq 1"), "{out}");
+}
+
+#[test]
+fn otlp_payloads_are_read_as_their_records() {
+    let records: Vec<Value> = chain_lines()
+        .into_iter()
+        .map(|r| json!({"body": {"stringValue": r}}))
+        .collect();
+    let payload = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+    let (status, out) = run(&payload.to_string());
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("5 records"), "{out}");
+}
