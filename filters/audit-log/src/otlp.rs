@@ -19,19 +19,41 @@ pub struct Outgoing {
     pub trace: Option<(String, String)>,
 }
 
-/// The records a VM holds until the collector has them.
+/// The records a VM holds until the collector has them, bounded in records and in bytes.
 #[derive(Debug, Default)]
 pub struct Outbox {
     records: VecDeque<Outgoing>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
+    /// Records at the front in a batch the collector has not answered: never dropped (the
+    /// collector may have them already).
+    sending: usize,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Outbox {
+    pub fn new(capacity: usize, max_bytes: usize) -> Outbox {
         Outbox {
             records: VecDeque::new(),
             capacity,
+            max_bytes,
+            bytes: 0,
+            sending: 0,
         }
+    }
+
+    /// The first `n` records went out in a batch.
+    pub fn mark_sending(&mut self, n: usize) {
+        self.sending = n.min(self.records.len());
+    }
+
+    /// The batch in flight failed: its records may be sent again, or dropped.
+    pub fn sending_failed(&mut self) {
+        self.sending = 0;
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -43,28 +65,50 @@ impl Outbox {
     }
 
     pub fn is_full(&self) -> bool {
-        self.records.len() >= self.capacity
+        self.records.len() >= self.capacity || self.bytes >= self.max_bytes
     }
 
-    /// Adds a record, dropping the oldest when full: the dropped records' sequence numbers,
-    /// for the `gap` record.
-    pub fn push_dropping_oldest(&mut self, record: Outgoing) -> Vec<u64> {
+    /// Adds a record, dropping the oldest while it is over its bounds by `slack` records
+    /// (0: drop-oldest; more: the room `reject` keeps for the records of the requests it
+    /// refuses): the dropped records' sequence numbers, for the `gap` record.
+    pub fn push(&mut self, record: Outgoing, slack: usize) -> Vec<u64> {
         let mut dropped = Vec::new();
-        while self.records.len() >= self.capacity.max(1) {
-            match self.records.pop_front() {
-                Some(old) => dropped.push(old.seq),
-                None => break,
+        let (count, bytes) = (
+            self.capacity.saturating_add(slack).max(1),
+            self.max_bytes.saturating_add(slack.saturating_mul(1024)),
+        );
+        while self.records.len() >= count || self.bytes + record.line.len() > bytes {
+            // The oldest not in flight goes; with only the batch in flight left, the new one.
+            match self.records.remove(self.sending) {
+                Some(old) => {
+                    self.bytes -= old.line.len();
+                    dropped.push(old.seq);
+                }
+                None => {
+                    dropped.push(record.seq);
+                    return dropped;
+                }
             }
         }
+        self.bytes += record.line.len();
         self.records.push_back(record);
         dropped
     }
 
-    /// The first `n` records as one OTLP/HTTP JSON logs request; they stay until
-    /// [`Outbox::acknowledge`].
-    pub fn batch(&self, n: usize, service: &str) -> (usize, Vec<u8>) {
+    /// [`Outbox::push`] with no slack.
+    pub fn push_dropping_oldest(&mut self, record: Outgoing) -> Vec<u64> {
+        self.push(record, 0)
+    }
+
+    /// The first `n` records as one OTLP/HTTP JSON logs request, with how many and the last
+    /// one's sequence number; they stay until [`Outbox::acknowledge`].
+    pub fn batch(&self, n: usize, service: &str) -> (usize, Option<u64>, Vec<u8>) {
         let records: Vec<Value> = self.records.iter().take(n).map(log_record).collect();
         let count = records.len();
+        let last = count
+            .checked_sub(1)
+            .and_then(|i| self.records.get(i))
+            .map(|r| r.seq);
         let payload = json!({"resourceLogs": [{
             "resource": {"attributes": [
                 {"key": "service.name", "value": {"stringValue": service}}
@@ -74,14 +118,18 @@ impl Outbox {
                 "logRecords": records
             }]
         }]});
-        (count, payload.to_string().into_bytes())
+        (count, last, payload.to_string().into_bytes())
     }
 
-    /// The collector has the first `n` records.
-    pub fn acknowledge(&mut self, n: usize) {
-        for _ in 0..n {
-            self.records.pop_front();
+    /// The collector has every record up to sequence `last` that is still here (those the
+    /// outbox dropped meanwhile are gone already; newer ones stay).
+    pub fn acknowledge(&mut self, last: u64) {
+        while self.records.front().is_some_and(|r| r.seq <= last) {
+            if let Some(old) = self.records.pop_front() {
+                self.bytes -= old.line.len();
+            }
         }
+        self.sending = 0;
     }
 }
 
@@ -101,6 +149,27 @@ fn log_record(r: &Outgoing) -> Value {
         fields.insert("spanId".into(), json!(span));
     }
     record
+}
+
+/// The records in an OTLP/HTTP JSON logs payload: each log record's string body, in order.
+pub fn record_bodies(payload: &Value) -> Vec<String> {
+    let list = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for resource in list(payload, "resourceLogs") {
+        for scope in list(&resource, "scopeLogs") {
+            for record in list(&scope, "logRecords") {
+                if let Some(body) = record.pointer("/body/stringValue").and_then(Value::as_str) {
+                    out.push(body.to_string());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What to do after the collector answered a batch.
@@ -170,12 +239,12 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn a_batch_is_otlp_json_with_the_record_as_body_and_trace_ids_in_hex() {
-        let mut outbox = Outbox::new(10);
+        let mut outbox = Outbox::new(10, 1 << 20);
         for seq in 0..3 {
             assert!(outbox.push_dropping_oldest(record(seq)).is_empty());
         }
-        let (n, payload) = outbox.batch(2, "gateway");
-        assert_eq!(n, 2);
+        let (n, last, payload) = outbox.batch(2, "gateway");
+        assert_eq!((n, last), (2, Some(1)));
         let v: Value = serde_json::from_slice(&payload).unwrap();
         let logs = &v["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
         assert_eq!(logs.as_array().unwrap().len(), 2);
@@ -184,18 +253,46 @@ mod tests {
         assert_eq!(logs[0]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(logs[1]["attributes"][1]["value"]["intValue"], "1");
         assert_eq!(outbox.len(), 3, "kept until acknowledged");
-        outbox.acknowledge(n);
+        outbox.acknowledge(1);
         assert_eq!(outbox.len(), 1);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn a_full_outbox_drops_its_oldest_and_says_which() {
-        let mut outbox = Outbox::new(2);
+        let mut outbox = Outbox::new(2, 1 << 20);
         outbox.push_dropping_oldest(record(0));
         outbox.push_dropping_oldest(record(1));
         assert!(outbox.is_full());
         assert_eq!(outbox.push_dropping_oldest(record(2)), [0]);
         assert_eq!(outbox.len(), 2);
+        // A batch of 1 and 2 is in flight: they are never dropped (the collector may have
+        // them); with nothing else to drop, the new record is.
+        let (n, last, _) = outbox.batch(2, "gateway");
+        outbox.mark_sending(n);
+        assert_eq!(last, Some(2));
+        assert_eq!(outbox.push_dropping_oldest(record(3)), [3]);
+        outbox.acknowledge(2);
+        assert!(outbox.is_empty());
+        let mut wider = Outbox::new(3, 1 << 20);
+        for seq in 0..3 {
+            wider.push_dropping_oldest(record(seq));
+        }
+        wider.mark_sending(1);
+        assert_eq!(
+            wider.push_dropping_oldest(record(3)),
+            [1],
+            "the oldest not in flight"
+        );
+        // Bytes bound too: a record that would pass it pushes the oldest out.
+        let mut small = Outbox::new(100, 15);
+        small.push_dropping_oldest(record(0));
+        assert_eq!(small.push_dropping_oldest(record(1)), [0]);
+        // Slack: reject's reserve lets a full outbox take a few more.
+        let mut reserve = Outbox::new(1, 1 << 20);
+        reserve.push(record(0), 2);
+        assert!(reserve.push(record(1), 2).is_empty());
+        assert!(reserve.push(record(2), 2).is_empty());
+        assert_eq!(reserve.push(record(3), 2), [0]);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -4,6 +4,8 @@
 //! through [`crate::mask`] first, and who the caller is comes only from the verified identity,
 //! never from a header (a header's value is kept apart, masked, as `claimed`).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::mask::{self, PanMasking};
@@ -101,6 +103,14 @@ pub fn trace_context(traceparent: &str) -> Option<(String, String)> {
     .then(|| (trace.to_string(), span.to_string()))
 }
 
+/// The trace context as recorded: a valid `traceparent`'s ids, unless masking would change
+/// them (a client could pass a card number off as a span id): then none.
+pub fn recorded_trace(traceparent: &str) -> Option<(String, String)> {
+    let (trace, span) = trace_context(traceparent)?;
+    let plain = |id: &str| matches!(mask::mask(id, &PanMasking::Truncate), Cow::Borrowed(_));
+    (plain(&trace) && plain(&span)).then_some((trace, span))
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-29T19:58:40.123Z`.
 pub fn rfc3339_ms(unix_ms: u64) -> String {
     let (days, ms_of_day) = (unix_ms / 86_400_000, unix_ms % 86_400_000);
@@ -123,37 +133,91 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
     )
 }
 
-/// The path as recorded: masked, its query dropped or masked by parameter name.
+/// Longest client text kept in a record field; longer is cut, marked `…`.
+pub const MAX_FIELD_CHARS: usize = 512;
+/// Longest recorded path (with its query).
+pub const MAX_PATH_CHARS: usize = 2048;
+
+/// Percent-decoded text (`+` as a space when `form`), so masking sees what the client
+/// meant: `4111%201111...` is a card number too. Bytes that do not decode to UTF-8 are kept
+/// as they came.
+pub fn percent_decode(text: &str, form: bool) -> Cow<'_, str> {
+    if !(text.contains('%') || form && text.contains('+')) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |k: usize| bytes.get(k).and_then(|c| char::from(*c).to_digit(16));
+        match b {
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b),
+            },
+            b'+' if form => out.push(b' '),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(_) => Cow::Borrowed(text),
+    }
+}
+
+/// `text` cut to `max` characters.
+fn capped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", text.get(..cut).unwrap_or_default()),
+        None => text.to_string(),
+    }
+}
+
+/// Client text as recorded: decoded, masked, capped.
+pub fn client_text(text: &str, policy: &RecordPolicy) -> String {
+    capped(
+        &mask::mask(&percent_decode(text, false), &policy.pans),
+        MAX_FIELD_CHARS,
+    )
+}
+
+/// The path as recorded: decoded and masked, its query dropped or masked by parameter name
+/// (names compared decoded).
 pub fn recorded_path(path: &str, policy: &RecordPolicy) -> String {
     let (route, query) = match path.split_once('?') {
         Some((route, query)) => (route, Some(query)),
         None => (path, None),
     };
-    let mut out = mask::mask(route, &policy.pans).into_owned();
+    let mut out = mask::mask(&percent_decode(route, false), &policy.pans).into_owned();
     if let (Some(query), Query::Mask { redacted }) = (query, &policy.query) {
         out.push('?');
         for (i, pair) in query.split('&').enumerate() {
             if i > 0 {
                 out.push('&');
             }
-            match pair.split_once('=') {
-                Some((name, _)) if redacted.iter().any(|r| r.eq_ignore_ascii_case(name)) => {
-                    out.push_str(&mask::mask(name, &policy.pans));
-                    out.push_str("=***");
-                }
-                _ => out.push_str(&mask::mask(pair, &policy.pans)),
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = percent_decode(name, true);
+            out.push_str(&mask::mask(&name, &policy.pans));
+            if redacted.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
+                out.push_str("=***");
+            } else if pair.contains('=') {
+                out.push('=');
+                out.push_str(&mask::mask(&percent_decode(value, true), &policy.pans));
             }
         }
     }
-    out
+    capped(&out, MAX_PATH_CHARS)
 }
 
 /// The request record, not yet on a chain.
 pub fn request_record(facts: &RequestFacts, policy: &RecordPolicy) -> Map<String, Value> {
-    let client_text = |s: &Option<String>| {
-        s.as_deref()
-            .map(|s| Value::String(mask::mask(s, &policy.pans).into_owned()))
-    };
+    let client_field =
+        |s: &Option<String>| s.as_deref().map(|s| Value::String(client_text(s, policy)));
     let mut record = Map::new();
     let mut put = |name: &str, value: Option<Value>| {
         if let Some(value) = value {
@@ -176,12 +240,14 @@ pub fn request_record(facts: &RequestFacts, policy: &RecordPolicy) -> Map<String
         }
     }
     put("verified", Some(Value::Object(who)));
-    put("claimedCustomer", client_text(&facts.claimed_customer));
-    put("operation", client_text(&facts.operation));
-    put("transactionId", client_text(&facts.transaction_id));
-    put("correlationId", text(&facts.correlation_id));
-    put("requestId", text(&facts.request_id));
-    put("method", Some(facts.method.clone().into()));
+    put("claimedCustomer", client_field(&facts.claimed_customer));
+    put("operation", client_field(&facts.operation));
+    put("transactionId", client_field(&facts.transaction_id));
+    // A client may set these too (a correlation id banking-headers accepted, a request id
+    // Envoy kept): masked like any client text.
+    put("correlationId", client_field(&facts.correlation_id));
+    put("requestId", client_field(&facts.request_id));
+    put("method", Some(client_text(&facts.method, policy).into()));
     put("path", Some(recorded_path(&facts.path, policy).into()));
     put("status", Some(facts.status.into()));
     put(
@@ -196,7 +262,7 @@ pub fn request_record(facts: &RequestFacts, policy: &RecordPolicy) -> Map<String
     put("sourceAddress", text(&facts.source_address));
     put("peerIdentity", text(&facts.peer_identity));
     put("upstreamHost", text(&facts.upstream_host));
-    if let Some((trace, span)) = facts.traceparent.as_deref().and_then(trace_context) {
+    if let Some((trace, span)) = facts.traceparent.as_deref().and_then(recorded_trace) {
         put("traceId", Some(trace.into()));
         put("spanId", Some(span.into()));
     }
@@ -254,6 +320,21 @@ mod tests {
                 &policy()
             ),
             "/cards/411111******1111/limits?token=***&iban=DE****************3000"
+        );
+        // Percent-encoded and form-encoded card numbers are card numbers.
+        assert_eq!(
+            recorded_path(
+                "/x/4111%201111%201111%201111?q=4111+1111+1111+1111&%74oken=s",
+                &policy()
+            ),
+            "/x/411111******1111?q=411111******1111&token=***"
+        );
+        assert!(
+            recorded_trace("00-4bf92f3577b34da6a3ce929d0e0e4736-4111111111111111-01").is_none()
+        );
+        assert_eq!(
+            client_text(&"9".repeat(600), &policy()).chars().count(),
+            MAX_FIELD_CHARS + 1
         );
         let dropped = RecordPolicy {
             query: Query::Drop,

@@ -71,6 +71,60 @@ fn strip_position(err: &serde_json::Error) -> String {
     }
 }
 
+/// The cluster and `:authority` of a filter's own HTTP calls (`dispatch_http_call`): the
+/// cluster as istiod names it (`outbound|<port>|<subset>|<host>`, or any other name Envoy
+/// knows) and the authority given, else the host of an Istio-named cluster. `at` names the
+/// config object (`store.redis`, `otlp`) in errors.
+pub fn callout_target(
+    cluster: &str,
+    authority: Option<&str>,
+    at: &str,
+) -> Result<(String, String), ConfigError> {
+    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !printable(cluster) {
+        return Err(ConfigError::at(
+            format!("{at}.cluster"),
+            "an Envoy cluster, e.g. outbound|<port>||<service>.<namespace>.svc.cluster.local",
+        ));
+    }
+    let authority = match (authority, istio_cluster_host(cluster)) {
+        (Some(a), _) if printable(a) => a.to_string(),
+        (Some(_), _) => {
+            return Err(ConfigError::at(
+                format!("{at}.authority"),
+                "a host name, e.g. <service>.<namespace>.svc.cluster.local",
+            ));
+        }
+        (None, Some(host)) => host.to_string(),
+        (None, None) => {
+            return Err(ConfigError::at(
+                format!("{at}.authority"),
+                "required when the cluster is not named outbound|<port>||<host>",
+            ));
+        }
+    };
+    Ok((cluster.to_string(), authority))
+}
+
+/// The host of an Istio outbound cluster name, `outbound|<port>|<subset>|<host>`.
+pub fn istio_cluster_host(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("outbound"), Some(port), Some(_), Some(host), None)
+            if port.parse::<u16>().is_ok() && !host.is_empty() =>
+        {
+            Some(host)
+        }
+        _ => None,
+    }
+}
+
 /// Parses a duration written as a whole number and a unit: `500ms`, `30s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let digits_end = text

@@ -173,21 +173,6 @@ fn default_redis_timeout() -> Duration {
     Duration::from_millis(250)
 }
 
-/// The host of an Istio outbound cluster name, `outbound|<port>|<subset>|<host>`.
-fn istio_cluster_host(cluster: &str) -> Option<&str> {
-    let mut parts = cluster.split('|');
-    let (Some("outbound"), Some(port), Some(_subset), Some(host), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    (port.parse::<u16>().is_ok() && !host.is_empty()).then_some(host)
-}
-
 /// The validated `store`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
@@ -438,29 +423,8 @@ impl Config {
 }
 
 fn redis_store(redis: RedisConfig, instance: &str) -> Result<WebdisStore, ConfigError> {
-    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
-    if !printable(&redis.cluster) {
-        return Err(ConfigError::at(
-            "store.redis.cluster",
-            "the Envoy cluster of Webdis, e.g. outbound|7379||webdis.<namespace>.svc.cluster.local",
-        ));
-    }
-    let authority = match (&redis.authority, istio_cluster_host(&redis.cluster)) {
-        (Some(a), _) if printable(a) => a.clone(),
-        (Some(_), _) => {
-            return Err(ConfigError::at(
-                "store.redis.authority",
-                "a host name, e.g. webdis.<namespace>.svc.cluster.local",
-            ));
-        }
-        (None, Some(host)) => host.to_string(),
-        (None, None) => {
-            return Err(ConfigError::at(
-                "store.redis.authority",
-                "required when the cluster is not named outbound|<port>||<host>",
-            ));
-        }
-    };
+    let (cluster, authority) =
+        config::callout_target(&redis.cluster, redis.authority.as_deref(), "store.redis")?;
     let key_prefix = redis
         .key_prefix
         .unwrap_or_else(|| format!("banking:idempotency:{instance}:"));
@@ -478,7 +442,7 @@ fn redis_store(redis: RedisConfig, instance: &str) -> Result<WebdisStore, Config
         return Err(ConfigError::at("store.redis.timeout", "must be 10ms to 5s"));
     }
     Ok(WebdisStore {
-        cluster: redis.cluster,
+        cluster,
         authority,
         key_prefix,
         timeout: redis.timeout,

@@ -121,27 +121,6 @@ impl Drop for OtlpCollector {
     }
 }
 
-/// The record bodies of an OTLP/HTTP JSON logs payload.
-pub fn record_bodies(payload: &Value) -> Vec<String> {
-    let list = |v: &Value, key: &str| {
-        v.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut out = Vec::new();
-    for resource in list(payload, "resourceLogs") {
-        for scope in list(&resource, "scopeLogs") {
-            for record in list(&scope, "logRecords") {
-                if let Some(body) = record.pointer("/body/stringValue").and_then(Value::as_str) {
-                    out.push(body.to_string());
-                }
-            }
-        }
-    }
-    out
-}
-
 fn serve(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
@@ -174,7 +153,7 @@ fn serve(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
                     .records
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .extend(record_bodies(&payload));
+                    .extend(audit_log::otlp::record_bodies(&payload));
                 shared
                     .payloads
                     .lock()

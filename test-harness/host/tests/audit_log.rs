@@ -33,6 +33,9 @@ fn load(host: &Host, config: &Value) -> Plugin {
 fn log_only() -> Value {
     let mut config = shipped();
     config.as_object_mut().unwrap().remove("otlp");
+    // Kept, masked, so the tests see what masking does to it (the shipped config drops it).
+    config["queryString"] = json!("mask");
+    config["redactedQueryParameters"] = json!(["token"]);
     config
 }
 
@@ -311,6 +314,23 @@ fn a_full_buffer_drops_its_oldest_with_a_gap_record_or_refuses_requests() {
         "{:?}",
         report.findings
     );
+    // The collector comes back: every record is either shipped once or counted as dropped,
+    // never both, never neither (an answer acknowledges exactly what its batch sent).
+    let mut shipped: Vec<String> = Vec::new();
+    for _ in 0..10 {
+        for batch in answer_batches(&plugin, 200, &[], b"{}") {
+            shipped.extend(bodies(&batch));
+        }
+        host.advance(Duration::from_secs(1));
+    }
+    let dropped = host.metric("banking_audit_log_records_dropped").unwrap();
+    let logged = record_lines(&plugin);
+    let mut unique = shipped.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), shipped.len(), "nothing shipped twice");
+    assert_eq!(shipped.len() as u64 + dropped, logged.len() as u64);
+    assert!(shipped.iter().all(|r| logged.contains(r)));
 
     let host = Host::new();
     let plugin = load(&host, &shipping(5, 5, "reject"));
@@ -325,4 +345,12 @@ fn a_full_buffer_drops_its_oldest_with_a_gap_record_or_refuses_requests() {
     assert_eq!(reply.status, 503);
     assert!(reply.body_text().contains("audit-unavailable"));
     assert_eq!(host.metric("banking_audit_log_requests_refused"), Some(1));
+    // Its own record waits with the others: refusing never pushes a waiting record out.
+    refused.complete();
+    assert_eq!(host.metric("banking_audit_log_records_dropped"), Some(0));
+    assert_eq!(
+        records(&plugin).last().unwrap()["status"],
+        503,
+        "the refusal is recorded too"
+    );
 }

@@ -22,7 +22,7 @@ fn records(text: &str) -> Vec<String> {
     if let Ok(document) = serde_json::from_str::<Value>(text)
         && document.get("resourceLogs").is_some()
     {
-        return otlp_records(&document);
+        return audit_log::otlp::record_bodies(&document);
     }
     let mut out = Vec::new();
     for line in text.lines() {
@@ -30,34 +30,17 @@ fn records(text: &str) -> Vec<String> {
         if line.is_empty() {
             continue;
         }
-        let line = line
-            .find(LOG_PREFIX)
-            .map_or(line, |at| line.get(at + LOG_PREFIX.len()..).unwrap_or(line));
+        // A proxy log holds other lines too: only the filter's records, or bare records.
+        let line = match line.find(LOG_PREFIX) {
+            Some(at) => line.get(at + LOG_PREFIX.len()..).unwrap_or(line),
+            None if line.starts_with('{') => line,
+            None => continue,
+        };
         match serde_json::from_str::<Value>(line) {
             Ok(document) if document.get("resourceLogs").is_some() => {
-                out.extend(otlp_records(&document));
+                out.extend(audit_log::otlp::record_bodies(&document));
             }
             _ => out.push(line.to_string()),
-        }
-    }
-    out
-}
-
-fn otlp_records(document: &Value) -> Vec<String> {
-    let list = |v: &Value, key: &str| {
-        v.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut out = Vec::new();
-    for resource in list(document, "resourceLogs") {
-        for scope in list(&resource, "scopeLogs") {
-            for record in list(&scope, "logRecords") {
-                if let Some(body) = record.pointer("/body/stringValue").and_then(Value::as_str) {
-                    out.push(body.to_string());
-                }
-            }
         }
     }
     out

@@ -53,22 +53,28 @@ fn run(input: &str) -> (i32, String) {
 #[test]
 fn intact_log_lines_pass_and_a_tampered_one_is_named_with_exit_status_1() {
     // As Envoy logs them: its own prefix, then the filter's.
-    let logged: Vec<String> = chain_lines()
+    let mut logged: Vec<String> = chain_lines()
         .iter()
         .map(|r| format!("[2026-11-29 19:58:40.123][17][info][wasm] wasm log: banking-audit {r}"))
         .collect();
+    // The proxy's other lines are no records.
+    logged.insert(
+        0,
+        "[2026-11-29 19:58:40.100][17][info][wasm] wasm log: audit-log: chain 0123abcd started"
+            .to_string(),
+    );
     let (status, out) = run(&logged.join("\n"));
     assert_eq!(status, 0, "{out}");
     assert!(out.contains("chain 0123abcd: 5 records"), "{out}");
 
     let mut tampered = logged.clone();
-    tampered[2] = tampered[2].replace("\"status\":401", "\"status\":200");
+    tampered[3] = tampered[3].replace("\"status\":401", "\"status\":200");
     let (status, out) = run(&tampered.join("\n"));
     assert_eq!(status, 1);
     assert!(out.contains("tampered chain 0123abcd seq 2"), "{out}");
 
     let mut deleted = logged;
-    deleted.remove(1);
+    deleted.remove(2);
     let (status, out) = run(&deleted.join("\n"));
     assert_eq!(status, 1);
     assert!(out.contains("missing chain 0123abcd seq 1"), "{out}");

@@ -75,6 +75,7 @@ fn every_shipped_wasmplugin_is_valid() {
     assert_eq!(
         run.stdout.lines().collect::<Vec<_>>(),
         [
+            "ok wasmplugins/audit-log.yaml audit-log",
             "ok wasmplugins/banking-headers.yaml banking-headers",
             "ok wasmplugins/idempotency.yaml idempotency",
             "ok wasmplugins/jwt-auth.yaml jwt-auth",
