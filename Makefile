@@ -27,7 +27,7 @@ RUSTUP_MISSING := rustup not found: install it with curl --proto '=https' --tlsv
 FILTER_CRATES := $(filter-out common,$(patsubst filters/%/Cargo.toml,%,$(wildcard filters/*/Cargo.toml)))
 WASM_CRATES := $(FILTER_CRATES) harness-probe bench-noop-filter
 # Crates whose pure cores also run compiled to wasm32 under wasm-bindgen-test.
-WASM_BINDGEN_TEST_CRATES := banking-filter-common banking-headers jwt-auth rate-limit idempotency
+WASM_BINDGEN_TEST_CRATES := banking-filter-common banking-headers jwt-auth rate-limit idempotency audit-log
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)

@@ -421,6 +421,18 @@ impl RootContext for Root {
         let Some(vm) = self.vm.clone() else {
             return true;
         };
+        // The chain's last record says it ended here and how long it was: a chain without
+        // one ended abruptly (a crash) or was cut.
+        let time_ms = now_ms();
+        let (count, head) = {
+            let chain = vm.chain.borrow();
+            (chain.len(), chain.head().to_string())
+        };
+        let end = json!({"kind": "end", "time": record::rfc3339_ms(time_ms),
+            "count": count, "covers": count.saturating_sub(1), "head": head});
+        if let Value::Object(end) = end {
+            vm.emit(end, time_ms, None);
+        }
         if vm.config.otlp.is_none() || vm.outbox.borrow().is_empty() {
             return true;
         }

@@ -10,7 +10,8 @@
 //! | `missing` | sequence numbers are skipped: records were deleted |
 //! | `reordered` | a record came after a later one |
 //! | `duplicate` | the same sequence number twice |
-//! | `checkpoint-mismatch` | a checkpoint's head is not the hash of the record it names, or its count is not its place |
+//! | `checkpoint-mismatch` | a checkpoint's (or the closing `end` record's) head is not the hash of the record it names, or its count is not its place |
+//! | `after-end` | records follow a chain's `end` record |
 //! | `non-canonical` | a record's text is not the canonical form its hash covers (duplicate keys, other escapes): what a reader sees may not be what was sealed |
 //! | `gap` | the filter itself recorded that it dropped records (buffer full): how many |
 //! | `unreadable` | a line that is not a record |
@@ -219,12 +220,23 @@ fn check_chain(id: &str, records: &mut [Sealed], findings: &mut Vec<Finding>) {
                 format!("the filter dropped {lost} record(s) here (buffer full)"),
             ));
         }
+        if previous.is_some_and(|p| p.record.get("kind").and_then(Value::as_str) == Some("end")) {
+            findings.push(finding(
+                "after-end",
+                id,
+                r.seq,
+                "a record after the chain's end".into(),
+            ));
+        }
         expected_seq = next(r.seq);
         previous = Some(r);
     }
     // Checkpoints: the head they state must be the hash of the record they name.
     for r in records.iter() {
-        if r.record.get("kind").and_then(Value::as_str) != Some("checkpoint") {
+        if !matches!(
+            r.record.get("kind").and_then(Value::as_str),
+            Some("checkpoint" | "end")
+        ) {
             continue;
         }
         let (Some(count), Some(covers), Some(head)) = (
@@ -352,6 +364,15 @@ mod tests {
             json!({"kind": "checkpoint", "count": 5, "covers": 0, "head": head}),
         )));
         assert_eq!(kinds(&out), ["checkpoint-mismatch"]);
+
+        let mut chain = Chain::new("vm-4".into());
+        let ended = [
+            chain.seal(object(json!({"kind": "genesis"}))),
+            chain.seal(object(json!({"kind": "end", "count": 1, "covers": 0,
+                "head": chain.head().to_string()}))),
+            chain.seal(object(json!({"kind": "request", "status": 200}))),
+        ];
+        assert_eq!(kinds(&ended), ["after-end"]);
 
         let mut spaced = intact;
         spaced[1] = spaced[1].replacen(':', ": ", 1);

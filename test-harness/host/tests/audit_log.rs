@@ -193,6 +193,16 @@ fn the_chain_verifies_and_checkpoints_come_on_the_virtual_clock() {
     let report = verify::verify(both.iter().map(String::as_str));
     assert_eq!(report.chains.len(), 2);
     assert_eq!(report.findings, []);
+    // The VM shuts down: its chain ends with an `end` record, and still verifies.
+    assert!(plugin.shutdown().unwrap());
+    let closed = record_lines(&plugin);
+    let last: Value = serde_json::from_str(closed.last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "end");
+    assert_eq!(last["count"], 5);
+    assert_eq!(
+        verify::verify(closed.iter().map(String::as_str)).findings,
+        []
+    );
     // An edited record is named.
     let mut edited = lines;
     edited[2] = edited[2].replace("\"status\":403", "\"status\":200");
