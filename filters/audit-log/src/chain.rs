@@ -9,6 +9,7 @@
 //! order they were written or read in; the filter and the verifier compute them with this same
 //! code.
 
+use banking_filter_common::ids::hex;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -65,15 +66,6 @@ pub fn record_hash(record: &Map<String, Value>) -> String {
     let mut without = record.clone();
     without.remove("hash");
     hex(&Sha256::digest(canonical(&Value::Object(without))))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 /// One VM's chain.

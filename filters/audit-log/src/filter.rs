@@ -3,6 +3,7 @@
 //! record as a proxy log line, and, with `otlp`, batches to the collector from the root
 //! context.
 
+use banking_filter_common::ids::hex;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -238,10 +239,6 @@ impl Root {
     pub(crate) fn new(id: u32) -> Root {
         Root { id, vm: None }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn now_ms() -> u64 {

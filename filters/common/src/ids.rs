@@ -3,6 +3,17 @@
 //! In a proxy-wasm module on `wasm32-wasip1`, randomness comes from WASI's `random_get`,
 //! which Envoy backs with its own CSPRNG; natively it is the OS generator.
 
+/// `bytes` as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// Formats 16 random bytes as a version-4, variant-1 UUID (lowercase, hyphenated).
 pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;

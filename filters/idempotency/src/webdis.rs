@@ -18,6 +18,7 @@
 //! A reservation goes in the URL (the body is only ever the last argument), so it is the
 //! hex of its record; a completed record is binary, in the body. [`decode_value`] reads both.
 
+use banking_filter_common::ids::hex;
 use std::time::Duration;
 
 use crate::record::Record;
@@ -194,16 +195,6 @@ pub fn decode_value(value: &[u8]) -> Option<Record> {
         return Some(record);
     }
     Record::decode(&unhex(value)?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 fn unhex(text: &[u8]) -> Option<Vec<u8>> {
