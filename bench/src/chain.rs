@@ -26,6 +26,7 @@ fn noop_plugin() -> WasmPlugin {
         plugin_config: None,
         url: String::new(),
         source: PathBuf::from("bench/noop-filter"),
+        env: Vec::new(),
     }
 }
 
@@ -159,6 +160,49 @@ fn payment_service(port: u16) -> Value {
     })
 }
 
+/// The collector cluster the shipped audit-log plugin names.
+fn audit_collector_cluster(inputs: &Inputs) -> Result<String, BenchError> {
+    let cluster = inputs.plugin_config("audit-log")?["otlp"]["cluster"]
+        .as_str()
+        .ok_or("the shipped audit-log plugin names no otlp.cluster")?;
+    Ok(cluster.to_string())
+}
+
+/// Envoy's file access log, one JSON line per request with what an audit record holds and
+/// Envoy knows: time, the verified identity jwt-auth leaves in filter state, the banking
+/// headers, method, path, status, flags, details, duration, sizes, addresses, trace context.
+fn file_access_log(path: &Path) -> Value {
+    json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path.to_string_lossy(),
+            "log_format": {"json_format": {
+                "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+                "verified": "%FILTER_STATE(banking.jwt.identity:PLAIN)%",
+                "claimedCustomer": "%REQ(X-CUSTOMER-ID)%",
+                "operation": "%REQ(X-BANKING-OPERATION)%",
+                "transactionId": "%REQ(X-TRANSACTION-ID)%",
+                "correlationId": "%RESP(X-CORRELATION-ID)%",
+                "requestId": "%REQ(X-REQUEST-ID)%",
+                "method": "%REQ(:METHOD)%",
+                "path": "%REQ_WITHOUT_QUERY(:PATH)%",
+                "route": "%ROUTE_NAME%",
+                "status": "%RESPONSE_CODE%",
+                "responseFlags": "%RESPONSE_FLAGS%",
+                "codeDetails": "%RESPONSE_CODE_DETAILS%",
+                "durationMs": "%DURATION%",
+                "requestBytes": "%BYTES_RECEIVED%",
+                "responseBytes": "%BYTES_SENT%",
+                "sourceAddress": "%DOWNSTREAM_REMOTE_ADDRESS%",
+                "peerIdentity": "%DOWNSTREAM_PEER_URI_SAN%",
+                "upstreamHost": "%UPSTREAM_HOST%",
+                "traceparent": "%REQ(TRACEPARENT)%"
+            }}
+        }
+    }])
+}
+
 /// The bootstrap of one row's Envoy: one listener, its chain, a direct response (for the
 /// payment rows, the payment service listener behind it).
 pub fn bootstrap(
@@ -172,7 +216,7 @@ pub fn bootstrap(
         match step {
             Step::Plugin(name) => wasm.push(bench_plugin(name, inputs, scenario.load)?),
             Step::Noop => wasm.push(noop_plugin()),
-            Step::Native(_) => {}
+            Step::Native(_) | Step::FileAccessLog => {}
         }
     }
     let payments = matches!(scenario.load, Load::Payment(_));
@@ -189,6 +233,13 @@ pub fn bootstrap(
     if scenario.chain.iter().any(Step::needs_redis) {
         let webdis = inputs.webdis.ok_or("a Redis row without Redis")?;
         options = options.with_cluster(WEBDIS_CLUSTER, webdis);
+    }
+    if scenario.chain.iter().any(Step::needs_collector) {
+        let collector = inputs
+            .collector
+            .ok_or("an audit-log row without a collector")?;
+        let cluster = audit_collector_cluster(inputs)?;
+        options = options.with_cluster(&cluster, collector);
     }
     let mut bootstrap = envoy::bootstrap(&wasm, &options)?;
     if payments {
@@ -214,6 +265,10 @@ pub fn bootstrap(
                     .ok_or("the generated chain is shorter than the row's")?,
             ),
             Step::Native(native) => filters.push((native.build)(inputs)?),
+            Step::FileAccessLog => {
+                let path = inputs.access_log_dir.join(format!("{}.log", scenario.name));
+                manager["access_log"] = file_access_log(&path);
+            }
         }
     }
     filters.extend(generated);

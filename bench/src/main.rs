@@ -34,6 +34,7 @@ mod report;
 mod scenarios;
 mod tokens;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -347,6 +348,20 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
     } else {
         None
     };
+    // The audit-log rows' OTLP collector, for the whole run.
+    let collector = if selected
+        .iter()
+        .any(|s| s.chain.iter().any(scenarios::Step::needs_collector))
+    {
+        Some(demo_services::OtlpCollector::start(SocketAddr::from((
+            [127, 0, 0, 1],
+            0,
+        )))?)
+    } else {
+        None
+    };
+    let access_log_dir = envoy::target_dir().join("bench").join("access-logs");
+    std::fs::create_dir_all(&access_log_dir)?;
     let inputs = Inputs {
         jwks,
         issuer,
@@ -354,6 +369,8 @@ fn run(repo: &Path, args: &Args) -> Result<(), BenchError> {
         cache_entries,
         plugins,
         webdis: redis.as_ref().map(|r| r.webdis_addr),
+        collector: collector.as_ref().map(|c| c.addr()),
+        access_log_dir,
     };
 
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -20,6 +20,10 @@ pub struct Inputs {
     pub plugins: Vec<WasmPlugin>,
     /// Where Webdis answers, for the rows with the idempotency filter's Redis store.
     pub webdis: Option<std::net::SocketAddr>,
+    /// Where the OTLP collector answers, for the audit-log rows.
+    pub collector: Option<std::net::SocketAddr>,
+    /// Where the file access log rows write (a directory).
+    pub access_log_dir: std::path::PathBuf,
 }
 
 impl Inputs {

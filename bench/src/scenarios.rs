@@ -98,6 +98,10 @@ pub enum Step {
     Noop,
     /// One of Envoy's own filters.
     Native(&'static NativeFilter),
+    /// Envoy's own file access log (no filter: the connection manager's `access_log`), one
+    /// JSON line per request with the fields of an audit record Envoy knows: the audit-log
+    /// filter's native counterpart.
+    FileAccessLog,
 }
 
 impl Step {
@@ -106,6 +110,7 @@ impl Step {
             Step::Plugin(name) => name,
             Step::Noop => "no-op wasm",
             Step::Native(filter) => filter.label,
+            Step::FileAccessLog => "file access log (JSON)",
         }
     }
 
@@ -114,7 +119,7 @@ impl Step {
         match self {
             Step::Plugin("banking-headers") => &[(Probe::MissingCustomerId, 400)],
             Step::Plugin("jwt-auth") => &[(Probe::TamperedToken, 401), (Probe::OtherCustomer, 403)],
-            Step::Plugin(_) | Step::Noop => &[],
+            Step::Plugin(_) | Step::Noop | Step::FileAccessLog => &[],
             Step::Native(filter) => filter.refuses,
         }
     }
@@ -155,8 +160,25 @@ impl Step {
                     "cluster.outbound|7379||webdis.payments.svc.cluster.local.upstream_rq_total",
                 ),
             ],
+            Step::Plugin("audit-log") => &[
+                (
+                    "records written",
+                    "wasmcustom.banking_audit_log_records_written",
+                ),
+                ("shipped", "wasmcustom.banking_audit_log_records_shipped"),
+                ("dropped", "wasmcustom.banking_audit_log_records_dropped"),
+                (
+                    "batches retried",
+                    "wasmcustom.banking_audit_log_batches_retried",
+                ),
+            ],
             _ => &[],
         }
+    }
+
+    /// Whether this step ships to the OTLP collector.
+    pub fn needs_collector(&self) -> bool {
+        matches!(self, Step::Plugin("audit-log"))
     }
 
     /// Whether this step needs Redis behind Webdis.
@@ -168,7 +190,7 @@ impl Step {
     pub fn cache_stats(&self) -> Option<&'static CacheStats> {
         match self {
             Step::Plugin("jwt-auth") => Some(&JWT_AUTH_CACHE),
-            Step::Plugin(_) | Step::Noop => None,
+            Step::Plugin(_) | Step::Noop | Step::FileAccessLog => None,
             Step::Native(filter) => filter.cache,
         }
     }
@@ -511,6 +533,25 @@ pub static SCENARIOS: &[Scenario] = &[
         rate: Rate::Light,
         load: Load::Payment(Keys::Same),
         versus: &["payment-jwt-auth", "payment-none"],
+    },
+    // The audit-log filter behind jwt-auth (it records the verified caller) on payments, its
+    // body fields read and its records shipped to a local OTLP collector, against Envoy's own
+    // file access log writing a JSON line of similar fields behind the same jwt-auth.
+    Scenario {
+        name: "audit-log",
+        chain: &[Step::Plugin("jwt-auth"), Step::Plugin("audit-log")],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::New),
+        versus: &["audit-file-log", "payment-jwt-auth"],
+    },
+    Scenario {
+        name: "audit-file-log",
+        chain: &[Step::Plugin("jwt-auth"), Step::FileAccessLog],
+        tokens: REUSED_RS256,
+        rate: Rate::Light,
+        load: Load::Payment(Keys::New),
+        versus: &["payment-jwt-auth"],
     },
     Scenario {
         name: "suite",

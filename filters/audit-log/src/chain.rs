@@ -16,6 +16,15 @@ use sha2::{Digest, Sha256};
 /// `prev` of a chain's first record.
 pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The MAC a checkpoint (or `end`) record carries when the filter has a checkpoint key:
+/// HMAC-SHA256 under the key of `banking-audit-checkpoint:<chain id>:<count>:<head>`, in hex.
+/// The head is the hash of the record before the checkpoint, which covers every record before
+/// it: whoever rewrites a chain without the key cannot make its checkpoints agree.
+pub fn checkpoint_mac(key: &[u8], chain: &str, count: u64, head: &str) -> String {
+    let message = format!("banking-audit-checkpoint:{chain}:{count}:{head}");
+    hex(&crate::mask::hmac_sha256(key, message.as_bytes()))
+}
+
 /// The record's JSON with keys sorted and no whitespace.
 pub fn canonical(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);

@@ -7,6 +7,9 @@ use banking_filter_common::config::{self, ConfigError, duration, whole_number};
 use banking_filter_common::record;
 use serde::Deserialize;
 
+use banking_filter_common::route::{PathMatching, RouteMatch, RouteTable};
+
+use crate::body::{self, BodyField, BodyPolicy, FieldMask};
 use crate::record::Query;
 
 /// How this filter names itself in logs, problems and metrics.
@@ -55,6 +58,13 @@ pub struct PluginConfig {
     #[serde(default = "default_pan_key_env")]
     pub pan_key_env: String,
 
+    /// The environment variable (from `vmConfig.env`) holding the checkpoint key, 32 bytes
+    /// or more: with it, every checkpoint and `end` record carries an HMAC-SHA256 that
+    /// `audit-verify --checkpoint-key-env` checks, so a rewritten chain cannot pass for the
+    /// real one. None by default; when named, the variable must be set.
+    #[serde(default)]
+    pub checkpoint_key_env: Option<String>,
+
     /// How often each VM writes a checkpoint record (chain id, count, head): default `60s`,
     /// 1s to 1h.
     #[serde(default = "default_checkpoint", deserialize_with = "duration")]
@@ -68,6 +78,88 @@ pub struct PluginConfig {
     /// proxy log.
     #[serde(default)]
     pub otlp: Option<OtlpConfig>,
+
+    /// Banking operations (`x-banking-operation` values) counted apart, at most 64: each
+    /// gets `banking_audit_log_requests_<operation>_<outcome>` counters (outcome `success`,
+    /// `failure` or `denied`; the name in lower case, other characters as `_`). Every other
+    /// request counts under `other`: a client's header never creates a metric.
+    #[serde(default)]
+    pub metric_operations: Vec<String>,
+
+    /// Banking context read from JSON request bodies on some routes (none by default).
+    #[serde(default)]
+    pub body: Option<BodyConfig>,
+
+    /// As in every filter: how paths are normalised before `body.routes` match them.
+    #[serde(default)]
+    pub path_matching: PathMatching,
+}
+
+/// `body`: which routes' request bodies are read, and what is recorded from them.
+///
+/// ```json
+/// {"routes": [{"pathPrefix": "/payments", "methods": ["POST"]}],
+///  "fields": [{"name": "amount", "pointer": "/amount"},
+///             {"name": "creditorIban", "pointer": "/creditorAccount/iban"},
+///             {"name": "debtorAccount", "pointer": "/debtorAccount/number", "mask": "last4"}]}
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyConfig {
+    /// The routes whose bodies are read (at least one; first match).
+    pub routes: Vec<BodyRouteConfig>,
+    /// The values recorded, under `body` in the record (at least one, at most 32).
+    pub fields: Vec<BodyFieldConfig>,
+    /// Member names never recorded, added to the built-in list (CVV, CVC, CID, PIN, PIN
+    /// block, track data...), compared without case, `-` or `_`. A pointer may not name
+    /// one; inside a recorded object they are left out.
+    #[serde(default)]
+    pub drop_fields: Vec<String>,
+    /// Bodies longer than this are not read (the record says `bodyUnread: too-large`):
+    /// default 64 KiB, at most 1 MiB. The filter never holds a request back: it reads the
+    /// body as it passes.
+    #[serde(default = "default_max_body", deserialize_with = "whole_number")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "banking_filter_common::config::schema::WholeNumber")
+    )]
+    pub max_body_bytes: usize,
+}
+
+/// One route whose body is read.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyRouteConfig {
+    pub path_prefix: String,
+    /// Upper case; absent: `["POST", "PUT", "PATCH"]`.
+    #[serde(default = "default_body_methods")]
+    pub methods: Vec<String>,
+}
+
+/// One recorded value.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyFieldConfig {
+    /// Its name in the record: letters, digits, `_`, `-`, `.`.
+    pub name: String,
+    /// An RFC 6901 JSON pointer, e.g. `/creditorAccount/iban`.
+    pub pointer: String,
+    /// `standard` (default: card numbers, IBANs and e-mail addresses masked, as all client
+    /// text) or `last4` (only the last four characters kept, e.g. account numbers).
+    #[serde(default)]
+    pub mask: BodyMask,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum BodyMask {
+    #[default]
+    Standard,
+    Last4,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -164,6 +256,12 @@ pub enum BufferFull {
     Reject,
 }
 
+fn default_max_body() -> usize {
+    64 << 10
+}
+fn default_body_methods() -> Vec<String> {
+    ["POST", "PUT", "PATCH"].map(String::from).to_vec()
+}
 fn default_pan_key_env() -> String {
     "BANKING_AUDIT_PAN_KEY".to_string()
 }
@@ -204,15 +302,19 @@ pub struct Otlp {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub instance: String,
     pub log_level: LineLevel,
     pub query: Query,
     pub pan_masking: PanMode,
     pub pan_key_env: String,
+    pub checkpoint_key_env: Option<String>,
     pub checkpoint_interval: Duration,
     pub otlp: Option<Otlp>,
+    pub metric_operations: Vec<String>,
+    /// The routes whose bodies are read, and what is recorded from them.
+    pub body: Option<(RouteTable<()>, BodyPolicy)>,
 }
 
 impl Config {
@@ -226,16 +328,19 @@ impl Config {
         {
             return Err(ConfigError::at("checkpointInterval", "must be 1s to 1h"));
         }
-        let env_ok = !raw.pan_key_env.is_empty()
-            && raw
-                .pan_key_env
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !env_ok {
-            return Err(ConfigError::at(
-                "panKeyEnv",
-                "an environment variable name: letters, digits and _",
-            ));
+        let env_ok = |name: &str| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        const ENV_NAME: &str = "an environment variable name: letters, digits and _";
+        if !env_ok(&raw.pan_key_env) {
+            return Err(ConfigError::at("panKeyEnv", ENV_NAME));
+        }
+        if raw
+            .checkpoint_key_env
+            .as_deref()
+            .is_some_and(|n| !env_ok(n))
+        {
+            return Err(ConfigError::at("checkpointKeyEnv", ENV_NAME));
         }
         let query = match raw.query_string {
             QueryString::Drop => Query::Drop,
@@ -247,17 +352,127 @@ impl Config {
             None => None,
             Some(o) => Some(otlp(o)?),
         };
+        if raw.metric_operations.len() > 64 {
+            return Err(ConfigError::at("metricOperations", "at most 64 operations"));
+        }
+        for (i, op) in raw.metric_operations.iter().enumerate() {
+            let ok = (1..=64).contains(&op.len())
+                && op
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok || op.eq_ignore_ascii_case("other") {
+                return Err(ConfigError::at(
+                    format!("metricOperations[{i}]"),
+                    "an operation name: 1 to 64 letters, digits, ., _ or - (not `other`)",
+                ));
+            }
+        }
+        let body = match raw.body {
+            None => None,
+            Some(b) => Some(body(b, raw.path_matching)?),
+        };
         Ok(Config {
+            body,
             instance: raw.instance,
             log_level: raw.log_level,
             query,
             pan_masking: raw.pan_masking,
             pan_key_env: raw.pan_key_env,
+            checkpoint_key_env: raw.checkpoint_key_env,
+            metric_operations: raw.metric_operations,
             checkpoint_interval: raw.checkpoint_interval,
             otlp,
         })
     }
 }
+
+fn body(
+    b: BodyConfig,
+    matching: PathMatching,
+) -> Result<(RouteTable<()>, BodyPolicy), ConfigError> {
+    if b.routes.is_empty() {
+        return Err(ConfigError::at(
+            "body.routes",
+            "at least one route is required",
+        ));
+    }
+    let mut routes = RouteTable::new(matching, &[], &[])?;
+    for (i, r) in b.routes.iter().enumerate() {
+        let at = format!("body.routes[{i}]");
+        routes.push(
+            RouteMatch::new(&r.path_prefix, &r.methods, matching, &at)?,
+            (),
+        );
+    }
+    if !(1..=MAX_BODY_FIELDS).contains(&b.fields.len()) {
+        return Err(ConfigError::at(
+            "body.fields",
+            format!("1 to {MAX_BODY_FIELDS} fields"),
+        ));
+    }
+    let mut dropped: Vec<String> = body::ALWAYS_DROPPED
+        .iter()
+        .map(|n| body::drop_key(n))
+        .collect();
+    for (i, name) in b.drop_fields.iter().enumerate() {
+        let key = body::drop_key(name);
+        if key.is_empty() {
+            return Err(ConfigError::at(
+                format!("body.dropFields[{i}]"),
+                "a member name",
+            ));
+        }
+        dropped.push(key);
+    }
+    let mut fields: Vec<BodyField> = Vec::with_capacity(b.fields.len());
+    for (i, f) in b.fields.into_iter().enumerate() {
+        let at = |what: &str| format!("body.fields[{i}].{what}");
+        let name_ok = !f.name.is_empty()
+            && f.name.len() <= 64
+            && f.name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
+        if !name_ok {
+            return Err(ConfigError::at(
+                at("name"),
+                "1 to 64 letters, digits, _, - or .",
+            ));
+        }
+        if fields.iter().any(|g| g.name == f.name) {
+            return Err(ConfigError::at(at("name"), "names a field twice"));
+        }
+        let tokens =
+            body::parse_pointer(&f.pointer).map_err(|m| ConfigError::at(at("pointer"), m))?;
+        if body::names_dropped(&tokens, &dropped) {
+            return Err(ConfigError::at(
+                at("pointer"),
+                "names card security data (CVV, PIN, track data...), which is never recorded",
+            ));
+        }
+        fields.push(BodyField {
+            name: f.name,
+            tokens,
+            mask: match f.mask {
+                BodyMask::Standard => FieldMask::Standard,
+                BodyMask::Last4 => FieldMask::Last4,
+            },
+        });
+    }
+    if !(1..=1 << 20).contains(&b.max_body_bytes) {
+        return Err(ConfigError::at("body.maxBodyBytes", "must be 1 to 1 MiB"));
+    }
+    Ok((
+        routes,
+        BodyPolicy {
+            fields,
+            dropped,
+            max_bytes: b.max_body_bytes,
+        },
+    ))
+}
+
+/// Most values recorded from one body.
+const MAX_BODY_FIELDS: usize = 32;
 
 fn otlp(o: OtlpConfig) -> Result<Otlp, ConfigError> {
     let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
@@ -332,6 +547,11 @@ mod tests {
         for (extra, field) in [
             (r#","checkpointInterval":"0s""#, "checkpointInterval"),
             (r#","panKeyEnv":"A-B""#, "panKeyEnv"),
+            (r#","checkpointKeyEnv":"""#, "checkpointKeyEnv"),
+            (
+                r#","metricOperations":["pay ments"]"#,
+                "metricOperations[0]",
+            ),
             (r#","otlp":{"cluster":"otel"}"#, "otlp.authority"),
             (
                 r#","otlp":{"cluster":"outbound|4318||o.svc","batchRecords":0}"#,
@@ -344,6 +564,34 @@ mod tests {
             (
                 r#","otlp":{"cluster":"outbound|4318||o.svc","path":"v1/logs"}"#,
                 "otlp.path",
+            ),
+            (
+                r#","body":{"routes":[],"fields":[{"name":"a","pointer":"/a"}]}"#,
+                "body.routes",
+            ),
+            (
+                r#","body":{"routes":[{"pathPrefix":"/payments"}],"fields":[]}"#,
+                "body.fields",
+            ),
+            (
+                r#","body":{"routes":[{"pathPrefix":"/payments"}],"fields":[{"name":"a","pointer":"a"}]}"#,
+                "body.fields[0].pointer",
+            ),
+            (
+                r#","body":{"routes":[{"pathPrefix":"/payments"}],"fields":[{"name":"a","pointer":"/a"},{"name":"a","pointer":"/b"}]}"#,
+                "body.fields[1].name",
+            ),
+            (
+                r#","body":{"routes":[{"pathPrefix":"/payments"}],"fields":[{"name":"sec","pointer":"/card/security_code"}]}"#,
+                "body.fields[0].pointer",
+            ),
+            (
+                r#","body":{"routes":[{"pathPrefix":"/payments"}],"dropFields":["otp"],"fields":[{"name":"o","pointer":"/OTP"}]}"#,
+                "body.fields[0].pointer",
+            ),
+            (
+                r#","body":{"routes":[{"pathPrefix":"/payments"}],"fields":[{"name":"a","pointer":"/a"}],"maxBodyBytes":0}"#,
+                "body.maxBodyBytes",
             ),
         ] {
             assert_eq!(parse(extra).unwrap_err().path, field, "{extra}");

@@ -13,12 +13,16 @@ use banking_filter_common::headers;
 use banking_filter_common::host::filter_state;
 use banking_filter_common::host::{self, Action, CallResponse, RootContext, StreamContext};
 use banking_filter_common::ids;
-use banking_filter_common::metrics::{Counter, Gauge, metric_name};
+use banking_filter_common::metrics::{Counter, Gauge, Histogram, metric_name};
 use banking_filter_common::problem::Problem;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::chain::Chain;
+use banking_filter_common::host::BufferType;
+use banking_filter_common::route::Route;
+
+use crate::body::{self, Unread};
+use crate::chain::{self, Chain};
 use crate::config::{BufferFull, Config, FILTER, LineLevel, PanMode};
 use crate::mask::PanMasking;
 use crate::otlp::{self, Answer, Outbox, Outgoing};
@@ -39,12 +43,72 @@ struct Metrics {
     rejected: Counter,
     refused_requests: Counter,
     buffered: Gauge,
+    /// Milliseconds from sending a batch to the collector's answer.
+    ship_latency: Histogram,
+    /// Requests by configured operation and outcome, then `other`.
+    by_operation: Vec<(String, OutcomeCount)>,
+    other_operation: OutcomeCount,
+}
+
+/// One counter per outcome of [`record::outcome`].
+struct OutcomeCount {
+    success: Counter,
+    failure: Counter,
+    denied: Counter,
+}
+
+impl OutcomeCount {
+    fn define(operation: &str) -> OutcomeCount {
+        let name: String = operation
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let counter = |outcome: &str| {
+            Counter::define(&metric_name(
+                METRICS_FILTER,
+                &format!("requests_{name}_{outcome}"),
+            ))
+        };
+        OutcomeCount {
+            success: counter("success"),
+            failure: counter("failure"),
+            denied: counter("denied"),
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        match outcome {
+            "success" => self.success.increment(),
+            "denied" => self.denied.increment(),
+            _ => self.failure.increment(),
+        }
+    }
 }
 
 impl Metrics {
-    fn define() -> Metrics {
+    /// A request's outcome under its operation, if configured, else `other`.
+    fn count_request(&self, operation: Option<&str>, outcome: &str) {
+        let counts = operation
+            .and_then(|op| self.by_operation.iter().find(|(name, _)| name == op))
+            .map_or(&self.other_operation, |(_, counts)| counts);
+        counts.count(outcome);
+    }
+
+    fn define(operations: &[String]) -> Metrics {
         let counter = |what: &str| Counter::define(&metric_name(METRICS_FILTER, what));
         Metrics {
+            ship_latency: Histogram::define(&metric_name(METRICS_FILTER, "ship_latency_ms")),
+            by_operation: operations
+                .iter()
+                .map(|op| (op.clone(), OutcomeCount::define(op)))
+                .collect(),
+            other_operation: OutcomeCount::define("other"),
             written: counter("records_written"),
             shipped: counter("records_shipped"),
             retried: counter("batches_retried"),
@@ -62,6 +126,8 @@ struct InFlight {
     records: usize,
     /// The last record's sequence number: what an answer acknowledges up to.
     last: Option<u64>,
+    /// Monotonic nanoseconds when it was sent.
+    sent_at: u64,
 }
 
 /// Records `reject` lets the outbox hold past its bounds: the records of the requests it
@@ -85,15 +151,34 @@ struct Vm {
     dropped: RefCell<Vec<u64>>,
     /// What this VM last added to the shared buffered-records gauge.
     reported_buffered: RefCell<u64>,
+    /// The genesis record and its time, until the chain starts (see `on_configure`).
+    genesis: RefCell<Option<(Map<String, Value>, u64)>>,
+    /// The key of the checkpoints' MACs (`checkpointKeyEnv`).
+    checkpoint_key: Option<Vec<u8>>,
     /// The host asked the root to shut down: ship what is left, then say done.
     closing: RefCell<bool>,
     metrics: Metrics,
 }
 
 impl Vm {
+    /// Puts the genesis on the chain, once, before anything else.
+    fn start_chain(&self) {
+        let genesis = self.genesis.borrow_mut().take();
+        if let Some((genesis, time_ms)) = genesis {
+            log::info!("{FILTER}: chain {} started", self.chain.borrow().id());
+            self.emit(genesis, time_ms, None);
+        }
+    }
+
+    /// Whether the chain has started (its genesis is on it).
+    fn started(&self) -> bool {
+        self.genesis.borrow().is_none()
+    }
+
     /// Seals `record` on the chain, logs it, and queues it for the collector; records the
     /// outbox had to drop for it are told on the chain by a `gap` record right after.
     fn emit(&self, record: Map<String, Value>, time_ms: u64, trace: Option<(String, String)>) {
+        self.start_chain();
         self.append(record, time_ms, trace);
         let dropped = std::mem::take(&mut *self.dropped.borrow_mut());
         if let (Some(first), Some(last)) = (dropped.first(), dropped.last()) {
@@ -189,6 +274,7 @@ impl Vm {
                     token,
                     records,
                     last,
+                    sent_at: now,
                 })
             }
             Err(e) => {
@@ -217,14 +303,24 @@ impl Vm {
             now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    fn checkpoint(&self, time_ms: u64) {
-        let (count, head) = {
+    /// A checkpoint (`kind` `checkpoint`, or `end` when the chain closes): how many records
+    /// came before it and the last one's hash, with a MAC under the checkpoint key if any.
+    fn checkpoint(&self, kind: &str, time_ms: u64) {
+        let (chain_id, count, head) = {
             let chain = self.chain.borrow();
-            (chain.len(), chain.head().to_string())
+            (
+                chain.id().to_string(),
+                chain.len(),
+                chain.head().to_string(),
+            )
         };
-        let record = json!({"kind": "checkpoint", "time": record::rfc3339_ms(time_ms),
+        let record = json!({"kind": kind, "time": record::rfc3339_ms(time_ms),
             "count": count, "covers": count.saturating_sub(1), "head": head});
-        if let Value::Object(record) = record {
+        if let Value::Object(mut record) = record {
+            if let Some(key) = &self.checkpoint_key {
+                let mac = chain::checkpoint_mac(key, &chain_id, count, &head);
+                record.insert("mac".into(), mac.into());
+            }
             self.emit(record, time_ms, None);
         }
     }
@@ -262,6 +358,18 @@ impl RootContext for Root {
                     log::error!(
                         "{FILTER}: panMasking: keyedHash needs a key of at least 16 bytes in the environment variable {} (vmConfig.env)",
                         config.pan_key_env
+                    );
+                    return false;
+                }
+            },
+        };
+        let checkpoint_key = match &config.checkpoint_key_env {
+            None => None,
+            Some(name) => match std::env::var(name) {
+                Ok(key) if key.len() >= 32 => Some(key.into_bytes()),
+                _ => {
+                    log::error!(
+                        "{FILTER}: checkpointKeyEnv: the environment variable {name} must hold a key of at least 32 bytes (vmConfig.env)"
                     );
                     return false;
                 }
@@ -318,7 +426,9 @@ impl RootContext for Root {
             dropped: RefCell::new(Vec::new()),
             reported_buffered: RefCell::new(0),
             closing: RefCell::new(false),
-            metrics: Metrics::define(),
+            checkpoint_key,
+            genesis: RefCell::new(None),
+            metrics: Metrics::define(&config.metric_operations),
             config,
         });
         let time_ms = now_ms();
@@ -328,13 +438,16 @@ impl RootContext for Root {
         // The genesis names what this chain records under: the plugin, its configuration
         // (hashed: pluginConfig is visible in config_dump anyway, but a hash is enough to
         // tell two apart) and when the VM started; the previous chain of this VM, if any.
+        // It goes on the chain at the VM's first tick or request: Envoy also configures a VM
+        // on its main thread only to check the configuration, which never ticks nor serves,
+        // and whose chain would be a genesis left waiting forever.
         let genesis = json!({"kind": "genesis", "time": record::rfc3339_ms(time_ms),
             "instance": vm.config.instance, "configSha256": hex(&Sha256::digest(configuration)),
             "previousChain": self.vm.as_ref().map(|old| old.chain.borrow().id().to_string())});
-        log::info!("{FILTER}: chain {chain_id} started");
         if let Value::Object(genesis) = genesis {
-            vm.emit(genesis, time_ms, None);
+            *vm.genesis.borrow_mut() = Some((genesis, time_ms));
         }
+        log::info!("{FILTER}: chain {chain_id} configured");
         self.vm = Some(vm);
         true
     }
@@ -343,13 +456,14 @@ impl RootContext for Root {
         let Some(vm) = self.vm.clone() else {
             return;
         };
+        vm.start_chain();
         let time_ms = now_ms();
         let due = time_ms >= *vm.next_checkpoint.borrow();
         if due {
             *vm.next_checkpoint.borrow_mut() = time_ms.saturating_add(
                 u64::try_from(vm.config.checkpoint_interval.as_millis()).unwrap_or(u64::MAX),
             );
-            vm.checkpoint(time_ms);
+            vm.checkpoint("checkpoint", time_ms);
         }
         vm.ship(false);
     }
@@ -365,6 +479,11 @@ impl RootContext for Root {
         let Some(batch) = batch else {
             return;
         };
+        if let Ok(now) = clock::monotonic() {
+            vm.metrics
+                .ship_latency
+                .record(now.0.saturating_sub(batch.sent_at) / 1_000_000);
+        }
         let status = response.status().ok().flatten();
         let response_headers = response.headers().unwrap_or_default();
         let retry_after = headers::lookup(&response_headers, "retry-after")
@@ -418,18 +537,13 @@ impl RootContext for Root {
         let Some(vm) = self.vm.clone() else {
             return true;
         };
+        if !vm.started() {
+            // A VM that never ticked nor served: no chain to close.
+            return true;
+        }
         // The chain's last record says it ended here and how long it was: a chain without
         // one ended abruptly (a crash) or was cut.
-        let time_ms = now_ms();
-        let (count, head) = {
-            let chain = vm.chain.borrow();
-            (chain.len(), chain.head().to_string())
-        };
-        let end = json!({"kind": "end", "time": record::rfc3339_ms(time_ms),
-            "count": count, "covers": count.saturating_sub(1), "head": head});
-        if let Value::Object(end) = end {
-            vm.emit(end, time_ms, None);
-        }
+        vm.checkpoint("end", now_ms());
         if vm.config.otlp.is_none() || vm.outbox.borrow().is_empty() {
             return true;
         }
@@ -444,6 +558,7 @@ impl RootContext for Root {
             vm: self.vm.clone(),
             facts: RequestFacts::default(),
             seen_status: None,
+            body: None,
         })
     }
 }
@@ -453,6 +568,31 @@ struct Stream {
     facts: RequestFacts,
     /// The `:status` this filter saw pass, for a host that gives no `response.code`.
     seen_status: Option<u16>,
+    /// On a route whose body is read: the body so far, copied as it passes.
+    body: Option<BodyCopy>,
+}
+
+/// A request body copied as it passes (the filter never holds it back).
+#[derive(Default)]
+struct BodyCopy {
+    bytes: Vec<u8>,
+    /// Past `maxBodyBytes`: no longer copied.
+    too_large: bool,
+}
+
+impl Stream {
+    /// Starts copying the body when the request's route is one whose body is read.
+    fn watch_body(&mut self, vm: &Vm) {
+        let Some((routes, _)) = &vm.config.body else {
+            return;
+        };
+        let Ok(request) = host::request_headers() else {
+            return;
+        };
+        if let Ok(Route::Rule(())) = routes.resolve(&request) {
+            self.body = Some(BodyCopy::default());
+        }
+    }
 }
 
 /// A property's text.
@@ -493,6 +633,7 @@ impl StreamContext for Stream {
             return Action::Continue;
         };
         capture_request(&mut self.facts);
+        self.watch_body(&vm);
         let full = vm.config.otlp.as_ref().is_some_and(|o| {
             o.on_buffer_full == BufferFull::Reject && vm.outbox.borrow().is_full()
         });
@@ -506,6 +647,30 @@ impl StreamContext for Stream {
                 "the audit trail cannot take more records right now; retry later",
             );
             return host::refuse(FILTER, &problem, &[("retry-after", "1")]);
+        }
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let (Some(vm), Some(copy)) = (&self.vm, &mut self.body) else {
+            return Action::Continue;
+        };
+        let max = vm
+            .config
+            .body
+            .as_ref()
+            .map_or(0, |(_, policy)| policy.max_bytes);
+        if copy.too_large {
+            return Action::Continue;
+        }
+        if copy.bytes.len().saturating_add(body_size) > max {
+            copy.too_large = true;
+            copy.bytes = Vec::new();
+            return Action::Continue;
+        }
+        // Unless an earlier filter holds the body, the buffer is this chunk alone.
+        if let Ok(Some(chunk)) = host::buffer(BufferType::RequestBody, 0, body_size) {
+            copy.bytes.extend_from_slice(&chunk);
         }
         Action::Continue
     }
@@ -545,6 +710,14 @@ impl StreamContext for Stream {
         facts.source_address = text(&["source", "address"]);
         facts.peer_identity = text(&["connection", "uri_san_peer_certificate"]);
         facts.upstream_host = text(&["upstream", "address"]);
+        facts.route = text(&["route_name"]);
+        if let (Some(copy), Some((_, policy))) = (self.body.take(), &vm.config.body) {
+            facts.body = Some(if copy.too_large {
+                Err(Unread::TooLarge)
+            } else {
+                body::banking_context(&copy.bytes, policy, &vm.policy.pans)
+            });
+        }
         if let Ok(Some(identity)) = filter_state::read_identity() {
             facts.issuer = Some(identity.issuer);
             facts.subject = identity.subject;
@@ -561,6 +734,10 @@ impl StreamContext for Stream {
             .as_deref()
             .and_then(record::recorded_trace);
         let record = record::request_record(&facts, &vm.policy);
+        vm.metrics.count_request(
+            facts.operation.as_deref(),
+            record::outcome(facts.status, facts.denied_by.as_deref()),
+        );
         vm.emit(record, facts.time_ms, trace);
     }
 }

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+use crate::body::Unread;
 use crate::mask::{self, PanMasking};
 
 /// What the shell knows of a finished request. Text a client chose is marked so.
@@ -49,6 +50,11 @@ pub struct RequestFacts {
     /// The filter that refused the request and its reason (`banking.decision.*`).
     pub denied_by: Option<String>,
     pub deny_reason: Option<String>,
+    /// Envoy's name of the route the request took (`route_name`).
+    pub route: Option<String>,
+    /// On a route configured for it: the body's banking context, masked (see
+    /// [`crate::body`]), or why there is none.
+    pub body: Option<Result<Map<String, Value>, Unread>>,
 }
 
 /// What becomes of the query string.
@@ -180,8 +186,13 @@ fn capped(text: &str, max: usize) -> String {
 
 /// Client text as recorded: decoded, masked, capped.
 pub fn client_text(text: &str, policy: &RecordPolicy) -> String {
+    masked_text(text, &policy.pans)
+}
+
+/// [`client_text`] with only the card policy.
+pub fn masked_text(text: &str, pans: &PanMasking) -> String {
     capped(
-        &mask::mask(&percent_decode(text, false), &policy.pans),
+        &mask::mask(&percent_decode(text, false), pans),
         MAX_FIELD_CHARS,
     )
 }
@@ -249,6 +260,7 @@ pub fn request_record(facts: &RequestFacts, policy: &RecordPolicy) -> Map<String
     put("requestId", client_field(&facts.request_id));
     put("method", Some(client_text(&facts.method, policy).into()));
     put("path", Some(recorded_path(&facts.path, policy).into()));
+    put("route", text(&facts.route));
     put("status", Some(facts.status.into()));
     put(
         "outcome",
@@ -268,6 +280,11 @@ pub fn request_record(facts: &RequestFacts, policy: &RecordPolicy) -> Map<String
     }
     put("deniedBy", text(&facts.denied_by));
     put("denyReason", text(&facts.deny_reason));
+    match &facts.body {
+        Some(Ok(context)) => put("body", Some(Value::Object(context.clone()))),
+        Some(Err(unread)) => put("bodyUnread", Some(unread.as_str().into())),
+        None => {}
+    }
     record
 }
 

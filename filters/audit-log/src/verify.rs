@@ -13,6 +13,8 @@
 //! | `checkpoint-mismatch` | a checkpoint's (or the closing `end` record's) head is not the hash of the record it names, or its count is not its place |
 //! | `after-end` | records follow a chain's `end` record |
 //! | `non-canonical` | a record's text is not the canonical form its hash covers (duplicate keys, other escapes): what a reader sees may not be what was sealed |
+//! | `checkpoint-mac` | with the checkpoint key: a checkpoint or `end` record without a MAC, or whose MAC does not match (forged, or another key) |
+//! | `unauthenticated` | with the checkpoint key: a chain with no checkpoint or `end` record at all, so nothing in it is authenticated |
 //! | `gap` | the filter itself recorded that it dropped records (buffer full): how many |
 //! | `unreadable` | a line that is not a record |
 //!
@@ -58,6 +60,8 @@ pub struct Report {
     /// Records read per chain.
     pub chains: BTreeMap<String, u64>,
     pub findings: Vec<Finding>,
+    /// Checkpoint MACs found good (with a key).
+    pub macs_checked: u64,
 }
 
 struct Sealed {
@@ -69,8 +73,14 @@ struct Sealed {
     record: Map<String, Value>,
 }
 
-/// Checks the records of `lines` (one JSON record each; blank lines skipped).
+/// Checks the records of `lines` (one JSON record each; blank lines skipped), without a
+/// checkpoint key.
 pub fn verify<'a>(lines: impl IntoIterator<Item = &'a str>) -> Report {
+    verify_with_key(lines, None)
+}
+
+/// [`verify`], and with `key` (the filter's checkpoint key) every checkpoint's MAC too.
+pub fn verify_with_key<'a>(lines: impl IntoIterator<Item = &'a str>, key: Option<&[u8]>) -> Report {
     let mut report = Report::default();
     let mut chains: BTreeMap<String, Vec<Sealed>> = BTreeMap::new();
     for (line, text) in lines.into_iter().enumerate() {
@@ -126,6 +136,9 @@ pub fn verify<'a>(lines: impl IntoIterator<Item = &'a str>) -> Report {
         records.retain(|r| seen.insert((r.seq, r.hash.clone())));
         report.chains.insert(id.clone(), records.len() as u64);
         check_chain(&id, &mut records, &mut report.findings);
+        if let Some(key) = key {
+            report.macs_checked += check_macs(&id, &records, key, &mut report.findings);
+        }
     }
     report
 }
@@ -137,6 +150,46 @@ fn finding(kind: &'static str, chain: &str, seq: u64, detail: String) -> Finding
         seq: Some(seq),
         detail,
     }
+}
+
+/// Each checkpoint's MAC under `key`; how many were good.
+fn check_macs(id: &str, records: &[Sealed], key: &[u8], findings: &mut Vec<Finding>) -> u64 {
+    let mut good = 0;
+    let mut checkpoints = 0;
+    for r in records {
+        if !matches!(
+            r.record.get("kind").and_then(Value::as_str),
+            Some("checkpoint" | "end")
+        ) {
+            continue;
+        }
+        checkpoints += 1;
+        let count = r.record.get("count").and_then(Value::as_u64).unwrap_or(0);
+        let head = r
+            .record
+            .get("head")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match r.record.get("mac").and_then(Value::as_str) {
+            Some(mac) if mac == crate::chain::checkpoint_mac(key, id, count, head) => good += 1,
+            Some(_) => findings.push(finding(
+                "checkpoint-mac",
+                id,
+                r.seq,
+                "its MAC does not match: forged, or made with another key".into(),
+            )),
+            None => findings.push(finding("checkpoint-mac", id, r.seq, "it has no MAC".into())),
+        }
+    }
+    if checkpoints == 0 {
+        findings.push(Finding {
+            kind: "unauthenticated",
+            chain: id.to_string(),
+            seq: None,
+            detail: "no checkpoint or end record: nothing in this chain is authenticated".into(),
+        });
+    }
+    good
 }
 
 fn check_chain(id: &str, records: &mut [Sealed], findings: &mut Vec<Finding>) {
@@ -314,6 +367,53 @@ mod tests {
         let report = verify(lines(5).iter().map(String::as_str));
         assert_eq!(report.findings, []);
         assert_eq!(report.chains["vm-1"], 7);
+    }
+
+    /// [`lines`] with a MAC on its checkpoint.
+    fn lines_with_mac(n: u64, key: &[u8]) -> Vec<String> {
+        let mut chain = Chain::new("vm-1".into());
+        let mut out = vec![chain.seal(object(json!({"kind": "genesis"})))];
+        for i in 0..n {
+            out.push(chain.seal(object(json!({"kind": "request", "status": 200 + i}))));
+        }
+        let (count, head) = (chain.len(), chain.head().to_string());
+        let mac = crate::chain::checkpoint_mac(key, "vm-1", count, &head);
+        out.push(
+            chain.seal(object(json!({"kind": "checkpoint", "count": count,
+            "covers": count - 1, "head": head, "mac": mac}))),
+        );
+        out
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn with_the_key_a_rewritten_chain_is_told_from_the_real_one() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let real = lines_with_mac(3, key);
+        let report = verify_with_key(real.iter().map(String::as_str), Some(key));
+        assert_eq!((report.findings, report.macs_checked), (vec![], 1));
+        // Whoever rewrites a record and reseals the whole chain has consistent hashes, but
+        // without the key the checkpoint cannot agree.
+        let forged = lines(3);
+        assert_eq!(kinds(&forged), Vec::<&str>::new());
+        let found: Vec<_> = verify_with_key(forged.iter().map(String::as_str), Some(key))
+            .findings
+            .iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(found, ["checkpoint-mac"]);
+        let other_key = verify_with_key(
+            real.iter().map(String::as_str),
+            Some(b"another key, 32 bytes long......"),
+        );
+        assert_eq!(other_key.findings.len(), 1);
+        // A chain stripped of its checkpoints authenticates nothing.
+        let stripped = &real[..real.len() - 1];
+        let found: Vec<_> = verify_with_key(stripped.iter().map(String::as_str), Some(key))
+            .findings
+            .iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(found, ["unauthenticated"]);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

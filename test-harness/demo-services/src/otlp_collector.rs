@@ -96,6 +96,47 @@ impl OtlpCollector {
             .clone()
     }
 
+    /// Checks every payload received against OpenTelemetry's protobuf schema with
+    /// `scripts/check_otlp.py` (`opentelemetry-proto` in the project's `.venv`); its report,
+    /// or why it failed.
+    pub fn check_schema(&self) -> Result<String, DemoError> {
+        let python = workspace_dirs::repo_root().join(".venv/bin/python");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_otlp.py");
+        let mut child = std::process::Command::new(&python)
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                DemoError(format!(
+                    "cannot run {}: {e} (run `make jwt-minter`, which installs the OTLP schema)",
+                    python.display()
+                ))
+            })?;
+        let mut input = String::new();
+        for payload in self.payloads() {
+            input.push_str(&payload.to_string());
+            input.push('\n');
+        }
+        // Dropped at the end of the statement, so the script sees end of input.
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| DemoError("no stdin for the OTLP check".into()))?
+            .write_all(input.as_bytes())?;
+        let output = child.wait_with_output()?;
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(report)
+        } else {
+            Err(DemoError(format!(
+                "the OTLP payloads do not fit the schema:\n{report}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )))
+        }
+    }
+
     /// Batches answered 503 while switched off.
     pub fn refused(&self) -> u64 {
         *self

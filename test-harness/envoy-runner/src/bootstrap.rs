@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::EnvoyError;
-use crate::wasmplugin::WasmPlugin;
+use crate::wasmplugin::{VmEnv, WasmPlugin};
 
 /// The cluster every request is routed to.
 pub const UPSTREAM_CLUSTER: &str = "demo_upstream";
@@ -247,6 +247,27 @@ fn wasm_filter(plugin: &WasmPlugin, options: &BootstrapOptions) -> Result<Value,
             "code": {"local": {"filename": module.to_string_lossy()}}
         }
     });
+    // As istiod translates `vmConfig.env`.
+    let host_keys: Vec<&str> = plugin
+        .env
+        .iter()
+        .filter_map(|e| match e {
+            VmEnv::Host(name) => Some(name.as_str()),
+            VmEnv::Inline(..) => None,
+        })
+        .collect();
+    let inline: serde_json::Map<String, Value> = plugin
+        .env
+        .iter()
+        .filter_map(|e| match e {
+            VmEnv::Inline(name, value) => Some((name.clone(), Value::String(value.clone()))),
+            VmEnv::Host(_) => None,
+        })
+        .collect();
+    if !plugin.env.is_empty() {
+        config["vm_config"]["environment_variables"] =
+            json!({"host_env_keys": host_keys, "key_values": inline});
+    }
     if let Some(configuration) = plugin.configuration_json() {
         config["configuration"] = json!({
             "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -282,6 +303,7 @@ mod tests {
             plugin_config: config,
             url: "oci://example/x:1".to_string(),
             source: PathBuf::from("wasmplugins/x.yaml"),
+            env: Vec::new(),
         }
     }
 
@@ -293,6 +315,30 @@ mod tests {
             std::fs::write(dir.join(file), b"\0asm").unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn vm_config_env_becomes_envoys_environment_variables_as_istiod_writes_them() {
+        let dir = scratch_wasm_dir("env", &["keyed.wasm", "plain.wasm"]);
+        let mut keyed = plugin("keyed", None);
+        keyed.env = vec![
+            VmEnv::Host("BANKING_AUDIT_CHECKPOINT_KEY".into()),
+            VmEnv::Inline("REGION".into(), "eu-west".into()),
+        ];
+        let options = BootstrapOptions::ephemeral("127.0.0.1:8081".parse().unwrap(), dir.clone());
+        let bootstrap = bootstrap(&[keyed, plugin("plain", None)], &options);
+        let _ = std::fs::remove_dir_all(&dir);
+        let bootstrap = bootstrap.unwrap();
+        let filters = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"]["http_filters"];
+        let vm = &filters[0]["typed_config"]["config"]["vm_config"];
+        assert_eq!(
+            vm["environment_variables"],
+            json!({"host_env_keys": ["BANKING_AUDIT_CHECKPOINT_KEY"],
+                   "key_values": {"REGION": "eu-west"}})
+        );
+        let plain = &filters[1]["typed_config"]["config"]["vm_config"];
+        assert!(plain.get("environment_variables").is_none());
     }
 
     #[test]

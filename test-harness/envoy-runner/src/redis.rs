@@ -90,9 +90,51 @@ fn wait_for(addr: SocketAddr, what: &str, log: &Path) -> Result<(), EnvoyError> 
     Ok(())
 }
 
+/// Consecutive answers from Redis through Webdis that make it ready: Webdis listens before
+/// its connections to Redis are up, and answers 503 or 504 until they are (seen in CI:
+/// one connection failed at start and the first request after got 504).
+const READY_ANSWERS: usize = 16;
+
+/// Waits until Webdis answers [`READY_ANSWERS`] reads in a row from Redis, each on its own
+/// connection (so they spread over Webdis's threads and pooled connections).
+fn wait_until_answering(webdis: SocketAddr, log: &Path) -> Result<(), EnvoyError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    let mut last = String::new();
+    while in_a_row < READY_ANSWERS {
+        let answer = crate::client::get(
+            webdis,
+            "/GET/banking:idempotency:ready-probe?type=application/octet-stream",
+            Duration::from_secs(1),
+        );
+        match answer {
+            // The probe key is never set: Redis answers nil, which Webdis gives as 404.
+            Ok(response) if response.status == 404 => in_a_row += 1,
+            Ok(response) => {
+                in_a_row = 0;
+                last = format!("status {}", response.status);
+            }
+            Err(e) => {
+                in_a_row = 0;
+                last = e.to_string();
+            }
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(EnvoyError(format!(
+                "Webdis did not answer from Redis within 10 s (last: {last}):\n{log}"
+            )));
+        }
+        if in_a_row == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 impl RedisThroughWebdis {
     /// Starts Redis, then Webdis in front of it, under `target/redis-e2e/<label>/`, and waits
-    /// until both listen.
+    /// until both listen and Webdis answers from Redis.
     pub fn start(label: &str) -> Result<RedisThroughWebdis, EnvoyError> {
         let (redis_server, webdis) = (on_path("redis-server")?, on_path("webdis")?);
         let shipped = crate::repo_root().join(DEPLOY_DIR);
@@ -153,7 +195,9 @@ impl RedisThroughWebdis {
                 return Err(e);
             }
         };
-        if let Err(e) = wait_for(webdis_addr, "Webdis", &webdis_log) {
+        let ready = wait_for(webdis_addr, "Webdis", &webdis_log)
+            .and_then(|()| wait_until_answering(webdis_addr, &webdis_log));
+        if let Err(e) = ready {
             kill(&mut redis);
             let _ = webdis.kill();
             let _ = webdis.wait();

@@ -90,6 +90,18 @@ pub struct WasmPlugin {
     pub url: String,
     /// The file the resource was read from.
     pub source: PathBuf,
+    /// `spec.vmConfig.env`: what the module reads from its environment.
+    pub env: Vec<VmEnv>,
+}
+
+/// One `spec.vmConfig.env` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEnv {
+    /// `valueFrom: HOST`: the proxy process's own variable of that name (Envoy's
+    /// `host_env_keys`), e.g. one the istio-proxy container gets from a Kubernetes Secret.
+    Host(String),
+    /// `valueFrom: INLINE` (the default), with its `value` (Envoy's `key_values`).
+    Inline(String, String),
 }
 
 impl WasmPlugin {
@@ -368,7 +380,23 @@ fn plugin_from_document(doc: &Value, path: &Path) -> Result<WasmPlugin, String> 
             ));
         }
     };
+    let mut env = Vec::new();
+    let entries = spec.pointer("/vmConfig/env").and_then(Value::as_array);
+    for (i, entry) in entries.into_iter().flatten().enumerate() {
+        let field = |f: &str| entry.get(f).and_then(Value::as_str);
+        let at = format!("WasmPlugin {name}: spec.vmConfig.env[{i}]");
+        let var = field("name").ok_or_else(|| format!("{at}.name is missing"))?;
+        env.push(match field("valueFrom") {
+            Some("HOST") => VmEnv::Host(var.to_string()),
+            None | Some("INLINE") => VmEnv::Inline(
+                var.to_string(),
+                field("value").unwrap_or_default().to_string(),
+            ),
+            Some(other) => return Err(format!("{at}.valueFrom {other} is not INLINE or HOST")),
+        });
+    }
     Ok(WasmPlugin {
+        env,
         plugin_name: text("pluginName").unwrap_or_default().to_string(),
         name,
         namespace,
@@ -421,6 +449,29 @@ mod tests {
                 "stats-low",
                 "unspecified"
             ]
+        );
+    }
+
+    #[test]
+    fn reads_vm_config_env_and_refuses_an_unknown_source() {
+        let text = format!(
+            "{}  vmConfig:\n    env:\n    - name: KEY\n      valueFrom: HOST\n    - name: REGION\n      value: eu\n",
+            plugin("keyed", "STATS", "1")
+        );
+        let plugins = parse(&text).unwrap();
+        assert_eq!(
+            plugins[0].env,
+            [
+                VmEnv::Host("KEY".into()),
+                VmEnv::Inline("REGION".into(), "eu".into())
+            ]
+        );
+        let bad = text.replace("HOST", "SECRET");
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("vmConfig.env[0].valueFrom")
         );
     }
 

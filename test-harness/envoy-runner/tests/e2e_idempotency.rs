@@ -274,6 +274,7 @@ fn a_later_filters_refusal_leaves_the_key_free_and_the_retry_executes_once() {
         plugin_config: None,
         url: String::new(),
         source: PathBuf::from("test"),
+        env: Vec::new(),
     };
     let upstream = fixture::demo_upstream();
     let one = replica(

@@ -34,6 +34,7 @@ fn probe_plugin() -> WasmPlugin {
         plugin_config: None,
         url: String::new(),
         source: PathBuf::from("test-harness/probe-filter"),
+        env: Vec::new(),
     }
 }
 

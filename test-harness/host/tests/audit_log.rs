@@ -364,3 +364,193 @@ fn a_full_buffer_drops_its_oldest_with_a_gap_record_or_refuses_requests() {
         "the refusal is recorded too"
     );
 }
+
+/// [`log_only`] reading payment bodies.
+fn with_body_fields() -> Value {
+    let mut config = log_only();
+    config["body"] = json!({
+        "routes": [{"pathPrefix": "/payments", "methods": ["POST"]}],
+        "fields": [
+            {"name": "amount", "pointer": "/instructedAmount/amount"},
+            {"name": "currency", "pointer": "/instructedAmount/currency"},
+            {"name": "creditorIban", "pointer": "/creditorAccount/iban"},
+            {"name": "debtorAccount", "pointer": "/debtorAccount/number", "mask": "last4"},
+            {"name": "card", "pointer": "/card"}
+        ],
+        "dropFields": ["otp"],
+        "maxBodyBytes": 2048
+    });
+    config
+}
+
+/// A request with a body, sent in `chunks`; every chunk must pass at once.
+fn request_with_body(plugin: &Plugin, path: &str, chunks: &[&str]) -> Stream {
+    let mut stream = plugin.stream();
+    let headers = [
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "api.bank.example"),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(stream.request_headers(&headers, false), Action::Continue);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let action = stream.request_body(chunk.as_bytes(), i + 1 == chunks.len());
+        assert_eq!(action, Action::Continue, "the body is never held back");
+    }
+    stream.set_property(&["response", "code"], 201u64.to_le_bytes());
+    stream.set_property(&["route_name"], "payments-v1");
+    stream.response_headers(&[(":status", "201")], true);
+    stream.complete();
+    stream
+}
+
+const PAYMENT_BODY: &str = r#"{"instructedAmount": {"amount": 1250.50, "currency": "EUR"},
+  "creditorAccount": {"iban": "DE89 3704 0044 0532 0130 00", "name": "Jane Doe"},
+  "debtorAccount": {"number": "000123456789"},
+  "card": {"number": "4111111111111111", "expiry": "12/28", "cvv": "987",
+           "pinBlock": "0412AC89FFFF0000", "OTP": "552211"},
+  "remittance": "card 5500 0000 0000 0004"}"#;
+
+#[test]
+fn payment_bodies_give_masked_banking_context_and_never_a_security_code() {
+    let host = Host::new();
+    let plugin = load(&host, &with_body_fields());
+    // In three chunks, as a client may send it.
+    let (a, rest) = PAYMENT_BODY.split_at(40);
+    let (b, c) = rest.split_at(120);
+    request_with_body(&plugin, "/payments", &[a, b, c]);
+    let all = records(&plugin);
+    let r = all.last().unwrap();
+    assert_eq!(r["route"], "payments-v1");
+    assert_eq!(
+        r["body"],
+        json!({
+            "amount": "1250.50",
+            "currency": "EUR",
+            "creditorIban": "DE****************3000",
+            "debtorAccount": "****6789",
+            "card": {"number": "411111******1111", "expiry": "12/28"},
+        }),
+        "{r}"
+    );
+    let logged = record_lines(&plugin).join("\n");
+    for secret in [
+        "4111111111111111",
+        "\"987\"",
+        "0412AC89",
+        "552211",
+        "0532 0130",
+    ] {
+        assert!(!logged.contains(secret), "{secret} in {logged}");
+    }
+    // Another route's body is not read; a body past maxBodyBytes or not JSON says so.
+    request_with_body(&plugin, "/accounts/search", &[PAYMENT_BODY]);
+    assert!(records(&plugin).last().unwrap().get("body").is_none());
+    let large = format!(r#"{{"pad": "{}"}}"#, "x".repeat(3000));
+    request_with_body(&plugin, "/payments", &[&large[..1500], &large[1500..]]);
+    assert_eq!(records(&plugin).last().unwrap()["bodyUnread"], "too-large");
+    request_with_body(
+        &plugin,
+        "/payments",
+        &["amount=12.50&iban=DE89370400440532013000"],
+    );
+    assert_eq!(records(&plugin).last().unwrap()["bodyUnread"], "not-json");
+    // Two amounts: which one the service took is unknown, so neither is recorded.
+    request_with_body(
+        &plugin,
+        "/payments",
+        &[r#"{"instructedAmount": {"amount": "1.00", "amount": "9000.00"}}"#],
+    );
+    assert_eq!(
+        records(&plugin).last().unwrap()["bodyUnread"],
+        "duplicate-member"
+    );
+    assert!(plugin.failure().is_none());
+
+    // A pointer at a security code is refused at configure, naming the field.
+    let mut bad = with_body_fields();
+    bad["body"]["fields"][0]["pointer"] = json!("/card/CVV2");
+    let err = host.load(FILTER, bad.to_string()).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("body.fields[0].pointer"), "{err}");
+}
+
+const CHECKPOINT_KEY: &str = "k3y-for-the-audit-checkpoints-0123456789";
+
+#[test]
+fn with_a_checkpoint_key_from_the_environment_every_checkpoint_carries_a_mac() {
+    let mut config = log_only();
+    config["checkpointKeyEnv"] = json!("BANKING_AUDIT_CHECKPOINT_KEY");
+    // Named but not set: refused, naming the field.
+    let host = Host::new();
+    let err = host
+        .load(FILTER, config.to_string())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("checkpointKeyEnv"), "{err}");
+
+    let host = Host::new();
+    host.set_env("BANKING_AUDIT_CHECKPOINT_KEY", CHECKPOINT_KEY);
+    let plugin = load(&host, &config);
+    request(&plugin, "/accounts", 200, Some(IDENTITY));
+    host.advance(Duration::from_secs(61));
+    request(&plugin, "/accounts", 403, Some(IDENTITY));
+    assert!(plugin.shutdown().unwrap());
+    let lines = record_lines(&plugin);
+    assert!(
+        !lines.join("\n").contains(CHECKPOINT_KEY),
+        "the key is never logged"
+    );
+    let report = verify::verify_with_key(
+        lines.iter().map(String::as_str),
+        Some(CHECKPOINT_KEY.as_bytes()),
+    );
+    assert_eq!(report.findings, []);
+    assert_eq!(report.macs_checked, 2, "the checkpoint and the end record");
+    // The same chain checked under another key: every MAC is named.
+    let wrong = verify::verify_with_key(
+        lines.iter().map(String::as_str),
+        Some(b"not-the-key-not-the-key-not-the-key!"),
+    );
+    let kinds: Vec<&str> = wrong.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, ["checkpoint-mac", "checkpoint-mac"]);
+}
+
+#[test]
+fn requests_are_counted_by_configured_operation_and_outcome() {
+    let host = Host::new();
+    let mut config = shipping(2, 100, "dropOldest");
+    config["metricOperations"] = json!(["payment.create"]);
+    let plugin = load(&host, &config);
+    for status in [201, 403, 502, 201] {
+        request(&plugin, "/payments", status, Some(IDENTITY));
+    }
+    let mut other = plugin.stream();
+    other.request_headers(
+        &[
+            (":method", "GET"),
+            (":path", "/accounts"),
+            ("x-banking-operation", "made.up.by.a.client"),
+        ],
+        true,
+    );
+    other.set_property(&["response", "code"], 200u64.to_le_bytes());
+    other.complete();
+    let m = |name: &str| host.metric(&format!("banking_audit_log_requests_{name}"));
+    assert_eq!(m("payment_create_success"), Some(2));
+    assert_eq!(m("payment_create_denied"), Some(1));
+    assert_eq!(m("payment_create_failure"), Some(1));
+    assert_eq!(m("other_success"), Some(1));
+    assert!(
+        host.metrics()
+            .iter()
+            .all(|(name, _, _)| !name.contains("made")),
+        "a client's header never names a metric"
+    );
+    // The collector answers 250 ms after each batch: the latency is recorded per batch.
+    host.advance(Duration::from_millis(250));
+    let answered = answer_batches(&plugin, 200, &[], b"{}");
+    assert!(!answered.is_empty());
+    let latencies = host.histogram("banking_audit_log_ship_latency_ms").unwrap();
+    assert_eq!(latencies.len(), answered.len());
+    assert!(latencies.iter().all(|ms| *ms >= 250), "{latencies:?}");
+}

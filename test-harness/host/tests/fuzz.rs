@@ -103,6 +103,37 @@ impl Rng {
     }
 }
 
+/// JSON bodies a payment route may get (audit-log reads fields out of them), whole, cut, with
+/// a byte changed, or nested deep.
+const BODIES: &[&str] = &[
+    r#"{"instructedAmount":{"amount":"12.50","currency":"EUR"},"creditorAccount":{"iban":"DE89370400440532013000"},"card":{"number":"4111111111111111","cvv":"123"}}"#,
+    r#"{"instructedAmount":{"amount":1e400,"amount":-0},"card":[4111111111111111,{"pin":1}]}"#,
+    r#"{"debtorAccount":{"number":null},"card":"\ud800","creditorAccount":{"iban":["a",{"b":{"c":{"d":{"e":[]}}}}]}}"#,
+    "[]",
+    "\"just a string\"",
+];
+
+fn json_body(r: &mut Rng) -> Vec<u8> {
+    let mut body = BODIES[r.below(BODIES.len())].as_bytes().to_vec();
+    match r.below(4) {
+        0 => body.truncate(r.below(body.len() + 1)),
+        1 => {
+            let at = r.below(body.len());
+            body[at] = r.bytes(1)[0];
+        }
+        2 => {
+            let depth = r.below(300);
+            let mut deep = b"{\"card\":".to_vec();
+            deep.extend(std::iter::repeat_n(b'[', depth));
+            deep.extend(std::iter::repeat_n(b']', depth));
+            deep.push(b'}');
+            body = deep;
+        }
+        _ => {}
+    }
+    body
+}
+
 /// Values that mean something to some filter, mangled or not.
 struct Corpus {
     tokens: Vec<String>,
@@ -431,7 +462,11 @@ fn fuzz(wasm: &str, wasmplugin: &str, seed: u64, budget: Duration, max_runs: u64
             *answers.entry(kind).or_default() += 1;
             if action == Action::Continue {
                 for _ in 0..r.below(3) {
-                    let chunk = r.bytes_upto(2048);
+                    let chunk = if r.below(2) == 0 {
+                        r.bytes_upto(2048)
+                    } else {
+                        json_body(&mut r)
+                    };
                     stream.try_request_body(&chunk, false)?;
                 }
                 let action = stream.try_request_body(&[], true)?;

@@ -4,7 +4,10 @@
 //! the records alone), or OTLP/HTTP JSON log payloads as the filter ships them (one
 //! `{"resourceLogs": ...}` document per line or per file), whose log records' bodies are the
 //! records. Every chain is checked (`audit_log::verify`); each finding is printed on its own
-//! line. Exit status: 0 nothing found, 1 findings, 2 unreadable input.
+//! line. Exit status: 0 nothing found, 1 findings, 2 unreadable input or a bad option.
+//!
+//! `--checkpoint-key-env NAME`: the filter's checkpoint key is in the environment variable
+//! NAME (never on the command line, where `ps` shows it); every checkpoint's MAC is checked.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -14,7 +17,8 @@ use serde_json::Value;
 /// What the filter puts before each record it logs.
 const LOG_PREFIX: &str = "banking-audit ";
 
-const USAGE: &str = "usage: audit-verify [FILE...]   (no FILE or -: standard input)";
+const USAGE: &str =
+    "usage: audit-verify [--checkpoint-key-env NAME] [FILE...]   (no FILE or -: standard input)";
 
 /// The records in `text`: NDJSON lines (a log prefix before a record is skipped), or OTLP
 /// JSON documents whose log records' string bodies are records.
@@ -47,10 +51,25 @@ fn records(text: &str) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
+    }
+    let mut key = None;
+    if let Some(at) = args.iter().position(|a| a == "--checkpoint-key-env") {
+        let Some(name) = args.get(at + 1).cloned() else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        };
+        match std::env::var(&name) {
+            Ok(value) if value.len() >= 32 => key = Some(value.into_bytes()),
+            _ => {
+                eprintln!("audit-verify: {name} must hold the checkpoint key (32 bytes or more)");
+                return ExitCode::from(2);
+            }
+        }
+        args.drain(at..at + 2);
     }
     let sources = if args.is_empty() {
         vec!["-".to_string()]
@@ -71,12 +90,16 @@ fn main() -> ExitCode {
         }
         lines.extend(records(&text));
     }
-    let report = audit_log::verify::verify(lines.iter().map(String::as_str));
+    let report =
+        audit_log::verify::verify_with_key(lines.iter().map(String::as_str), key.as_deref());
     for (chain, count) in &report.chains {
         println!("chain {chain}: {count} records");
     }
     for finding in &report.findings {
         println!("{finding}");
+    }
+    if key.is_some() {
+        println!("{} checkpoint MACs good", report.macs_checked);
     }
     if report.findings.is_empty() {
         println!("ok: {} chains, no findings", report.chains.len());
