@@ -32,7 +32,14 @@ fn chain_lines() -> Vec<String> {
 }
 
 fn run(input: &str) -> (i32, String) {
+    run_with(&[], &[], input)
+}
+
+/// audit-verify with `args` and the environment variables `env`.
+fn run_with(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+        .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -90,4 +97,34 @@ fn otlp_payloads_are_read_as_their_records() {
     let (status, out) = run(&payload.to_string());
     assert_eq!(status, 0, "{out}");
     assert!(out.contains("5 records"), "{out}");
+}
+
+#[test]
+fn with_the_checkpoint_key_in_the_environment_forged_checkpoints_are_named() {
+    let key = "0123456789abcdef0123456789abcdef-key";
+    let mut chain = Chain::new("0123abcd".into());
+    let mut lines = vec![chain.seal(object(json!({"kind": "genesis"})))];
+    lines.push(chain.seal(object(json!({"kind": "request", "status": 200}))));
+    let (count, head) = (chain.len(), chain.head().to_string());
+    let mac = audit_log::chain::checkpoint_mac(key.as_bytes(), "0123abcd", count, &head);
+    lines.push(
+        chain.seal(object(json!({"kind": "checkpoint", "count": count,
+        "covers": count - 1, "head": head, "mac": mac}))),
+    );
+    let args = ["--checkpoint-key-env", "AUDIT_KEY"];
+    let (status, out) = run_with(&args, &[("AUDIT_KEY", key)], &lines.join("\n"));
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("1 checkpoint MACs good"), "{out}");
+    // A chain resealed without the key: its hashes hold, its checkpoint does not.
+    let (status, out) = run_with(&args, &[("AUDIT_KEY", key)], &chain_lines().join("\n"));
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.contains("checkpoint-mac chain 0123abcd seq 4: it has no MAC"),
+        "{out}"
+    );
+    // The key is never an argument, and a missing or short one is an error, not a pass.
+    let (status, _) = run_with(&args, &[], &lines.join("\n"));
+    assert_eq!(status, 2);
+    let (status, _) = run_with(&args, &[("AUDIT_KEY", "short")], &lines.join("\n"));
+    assert_eq!(status, 2);
 }
