@@ -16,26 +16,45 @@ use serde_json::{Map, Value};
 use crate::mask::PanMasking;
 use crate::record;
 
-/// Member names never recorded, compared with [`drop_key`]: card verification codes, PINs
-/// and magnetic-stripe data (PCI DSS 3.3.1: sensitive authentication data is not kept after
-/// authorisation). Configuration can add names, never remove these.
-pub const ALWAYS_DROPPED: &[&str] = &[
+/// Card security data (PCI DSS 3.3.1: sensitive authentication data is not kept after
+/// authorisation): a member whose name, compared with [`drop_key`], contains one of these is
+/// never recorded (`cardCvv`, `cvv2`, `card_verification_value`, `encryptedPinBlock`,
+/// `track2Data`, `magneticStripe`...). Configuration can add names, never remove these.
+pub const DROPPED_IF_CONTAINED: &[&str] = &[
     "cvv",
-    "cvv2",
     "cvc",
-    "cvc2",
+    "cvn",
+    "csc",
     "cav2",
-    "cid",
-    "securityCode",
-    "cardSecurityCode",
-    "verificationCode",
-    "pin",
-    "pinBlock",
+    "securitycode",
+    "verificationcode",
+    "verificationvalue",
+    "pinblock",
     "track1",
     "track2",
-    "trackData",
-    "magStripe",
+    "trackdata",
+    "magstripe",
+    "magneticstripe",
 ];
+
+/// Names that drop a member when its name starts or ends with one (`pin`, `pinCode`,
+/// `cardPin`): inside a name, too many words hold them (`shipping`).
+pub const DROPPED_AT_EITHER_END: &[&str] = &["pin"];
+
+/// Names that drop a member only as the whole name.
+pub const DROPPED_IF_EQUAL: &[&str] = &["cid"];
+
+/// Whether a member named `name` is card security data, or one of `extra` (the
+/// configuration's [`drop_key`]s, matched whole).
+pub fn is_dropped(name: &str, extra: &[String]) -> bool {
+    let key = drop_key(name);
+    DROPPED_IF_CONTAINED.iter().any(|d| key.contains(d))
+        || DROPPED_AT_EITHER_END
+            .iter()
+            .any(|d| key.starts_with(d) || key.ends_with(d))
+        || DROPPED_IF_EQUAL.contains(&key.as_str())
+        || extra.contains(&key)
+}
 
 /// Recorded objects and arrays go this deep below the picked value, with this many members.
 const MAX_DEPTH: usize = 4;
@@ -73,7 +92,7 @@ pub struct BodyField {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyPolicy {
     pub fields: Vec<BodyField>,
-    /// [`drop_key`]s of the members never recorded.
+    /// [`drop_key`]s of the members the configuration adds to [`is_dropped`]'s.
     pub dropped: Vec<String>,
     /// Bodies longer than this are not read.
     pub max_bytes: usize,
@@ -86,6 +105,8 @@ pub enum Unread {
     Empty,
     /// Longer than `maxBodyBytes`.
     TooLarge,
+    /// The VM held as many bodies as it may at once (a flood of slow uploads).
+    Busy,
     /// Not a JSON object.
     NotJson,
     /// An object with one member name twice: which one the service used is unknown, so
@@ -98,6 +119,7 @@ impl Unread {
         match self {
             Unread::Empty => "no-body",
             Unread::TooLarge => "too-large",
+            Unread::Busy => "busy",
             Unread::NotJson => "not-json",
             Unread::DuplicateMember => "duplicate-member",
         }
@@ -280,9 +302,9 @@ fn recorded(raw: &RawValue, policy: &BodyPolicy, pans: &PanMasking, depth: usize
             if let Some(Members(members)) = members(text) {
                 let kept = members
                     .into_iter()
-                    .filter(|(name, _)| !policy.dropped.contains(&drop_key(name)));
+                    .filter(|(name, _)| !is_dropped(name, &policy.dropped));
                 for (name, value) in kept.take(MAX_MEMBERS) {
-                    let name = record::masked_text(&name, pans);
+                    let name = record::masked_verbatim(&name, pans);
                     out.insert(name, recorded(value, policy, pans, depth + 1));
                 }
             }
@@ -300,14 +322,14 @@ fn recorded(raw: &RawValue, policy: &BodyPolicy, pans: &PanMasking, depth: usize
         }
         Some(b'{' | b'[') => Value::String("…".into()),
         Some(b'"') => match serde_json::from_str::<String>(text) {
-            Ok(s) => Value::String(record::masked_text(&s, pans)),
+            Ok(s) => Value::String(record::masked_verbatim(&s, pans)),
             Err(_) => Value::Null,
         },
         Some(b't') => Value::Bool(true),
         Some(b'f') => Value::Bool(false),
         Some(b'n') => Value::Null,
         // A number, as sent.
-        _ => Value::String(record::masked_text(text, pans)),
+        _ => Value::String(record::masked_verbatim(text, pans)),
     }
 }
 
@@ -328,7 +350,7 @@ fn last4(value: &Value) -> Value {
 
 /// Whether a pointer token names a dropped member.
 pub fn names_dropped(tokens: &[String], dropped: &[String]) -> bool {
-    tokens.iter().any(|t| dropped.contains(&drop_key(t)))
+    tokens.iter().any(|t| is_dropped(t, dropped))
 }
 
 #[cfg(test)]
@@ -346,7 +368,7 @@ mod tests {
                     mask: *mask,
                 })
                 .collect(),
-            dropped: ALWAYS_DROPPED.iter().map(|n| drop_key(n)).collect(),
+            dropped: Vec::new(),
             max_bytes: 4096,
         }
     }
@@ -448,6 +470,38 @@ mod tests {
         assert!(!names_dropped(
             &parse_pointer("/card/number").unwrap(),
             &dropped
+        ));
+        for name in [
+            "cardCvv",
+            "card_cvv",
+            "cvvNumber",
+            "cvc3",
+            "CVN",
+            "csc",
+            "cardVerificationCode",
+            "card-verification-value",
+            "pinCode",
+            "cardPin",
+            "encryptedPinBlock",
+            "track2Data",
+            "track2Equivalent",
+            "magneticStripe",
+            "CID",
+        ] {
+            assert!(is_dropped(name, &[]), "{name}");
+        }
+        for name in [
+            "shipping",
+            "number",
+            "expiry",
+            "cardholderName",
+            "accountId",
+        ] {
+            assert!(!is_dropped(name, &[]), "{name}");
+        }
+        assert!(is_dropped(
+            "One-Time_Password",
+            &[drop_key("oneTimePassword")]
         ));
         let policy = policy(&[("all", "/card", FieldMask::Standard)]);
         let card = context(PAYMENT, &policy).unwrap();

@@ -16,12 +16,35 @@ use sha2::{Digest, Sha256};
 /// `prev` of a chain's first record.
 pub const NO_PREVIOUS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What a checkpoint (or `end`) record states, and what its MAC covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint<'a> {
+    /// `checkpoint` or `end`.
+    pub kind: &'a str,
+    pub chain: &'a str,
+    /// Records before it, which is its own sequence number.
+    pub count: u64,
+    /// The hash of the record before it.
+    pub head: &'a str,
+    /// Its `time`.
+    pub time: &'a str,
+}
+
 /// The MAC a checkpoint (or `end`) record carries when the filter has a checkpoint key:
-/// HMAC-SHA256 under the key of `banking-audit-checkpoint:<chain id>:<count>:<head>`, in hex.
-/// The head is the hash of the record before the checkpoint, which covers every record before
-/// it: whoever rewrites a chain without the key cannot make its checkpoints agree.
-pub fn checkpoint_mac(key: &[u8], chain: &str, count: u64, head: &str) -> String {
-    let message = format!("banking-audit-checkpoint:{chain}:{count}:{head}");
+/// HMAC-SHA256 under the key of
+/// `banking-audit-checkpoint:<kind>:<chain id>:<count>:<head>:<time>`, in hex. The head is the
+/// hash of the record before the checkpoint, which covers every record before it, and the kind
+/// is covered too: whoever rewrites a chain without the key cannot make its checkpoints agree,
+/// nor pass a checkpoint off as the chain's `end` (or an `end` as a mere checkpoint).
+pub fn checkpoint_mac(key: &[u8], checkpoint: &Checkpoint) -> String {
+    let Checkpoint {
+        kind,
+        chain,
+        count,
+        head,
+        time,
+    } = checkpoint;
+    let message = format!("banking-audit-checkpoint:{kind}:{chain}:{count}:{head}:{time}");
     hex(&crate::mask::hmac_sha256(key, message.as_bytes()))
 }
 

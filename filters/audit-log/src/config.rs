@@ -342,6 +342,12 @@ impl Config {
         {
             return Err(ConfigError::at("checkpointKeyEnv", ENV_NAME));
         }
+        if raw.checkpoint_key_env.as_deref() == Some(raw.pan_key_env.as_str()) {
+            return Err(ConfigError::at(
+                "checkpointKeyEnv",
+                "must not be panKeyEnv: whoever verifies chains holds the checkpoint key, and must not be able to test card numbers against their keyed hashes",
+            ));
+        }
         let query = match raw.query_string {
             QueryString::Drop => Query::Drop,
             QueryString::Mask => Query::Mask {
@@ -355,7 +361,16 @@ impl Config {
         if raw.metric_operations.len() > 64 {
             return Err(ConfigError::at("metricOperations", "at most 64 operations"));
         }
+        let mut metric_names: Vec<String> = Vec::new();
         for (i, op) in raw.metric_operations.iter().enumerate() {
+            let metric = metric_operation_name(op);
+            if metric_names.contains(&metric) {
+                return Err(ConfigError::at(
+                    format!("metricOperations[{i}]"),
+                    format!("counted as `{metric}` like an operation before it"),
+                ));
+            }
+            metric_names.push(metric);
             let ok = (1..=64).contains(&op.len())
                 && op
                     .bytes()
@@ -410,10 +425,7 @@ fn body(
             format!("1 to {MAX_BODY_FIELDS} fields"),
         ));
     }
-    let mut dropped: Vec<String> = body::ALWAYS_DROPPED
-        .iter()
-        .map(|n| body::drop_key(n))
-        .collect();
+    let mut dropped: Vec<String> = Vec::new();
     for (i, name) in b.drop_fields.iter().enumerate() {
         let key = body::drop_key(name);
         if key.is_empty() {
@@ -469,6 +481,20 @@ fn body(
             max_bytes: b.max_body_bytes,
         },
     ))
+}
+
+/// How an operation is named in its counters: lower case, other characters as `_`.
+pub fn metric_operation_name(operation: &str) -> String {
+    operation
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Most values recorded from one body.
@@ -551,6 +577,14 @@ mod tests {
             (
                 r#","metricOperations":["pay ments"]"#,
                 "metricOperations[0]",
+            ),
+            (
+                r#","metricOperations":["a.b","A_b"]"#,
+                "metricOperations[1]",
+            ),
+            (
+                r#","checkpointKeyEnv":"BANKING_AUDIT_PAN_KEY""#,
+                "checkpointKeyEnv",
             ),
             (r#","otlp":{"cluster":"otel"}"#, "otlp.authority"),
             (

@@ -59,16 +59,7 @@ struct OutcomeCount {
 
 impl OutcomeCount {
     fn define(operation: &str) -> OutcomeCount {
-        let name: String = operation
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = crate::config::metric_operation_name(operation);
         let counter = |outcome: &str| {
             Counter::define(&metric_name(
                 METRICS_FILTER,
@@ -151,6 +142,8 @@ struct Vm {
     dropped: RefCell<Vec<u64>>,
     /// What this VM last added to the shared buffered-records gauge.
     reported_buffered: RefCell<u64>,
+    /// Bytes of request bodies this VM's streams hold (see [`BODY_BUDGET`]).
+    body_bytes: RefCell<usize>,
     /// The genesis record and its time, until the chain starts (see `on_configure`).
     genesis: RefCell<Option<(Map<String, Value>, u64)>>,
     /// The key of the checkpoints' MACs (`checkpointKeyEnv`).
@@ -314,12 +307,19 @@ impl Vm {
                 chain.head().to_string(),
             )
         };
-        let record = json!({"kind": kind, "time": record::rfc3339_ms(time_ms),
+        let time = record::rfc3339_ms(time_ms);
+        let record = json!({"kind": kind, "time": time,
             "count": count, "covers": count.saturating_sub(1), "head": head});
         if let Value::Object(mut record) = record {
             if let Some(key) = &self.checkpoint_key {
-                let mac = chain::checkpoint_mac(key, &chain_id, count, &head);
-                record.insert("mac".into(), mac.into());
+                let stated = chain::Checkpoint {
+                    kind,
+                    chain: &chain_id,
+                    count,
+                    head: &head,
+                    time: &time,
+                };
+                record.insert("mac".into(), chain::checkpoint_mac(key, &stated).into());
             }
             self.emit(record, time_ms, None);
         }
@@ -428,6 +428,7 @@ impl RootContext for Root {
             closing: RefCell::new(false),
             checkpoint_key,
             genesis: RefCell::new(None),
+            body_bytes: RefCell::new(0),
             metrics: Metrics::define(&config.metric_operations),
             config,
         });
@@ -576,11 +577,32 @@ struct Stream {
 #[derive(Default)]
 struct BodyCopy {
     bytes: Vec<u8>,
-    /// Past `maxBodyBytes`: no longer copied.
-    too_large: bool,
+    /// Why it is no longer copied: past `maxBodyBytes`, or past the VM's budget.
+    unread: Option<Unread>,
+}
+
+/// Bytes of request bodies one VM holds at once, over all its streams: past it, a body is
+/// not read (`bodyUnread: busy`) rather than grow the VM's memory with the number of slow
+/// uploads a client keeps open.
+const BODY_BUDGET: usize = 16 << 20;
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.release_body();
+    }
 }
 
 impl Stream {
+    /// Takes the body copy, giving its bytes back to the VM's budget.
+    fn release_body(&mut self) -> Option<BodyCopy> {
+        let copy = self.body.take()?;
+        if let Some(vm) = &self.vm {
+            let mut held = vm.body_bytes.borrow_mut();
+            *held = held.saturating_sub(copy.bytes.len());
+        }
+        Some(copy)
+    }
+
     /// Starts copying the body when the request's route is one whose body is read.
     fn watch_body(&mut self, vm: &Vm) {
         let Some((routes, _)) = &vm.config.body else {
@@ -660,17 +682,36 @@ impl StreamContext for Stream {
             .body
             .as_ref()
             .map_or(0, |(_, policy)| policy.max_bytes);
-        if copy.too_large {
+        if copy.unread.is_some() {
             return Action::Continue;
         }
-        if copy.bytes.len().saturating_add(body_size) > max {
-            copy.too_large = true;
-            copy.bytes = Vec::new();
+        let held = *vm.body_bytes.borrow();
+        let unread = if copy.bytes.len().saturating_add(body_size) > max {
+            Some(Unread::TooLarge)
+        } else if held.saturating_add(body_size) > BODY_BUDGET {
+            Some(Unread::Busy)
+        } else {
+            None
+        };
+        if let Some(unread) = unread {
+            copy.unread = Some(unread);
+            let freed = std::mem::take(&mut copy.bytes).len();
+            *vm.body_bytes.borrow_mut() = held.saturating_sub(freed);
             return Action::Continue;
         }
         // Unless an earlier filter holds the body, the buffer is this chunk alone.
-        if let Ok(Some(chunk)) = host::buffer(BufferType::RequestBody, 0, body_size) {
-            copy.bytes.extend_from_slice(&chunk);
+        match host::buffer(BufferType::RequestBody, 0, body_size) {
+            Ok(Some(chunk)) => {
+                copy.bytes.extend_from_slice(&chunk);
+                *vm.body_bytes.borrow_mut() = held.saturating_add(chunk.len());
+            }
+            Ok(None) => {}
+            Err(_) => {
+                // A chunk the host would not give: the rest would not be the body sent.
+                copy.unread = Some(Unread::NotJson);
+                let freed = std::mem::take(&mut copy.bytes).len();
+                *vm.body_bytes.borrow_mut() = held.saturating_sub(freed);
+            }
         }
         Action::Continue
     }
@@ -711,11 +752,10 @@ impl StreamContext for Stream {
         facts.peer_identity = text(&["connection", "uri_san_peer_certificate"]);
         facts.upstream_host = text(&["upstream", "address"]);
         facts.route = text(&["route_name"]);
-        if let (Some(copy), Some((_, policy))) = (self.body.take(), &vm.config.body) {
-            facts.body = Some(if copy.too_large {
-                Err(Unread::TooLarge)
-            } else {
-                body::banking_context(&copy.bytes, policy, &vm.policy.pans)
+        if let (Some(copy), Some((_, policy))) = (self.release_body(), &vm.config.body) {
+            facts.body = Some(match copy.unread {
+                Some(unread) => Err(unread),
+                None => body::banking_context(&copy.bytes, policy, &vm.policy.pans),
             });
         }
         if let Ok(Some(identity)) = filter_state::read_identity() {

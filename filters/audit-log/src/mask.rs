@@ -219,6 +219,19 @@ fn uuid_at(bytes: &[u8], i: usize) -> Option<usize> {
     if i > 0 && is_word(at(bytes, i - 1)) {
         return None;
     }
+    // Digits joined to it by a separator make one run with its edge groups: a card number
+    // could span them (`4111-<uuid>`, `<uuid>-1111`), so it is read as digits after all.
+    let digit = |k: Option<usize>| {
+        k.and_then(|k| at(bytes, k))
+            .is_some_and(|b| b.is_ascii_digit())
+    };
+    let sep = |k: Option<usize>| k.and_then(|k| at(bytes, k)).is_some_and(separator);
+    if sep(i.checked_sub(1)) && digit(i.checked_sub(2)) {
+        return None;
+    }
+    if sep(Some(i + 36)) && digit(Some(i + 37)) {
+        return None;
+    }
     let candidate = bytes.get(i..i + 36)?;
     let shape = candidate.iter().enumerate().all(|(k, b)| match k {
         8 | 13 | 18 | 23 => *b == b'-',
@@ -500,6 +513,15 @@ mod tests {
         );
         let digits_only = "41111111-1111-4111-8111-111111111111";
         assert_ne!(masked(digits_only), digits_only);
+        // Nor is one a card number runs into: its edge group joins the digits.
+        let joined = "0f8fad5b-d9cb-469f-a165-411111111111-1111";
+        assert_ne!(masked(joined), joined);
+        let joined = "4111-4111111111-d9cb-469f-a165-70867728950e";
+        assert!(
+            !masked(joined).contains("41114111111111"),
+            "{}",
+            masked(joined)
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

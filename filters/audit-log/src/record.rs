@@ -189,6 +189,16 @@ pub fn client_text(text: &str, policy: &RecordPolicy) -> String {
     masked_text(text, &policy.pans)
 }
 
+/// Text from a JSON body as recorded: as sent, unless masking finds something in it (read
+/// percent-decoded too, so an encoded card number is found): then masked, decoded. Capped.
+pub fn masked_verbatim(text: &str, pans: &PanMasking) -> String {
+    let decoded = percent_decode(text, false);
+    match mask::mask(&decoded, pans) {
+        Cow::Borrowed(_) => capped(text, MAX_FIELD_CHARS),
+        Cow::Owned(masked) => capped(&masked, MAX_FIELD_CHARS),
+    }
+}
+
 /// [`client_text`] with only the card policy.
 pub fn masked_text(text: &str, pans: &PanMasking) -> String {
     capped(

@@ -17,6 +17,7 @@
 //! | `unauthenticated` | with the checkpoint key: a chain with no checkpoint or `end` record at all, so nothing in it is authenticated |
 //! | `gap` | the filter itself recorded that it dropped records (buffer full): how many |
 //! | `unreadable` | a line that is not a record |
+//! | `missing-chain` | (given the proxy log's `chain <id> started` lines) a chain none of whose records is here |
 //!
 //! The same record twice (a batch the collector took, then got again when the filter resent
 //! it after a lost answer) is one record: delivery is at least once. A tail cut after the last
@@ -62,6 +63,11 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Checkpoint MACs found good (with a key).
     pub macs_checked: u64,
+    /// With a key: per chain, the records after its last good checkpoint MAC (none after a
+    /// MAC'd `end`). Hashes alone cover them: anyone could have rewritten them. Not a finding
+    /// (a live chain always has some), but what an auditor weighs: the next checkpoint
+    /// authenticates them.
+    pub unauthenticated_tail: BTreeMap<String, u64>,
 }
 
 struct Sealed {
@@ -137,10 +143,34 @@ pub fn verify_with_key<'a>(lines: impl IntoIterator<Item = &'a str>, key: Option
         report.chains.insert(id.clone(), records.len() as u64);
         check_chain(&id, &mut records, &mut report.findings);
         if let Some(key) = key {
-            report.macs_checked += check_macs(&id, &records, key, &mut report.findings);
+            let (good, tail) = check_macs(&id, &records, key, &mut report.findings);
+            report.macs_checked += good;
+            if tail > 0 {
+                report.unauthenticated_tail.insert(id.clone(), tail);
+            }
         }
     }
     report
+}
+
+/// `missing-chain` findings: chains the proxy log says started (`audit-log: chain <id>
+/// started`) of which no record was read: a chain deleted whole leaves no gap in the others.
+pub fn missing_chains(report: &Report, started: &[String]) -> Vec<Finding> {
+    let mut missing: Vec<&String> = started
+        .iter()
+        .filter(|id| !report.chains.contains_key(id.as_str()))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+        .into_iter()
+        .map(|id| Finding {
+            kind: "missing-chain",
+            chain: id.clone(),
+            seq: None,
+            detail: "the proxy log says it started, and none of its records is here".into(),
+        })
+        .collect()
 }
 
 fn finding(kind: &'static str, chain: &str, seq: u64, detail: String) -> Finding {
@@ -152,26 +182,35 @@ fn finding(kind: &'static str, chain: &str, seq: u64, detail: String) -> Finding
     }
 }
 
-/// Each checkpoint's MAC under `key`; how many were good.
-fn check_macs(id: &str, records: &[Sealed], key: &[u8], findings: &mut Vec<Finding>) -> u64 {
+/// Each checkpoint's MAC under `key`: how many were good, and how many records follow the
+/// last good one (not authenticated yet, unless it is the chain's `end`).
+fn check_macs(id: &str, records: &[Sealed], key: &[u8], findings: &mut Vec<Finding>) -> (u64, u64) {
     let mut good = 0;
     let mut checkpoints = 0;
+    let mut authenticated_to: Option<(u64, bool)> = None;
     for r in records {
-        if !matches!(
-            r.record.get("kind").and_then(Value::as_str),
-            Some("checkpoint" | "end")
-        ) {
+        let kind = r
+            .record
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !matches!(kind, "checkpoint" | "end") {
             continue;
         }
         checkpoints += 1;
-        let count = r.record.get("count").and_then(Value::as_u64).unwrap_or(0);
-        let head = r
-            .record
-            .get("head")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let text = |f: &str| r.record.get(f).and_then(Value::as_str).unwrap_or_default();
+        let stated = crate::chain::Checkpoint {
+            kind,
+            chain: id,
+            count: r.record.get("count").and_then(Value::as_u64).unwrap_or(0),
+            head: text("head"),
+            time: text("time"),
+        };
         match r.record.get("mac").and_then(Value::as_str) {
-            Some(mac) if mac == crate::chain::checkpoint_mac(key, id, count, head) => good += 1,
+            Some(mac) if mac == crate::chain::checkpoint_mac(key, &stated) => {
+                good += 1;
+                authenticated_to = Some((r.seq, kind == "end"));
+            }
             Some(_) => findings.push(finding(
                 "checkpoint-mac",
                 id,
@@ -189,7 +228,12 @@ fn check_macs(id: &str, records: &[Sealed], key: &[u8], findings: &mut Vec<Findi
             detail: "no checkpoint or end record: nothing in this chain is authenticated".into(),
         });
     }
-    good
+    let tail = match authenticated_to {
+        Some((_, true)) => 0,
+        Some((seq, false)) => records.iter().filter(|r| r.seq > seq).count() as u64,
+        None => records.len() as u64,
+    };
+    (good, tail)
 }
 
 fn check_chain(id: &str, records: &mut [Sealed], findings: &mut Vec<Finding>) {
@@ -376,13 +420,27 @@ mod tests {
         for i in 0..n {
             out.push(chain.seal(object(json!({"kind": "request", "status": 200 + i}))));
         }
-        let (count, head) = (chain.len(), chain.head().to_string());
-        let mac = crate::chain::checkpoint_mac(key, "vm-1", count, &head);
-        out.push(
-            chain.seal(object(json!({"kind": "checkpoint", "count": count,
-            "covers": count - 1, "head": head, "mac": mac}))),
-        );
+        out.push(mac_checkpoint(&mut chain, "checkpoint", key));
         out
+    }
+
+    /// A checkpoint of `kind` with its MAC under `key`, sealed on `chain`.
+    fn mac_checkpoint(chain: &mut Chain, kind: &str, key: &[u8]) -> String {
+        let (count, head) = (chain.len(), chain.head().to_string());
+        let time = "2026-11-29T19:58:40.123Z";
+        let id = chain.id().to_string();
+        let stated = crate::chain::Checkpoint {
+            kind,
+            chain: &id,
+            count,
+            head: &head,
+            time,
+        };
+        let mac = crate::chain::checkpoint_mac(key, &stated);
+        chain.seal(object(
+            json!({"kind": kind, "count": count, "covers": count - 1,
+            "head": head, "time": time, "mac": mac}),
+        ))
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -390,6 +448,7 @@ mod tests {
         let key = b"0123456789abcdef0123456789abcdef";
         let real = lines_with_mac(3, key);
         let report = verify_with_key(real.iter().map(String::as_str), Some(key));
+        assert!(report.unauthenticated_tail.is_empty());
         assert_eq!((report.findings, report.macs_checked), (vec![], 1));
         // Whoever rewrites a record and reseals the whole chain has consistent hashes, but
         // without the key the checkpoint cannot agree.
@@ -414,6 +473,50 @@ mod tests {
             .map(|f| f.kind)
             .collect();
         assert_eq!(found, ["unauthenticated"]);
+    }
+
+    /// `lines` sealed again on a new chain `id` (their own chain fields and hashes dropped):
+    /// what someone without the key can do.
+    fn resealed(lines: &[String], id: &str) -> (Chain, Vec<String>) {
+        let mut chain = Chain::new(id.into());
+        let mut out = Vec::new();
+        for line in lines {
+            let mut record: Map<String, Value> = serde_json::from_str(line).unwrap();
+            record.remove("hash");
+            record.remove("chain");
+            out.push(chain.seal(record));
+        }
+        (chain, out)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn with_the_key_a_checkpoint_cannot_pass_for_the_end_and_the_tail_is_told() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        // Records after the last checkpoint are covered by hashes only: told, not a finding.
+        let (mut chain, mut live) = resealed(&lines_with_mac(3, key), "vm-1");
+        live.push(chain.seal(object(json!({"kind": "request", "status": 201}))));
+        let report = verify_with_key(live.iter().map(String::as_str), Some(key));
+        assert_eq!(report.findings, []);
+        assert_eq!(report.unauthenticated_tail["vm-1"], 1);
+        // A chain cut after a checkpoint that is relabelled `end` and resealed: the MAC
+        // covers the kind.
+        let mut cut = lines_with_mac(3, key);
+        let n = cut.len();
+        cut[n - 1] = cut[n - 1].replace("\"kind\":\"checkpoint\"", "\"kind\":\"end\"");
+        let (_, cut) = resealed(&cut, "vm-1");
+        let found: Vec<_> = verify_with_key(cut.iter().map(String::as_str), Some(key))
+            .findings
+            .iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(found, ["checkpoint-mac"]);
+        // A chain that closes with a good `end` has no tail.
+        let mut chain = Chain::new("vm-2".into());
+        let mut closed = vec![chain.seal(object(json!({"kind": "genesis"})))];
+        closed.push(mac_checkpoint(&mut chain, "end", key));
+        let report = verify_with_key(closed.iter().map(String::as_str), Some(key));
+        assert_eq!(report.findings, []);
+        assert!(report.unauthenticated_tail.is_empty());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

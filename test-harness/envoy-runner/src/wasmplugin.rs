@@ -381,11 +381,21 @@ fn plugin_from_document(doc: &Value, path: &Path) -> Result<WasmPlugin, String> 
         }
     };
     let mut env = Vec::new();
-    let entries = spec.pointer("/vmConfig/env").and_then(Value::as_array);
-    for (i, entry) in entries.into_iter().flatten().enumerate() {
+    let entries = match spec.pointer("/vmConfig/env") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(entries)) => entries.as_slice(),
+        Some(_) => {
+            return Err(format!(
+                "WasmPlugin {name}: spec.vmConfig.env must be a list"
+            ));
+        }
+    };
+    for (i, entry) in entries.iter().enumerate() {
         let field = |f: &str| entry.get(f).and_then(Value::as_str);
         let at = format!("WasmPlugin {name}: spec.vmConfig.env[{i}]");
-        let var = field("name").ok_or_else(|| format!("{at}.name is missing"))?;
+        let var = field("name")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("{at}.name is missing"))?;
         env.push(match field("valueFrom") {
             Some("HOST") => VmEnv::Host(var.to_string()),
             None | Some("INLINE") => VmEnv::Inline(
@@ -465,6 +475,13 @@ mod tests {
                 VmEnv::Host("KEY".into()),
                 VmEnv::Inline("REGION".into(), "eu".into())
             ]
+        );
+        let unnamed = text.replace("name: KEY", "name: ''");
+        assert!(
+            parse(&unnamed)
+                .unwrap_err()
+                .to_string()
+                .contains("vmConfig.env[0].name")
         );
         let bad = text.replace("HOST", "SECRET");
         assert!(

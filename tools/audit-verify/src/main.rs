@@ -20,18 +20,31 @@ const LOG_PREFIX: &str = "banking-audit ";
 const USAGE: &str =
     "usage: audit-verify [--checkpoint-key-env NAME] [FILE...]   (no FILE or -: standard input)";
 
+/// What a proxy log says when a VM's chain starts.
+const CHAIN_STARTED: &str = "audit-log: chain ";
+
 /// The records in `text`: NDJSON lines (a log prefix before a record is skipped), or OTLP
-/// JSON documents whose log records' string bodies are records.
-fn records(text: &str) -> Vec<String> {
+/// JSON documents whose log records' string bodies are records; and the chains a proxy log
+/// says started.
+fn records(text: &str) -> (Vec<String>, Vec<String>) {
     if let Ok(document) = serde_json::from_str::<Value>(text)
         && document.get("resourceLogs").is_some()
     {
-        return audit_log::otlp::record_bodies(&document);
+        return (audit_log::otlp::record_bodies(&document), Vec::new());
     }
     let mut out = Vec::new();
+    let mut started = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() {
+            continue;
+        }
+        if let Some(at) = line.find(CHAIN_STARTED)
+            && let Some(id) = line
+                .get(at + CHAIN_STARTED.len()..)
+                .and_then(|rest| rest.strip_suffix(" started"))
+        {
+            started.push(id.to_string());
             continue;
         }
         // A proxy log holds other lines too: only the filter's records, or bare records.
@@ -47,7 +60,7 @@ fn records(text: &str) -> Vec<String> {
             _ => out.push(line.to_string()),
         }
     }
-    out
+    (out, started)
 }
 
 fn main() -> ExitCode {
@@ -77,6 +90,7 @@ fn main() -> ExitCode {
         args
     };
     let mut lines = Vec::new();
+    let mut started = Vec::new();
     for source in &sources {
         let mut text = String::new();
         let read = if source == "-" {
@@ -88,10 +102,14 @@ fn main() -> ExitCode {
             eprintln!("audit-verify: {source}: {e}");
             return ExitCode::from(2);
         }
-        lines.extend(records(&text));
+        let (found, chains) = records(&text);
+        lines.extend(found);
+        started.extend(chains);
     }
-    let report =
+    let mut report =
         audit_log::verify::verify_with_key(lines.iter().map(String::as_str), key.as_deref());
+    let missing = audit_log::verify::missing_chains(&report, &started);
+    report.findings.extend(missing);
     for (chain, count) in &report.chains {
         println!("chain {chain}: {count} records");
     }
@@ -100,6 +118,11 @@ fn main() -> ExitCode {
     }
     if key.is_some() {
         println!("{} checkpoint MACs good", report.macs_checked);
+        for (chain, tail) in &report.unauthenticated_tail {
+            println!(
+                "chain {chain}: {tail} records after its last checkpoint, covered by hashes only until the next"
+            );
+        }
     }
     if report.findings.is_empty() {
         println!("ok: {} chains, no findings", report.chains.len());

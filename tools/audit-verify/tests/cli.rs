@@ -44,12 +44,8 @@ fn run_with(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    // audit-verify may refuse its options and exit before reading: a broken pipe then.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap(),
@@ -106,10 +102,18 @@ fn with_the_checkpoint_key_in_the_environment_forged_checkpoints_are_named() {
     let mut lines = vec![chain.seal(object(json!({"kind": "genesis"})))];
     lines.push(chain.seal(object(json!({"kind": "request", "status": 200}))));
     let (count, head) = (chain.len(), chain.head().to_string());
-    let mac = audit_log::chain::checkpoint_mac(key.as_bytes(), "0123abcd", count, &head);
+    let time = "2026-11-29T19:58:40.123Z";
+    let stated = audit_log::chain::Checkpoint {
+        kind: "checkpoint",
+        chain: "0123abcd",
+        count,
+        head: &head,
+        time,
+    };
+    let mac = audit_log::chain::checkpoint_mac(key.as_bytes(), &stated);
     lines.push(
         chain.seal(object(json!({"kind": "checkpoint", "count": count,
-        "covers": count - 1, "head": head, "mac": mac}))),
+        "covers": count - 1, "head": head, "time": time, "mac": mac}))),
     );
     let args = ["--checkpoint-key-env", "AUDIT_KEY"];
     let (status, out) = run_with(&args, &[("AUDIT_KEY", key)], &lines.join("\n"));
@@ -127,4 +131,20 @@ fn with_the_checkpoint_key_in_the_environment_forged_checkpoints_are_named() {
     assert_eq!(status, 2);
     let (status, _) = run_with(&args, &[("AUDIT_KEY", "short")], &lines.join("\n"));
     assert_eq!(status, 2);
+}
+
+#[test]
+fn a_chain_the_proxy_log_says_started_but_whose_records_are_gone_is_named() {
+    let mut logged: Vec<String> = chain_lines()
+        .iter()
+        .map(|r| format!("[info][wasm] wasm log: banking-audit {r}"))
+        .collect();
+    logged.push("[info][wasm] wasm log: audit-log: chain 0123abcd started".into());
+    let (status, out) = run(&logged.join("\n"));
+    assert_eq!(status, 0, "{out}");
+    // A second worker's chain started too, and every one of its records was deleted.
+    logged.push("[info][wasm] wasm log: audit-log: chain 9f9f9f9f started".into());
+    let (status, out) = run(&logged.join("\n"));
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("missing-chain chain 9f9f9f9f"), "{out}");
 }
