@@ -198,7 +198,9 @@ fn file_access_log(path: &Path) -> Value {
                 "peerIdentity": "%DOWNSTREAM_PEER_URI_SAN%",
                 "upstreamHost": "%UPSTREAM_HOST%",
                 "traceparent": "%REQ(TRACEPARENT)%"
-            }}
+            },
+            "formatters": [{"name": "envoy.formatter.req_without_query", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"}}]}
         }
     }])
 }

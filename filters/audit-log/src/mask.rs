@@ -427,16 +427,17 @@ mod tests {
         );
     }
 
-    /// A small deterministic generator (SplitMix64) for the false-positive measurements.
+    /// Deterministic pseudo-random values for the false-positive measurements: SHA-256 of a
+    /// counter.
     struct Ids(u64);
 
     impl Ids {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            self.0 += 1;
+            let digest = Sha256::digest(self.0.to_le_bytes());
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            u64::from_le_bytes(first)
         }
 
         /// A version 4 UUID, as Envoy's x-request-id and banking-headers' correlation ids.

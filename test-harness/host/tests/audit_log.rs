@@ -554,3 +554,31 @@ fn requests_are_counted_by_configured_operation_and_outcome() {
     assert_eq!(latencies.len(), answered.len());
     assert!(latencies.iter().all(|ms| *ms >= 250), "{latencies:?}");
 }
+
+#[test]
+fn records_waiting_at_shutdown_are_shipped_before_the_vm_goes() {
+    let host = Host::new();
+    let plugin = load(&host, &shipping(2, 100, "dropOldest"));
+    // Genesis and a request fill a batch, which the collector does not answer yet; two more
+    // requests wait behind it.
+    for _ in 0..3 {
+        request(&plugin, "/accounts", 200, Some(IDENTITY));
+    }
+    assert_eq!(plugin.pending_http_calls().len(), 1);
+    // Shutting down: the VM defers (the end record joins the wait) and keeps shipping.
+    assert!(!plugin.shutdown().unwrap(), "the VM waits for its records to go");
+    let mut shipped = Vec::new();
+    for _ in 0..5 {
+        for batch in answer_batches(&plugin, 200, &[], b"{}") {
+            shipped.extend(bodies(&batch));
+        }
+        if plugin.shutdown().unwrap() {
+            break;
+        }
+        host.advance(Duration::from_millis(100));
+    }
+    assert!(plugin.shutdown().unwrap(), "done once everything is shipped");
+    assert_eq!(shipped, record_lines(&plugin), "every record, the end record last");
+    let last: Value = serde_json::from_str(shipped.last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "end");
+}
