@@ -58,20 +58,7 @@ pub fn canonical(value: &Value) -> Vec<u8> {
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            out.push(b'{');
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push(b'}');
+            write_object(map, None, out);
         }
         Value::Array(items) => {
             out.push(b'[');
@@ -84,13 +71,42 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::String(s) => write_string(s, out),
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        // Numbers, booleans and null as serde_json writes them (it cannot fail into a Vec).
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
+/// An object with its keys in byte order; with `slot`, also where a member of that name
+/// (absent from `map`) would go: the byte offset, and whether members come before it.
+fn write_object(map: &Map<String, Value>, slot: Option<&str>, out: &mut Vec<u8>) -> (usize, bool) {
+    out.push(b'{');
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    let mut at = None;
+    for (i, key) in keys.into_iter().enumerate() {
+        if at.is_none() && slot.is_some_and(|s| s < key.as_str()) {
+            at = Some((out.len(), i > 0));
+        }
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        if let Some(v) = map.get(key) {
+            write_canonical(v, out);
+        }
+    }
+    let at = at.unwrap_or((out.len(), !map.is_empty()));
+    out.push(b'}');
+    at
+}
+
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    // serde_json's escaping is fixed: the same string always gives the same bytes.
-    out.extend_from_slice(Value::String(s.to_string()).to_string().as_bytes());
+    // serde_json's escaping is fixed: the same string always gives the same bytes. Writing
+    // into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// The hash of a record: SHA-256 over its canonical bytes without its `hash` field, in hex.
@@ -143,12 +159,27 @@ impl Chain {
         link.insert("id".into(), Value::String(self.id.clone()));
         link.insert("seq".into(), Value::from(self.next_seq));
         link.insert("prev".into(), Value::String(self.head.clone()));
+        record.remove("hash");
         record.insert("chain".into(), Value::Object(link));
-        let hash = record_hash(&record);
-        record.insert("hash".into(), Value::String(hash.clone()));
+        // One pass: the canonical bytes without `hash` are what it covers; the line is the
+        // same bytes with the `hash` member put where its key sorts.
+        let mut bytes = Vec::with_capacity(1024);
+        let (at, members_before) = write_object(&record, Some("hash"), &mut bytes);
+        let hash = hex(&Sha256::digest(&bytes));
+        let mut member = Vec::with_capacity(80);
+        if members_before {
+            member.push(b',');
+        }
+        write_string("hash", &mut member);
+        member.push(b':');
+        write_string(&hash, &mut member);
+        if !members_before && !record.is_empty() {
+            member.push(b',');
+        }
+        bytes.splice(at..at, member);
         self.head = hash;
         self.next_seq += 1;
-        String::from_utf8_lossy(&canonical(&Value::Object(record))).into_owned()
+        String::from_utf8(bytes).unwrap_or_default()
     }
 }
 
@@ -162,6 +193,26 @@ mod tests {
         match value {
             Value::Object(map) => map,
             _ => unreachable!(),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_sealed_line_is_the_canonical_form_of_its_record_and_its_hash_covers_the_rest() {
+        // Keys sorting before and after `hash`, and a record with none but `chain`.
+        for record in [
+            json!({"kind": "request", "a": 1, "zeta": [1, "x\"y"], "body": {"b": 2, "a": "é"}}),
+            json!({"aa": true}),
+            json!({"kind": "genesis"}),
+            json!({}),
+        ] {
+            let mut chain = Chain::new("c1".into());
+            chain.seal(object(json!({"kind": "genesis"})));
+            let line = chain.seal(object(record));
+            let parsed: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(canonical(&parsed), line.as_bytes(), "{line}");
+            let sealed = object(parsed);
+            assert_eq!(record_hash(&sealed), sealed["hash"].as_str().unwrap());
+            assert_eq!(chain.head(), sealed["hash"].as_str().unwrap());
         }
     }
 

@@ -604,14 +604,11 @@ impl Stream {
     }
 
     /// Starts copying the body when the request's route is one whose body is read.
-    fn watch_body(&mut self, vm: &Vm) {
+    fn watch_body(&mut self, vm: &Vm, request: &headers::HeaderPairs) {
         let Some((routes, _)) = &vm.config.body else {
             return;
         };
-        let Ok(request) = host::request_headers() else {
-            return;
-        };
-        if let Ok(Route::Rule(())) = routes.resolve(&request) {
+        if let Ok(Route::Rule(())) = routes.resolve(request) {
             self.body = Some(BodyCopy::default());
         }
     }
@@ -631,10 +628,9 @@ fn number(path: &[&str]) -> Option<u64> {
 }
 
 /// What the request headers say: the method and path, and the client's banking headers.
-fn capture_request(facts: &mut RequestFacts) {
-    let Ok(request) = host::request_headers() else {
-        return;
-    };
+/// The headers, read once, for the caller.
+fn capture_request(facts: &mut RequestFacts) -> Option<Vec<(String, Vec<u8>)>> {
+    let request = host::request_headers().ok()?;
     let one = |name: &str| {
         headers::lookup(&request, name)
             .single()
@@ -647,6 +643,7 @@ fn capture_request(facts: &mut RequestFacts) {
     facts.transaction_id = one("x-transaction-id");
     facts.request_id = one("x-request-id");
     facts.traceparent = one("traceparent");
+    Some(request)
 }
 
 impl StreamContext for Stream {
@@ -654,8 +651,9 @@ impl StreamContext for Stream {
         let Some(vm) = self.vm.clone() else {
             return Action::Continue;
         };
-        capture_request(&mut self.facts);
-        self.watch_body(&vm);
+        if let Some(request) = capture_request(&mut self.facts) {
+            self.watch_body(&vm, &request);
+        }
         let full = vm.config.otlp.as_ref().is_some_and(|o| {
             o.on_buffer_full == BufferFull::Reject && vm.outbox.borrow().is_full()
         });
@@ -736,7 +734,7 @@ impl StreamContext for Stream {
         if facts.method.is_empty() {
             // An earlier filter answered before the request reached this one: its headers
             // are readable here all the same.
-            capture_request(&mut facts);
+            let _ = capture_request(&mut facts);
         }
         facts.time_ms = now_ms();
         facts.status = number(&["response", "code"])

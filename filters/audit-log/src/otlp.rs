@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// One record waiting to be shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,22 +103,24 @@ impl Outbox {
     /// The first `n` records as one OTLP/HTTP JSON logs request, with how many and the last
     /// one's sequence number; they stay until [`Outbox::acknowledge`].
     pub fn batch(&self, n: usize, service: &str) -> (usize, Option<u64>, Vec<u8>) {
-        let records: Vec<Value> = self.records.iter().take(n).map(log_record).collect();
+        let records: Vec<&Outgoing> = self.records.iter().take(n).collect();
         let count = records.len();
-        let last = count
-            .checked_sub(1)
-            .and_then(|i| self.records.get(i))
-            .map(|r| r.seq);
-        let payload = json!({"resourceLogs": [{
-            "resource": {"attributes": [
-                {"key": "service.name", "value": {"stringValue": service}}
-            ]},
-            "scopeLogs": [{
-                "scope": {"name": "banking-wasm-filters/audit-log"},
-                "logRecords": records
-            }]
-        }]});
-        (count, last, payload.to_string().into_bytes())
+        let last = records.last().map(|r| r.seq);
+        // Written directly rather than built as a JSON tree: each record's line is escaped
+        // once, straight into the payload.
+        let bytes: usize = records.iter().map(|r| r.line.len() + 320).sum();
+        let mut out = Vec::with_capacity(bytes + 256);
+        out.extend_from_slice(br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"#);
+        json_string(service, &mut out);
+        out.extend_from_slice(br#"}}]},"scopeLogs":[{"scope":{"name":"banking-wasm-filters/audit-log"},"logRecords":["#);
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_log_record(r, &mut out);
+        }
+        out.extend_from_slice(b"]}]}]}");
+        (count, last, out)
     }
 
     /// The collector has every record up to sequence `last` that is still here (those the
@@ -133,22 +135,33 @@ impl Outbox {
     }
 }
 
-fn log_record(r: &Outgoing) -> Value {
-    let mut record = json!({
-        "timeUnixNano": (u128::from(r.time_ms) * 1_000_000).to_string(),
-        "severityNumber": 9,
-        "severityText": "INFO",
-        "body": {"stringValue": r.line},
-        "attributes": [
-            {"key": "audit.chain.id", "value": {"stringValue": r.chain}},
-            {"key": "audit.chain.seq", "value": {"intValue": r.seq.to_string()}}
-        ]
-    });
-    if let (Some((trace, span)), Some(fields)) = (&r.trace, record.as_object_mut()) {
-        fields.insert("traceId".into(), json!(trace));
-        fields.insert("spanId".into(), json!(span));
+/// A JSON string (serde_json's escaping; writing into a Vec cannot fail).
+fn json_string(text: &str, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// One OTLP log record: the audit record as its string body, its chain and sequence as
+/// attributes, its trace context in hex.
+fn write_log_record(r: &Outgoing, out: &mut Vec<u8>) {
+    let nanos = u128::from(r.time_ms) * 1_000_000;
+    out.extend_from_slice(format!(r#"{{"timeUnixNano":"{nanos}","severityNumber":9,"severityText":"INFO","body":{{"stringValue":"#).as_bytes());
+    json_string(&r.line, out);
+    out.extend_from_slice(br#"},"attributes":[{"key":"audit.chain.id","value":{"stringValue":"#);
+    json_string(&r.chain, out);
+    out.extend_from_slice(
+        format!(
+            r#"}}}},{{"key":"audit.chain.seq","value":{{"intValue":"{}"}}}}]"#,
+            r.seq
+        )
+        .as_bytes(),
+    );
+    if let Some((trace, span)) = &r.trace {
+        out.extend_from_slice(br#","traceId":"#);
+        json_string(trace, out);
+        out.extend_from_slice(br#","spanId":"#);
+        json_string(span, out);
     }
-    record
+    out.push(b'}');
 }
 
 /// The records in an OTLP/HTTP JSON logs payload: each log record's string body, in order.

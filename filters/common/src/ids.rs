@@ -5,11 +5,17 @@
 
 /// `bytes` as lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    let digit = |nibble: u8| {
+        char::from(if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        })
+    };
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
+        out.push(digit(b >> 4));
+        out.push(digit(b & 0x0f));
     }
     out
 }

@@ -566,19 +566,28 @@ fn records_waiting_at_shutdown_are_shipped_before_the_vm_goes() {
     }
     assert_eq!(plugin.pending_http_calls().len(), 1);
     // Shutting down: the VM defers (the end record joins the wait) and keeps shipping.
-    assert!(!plugin.shutdown().unwrap(), "the VM waits for its records to go");
+    assert!(
+        !plugin.shutdown().unwrap(),
+        "the VM waits for its records to go"
+    );
     let mut shipped = Vec::new();
+    let mut done = false;
     for _ in 0..5 {
         for batch in answer_batches(&plugin, 200, &[], b"{}") {
             shipped.extend(bodies(&batch));
         }
-        if plugin.shutdown().unwrap() {
+        done = plugin.shutdown().unwrap();
+        if done {
             break;
         }
         host.advance(Duration::from_millis(100));
     }
-    assert!(plugin.shutdown().unwrap(), "done once everything is shipped");
-    assert_eq!(shipped, record_lines(&plugin), "every record, the end record last");
+    assert!(done, "done once everything is shipped");
+    assert_eq!(
+        shipped,
+        record_lines(&plugin),
+        "every record, the end record last"
+    );
     let last: Value = serde_json::from_str(shipped.last().unwrap()).unwrap();
     assert_eq!(last["kind"], "end");
 }
