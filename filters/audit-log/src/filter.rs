@@ -558,7 +558,6 @@ impl RootContext for Root {
         Box::new(Stream {
             vm: self.vm.clone(),
             facts: RequestFacts::default(),
-            seen_status: None,
             body: None,
         })
     }
@@ -567,8 +566,6 @@ impl RootContext for Root {
 struct Stream {
     vm: Option<Rc<Vm>>,
     facts: RequestFacts,
-    /// The `:status` this filter saw pass, for a host that gives no `response.code`.
-    seen_status: Option<u16>,
     /// On a route whose body is read: the body so far, copied as it passes.
     body: Option<BodyCopy>,
 }
@@ -714,18 +711,6 @@ impl StreamContext for Stream {
         Action::Continue
     }
 
-    fn on_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let Ok(response) = host::response_headers() {
-            self.facts.correlation_id = headers::lookup(&response, "x-correlation-id")
-                .single()
-                .map(|v| String::from_utf8_lossy(v).into_owned());
-            self.seen_status = headers::lookup(&response, ":status")
-                .single()
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
-        }
-        Action::Continue
-    }
-
     fn on_log(&mut self) {
         let Some(vm) = self.vm.clone() else {
             return;
@@ -736,10 +721,21 @@ impl StreamContext for Stream {
             // are readable here all the same.
             let _ = capture_request(&mut facts);
         }
+        // The response as it went out, local replies included: read here rather than in a
+        // response-headers callback, one call into the VM fewer per request.
+        let mut seen_status = None;
+        if let Ok(response) = host::response_headers() {
+            facts.correlation_id = headers::lookup(&response, "x-correlation-id")
+                .single()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            seen_status = headers::lookup(&response, ":status")
+                .single()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        }
         facts.time_ms = now_ms();
         facts.status = number(&["response", "code"])
             .and_then(|c| u16::try_from(c).ok())
-            .or(self.seen_status)
+            .or(seen_status)
             .unwrap_or(0);
         facts.response_flags = number(&["response", "flags"]).map(|f| f.to_string());
         facts.code_details = text(&["response", "code_details"]);

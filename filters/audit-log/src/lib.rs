@@ -22,5 +22,5 @@ mod filter;
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 banking_filter_common::filter_main!(
     |id| Box::new(filter::Root::new(id)),
-    [request_body, response_headers, log, done]
+    [request_body, log, done]
 );
