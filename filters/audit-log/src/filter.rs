@@ -763,11 +763,11 @@ impl StreamContext for Stream {
             facts.denied_by = Some(refusal.filter);
             facts.deny_reason = Some(refusal.reason);
         }
-        let trace = facts
-            .traceparent
-            .as_deref()
-            .and_then(record::recorded_trace);
         let record = record::request_record(&facts, &vm.policy);
+        // The OTLP record carries the trace context the audit record kept (checked and masked
+        // once, in the record).
+        let id = |name: &str| record.get(name).and_then(Value::as_str).map(str::to_string);
+        let trace = id("traceId").zip(id("spanId"));
         vm.metrics.count_request(
             facts.operation.as_deref(),
             record::outcome(facts.status, facts.denied_by.as_deref()),
