@@ -6,13 +6,15 @@
 //! Tokens come from `demo_services::jwt_minter`, which runs the demo-services crate's
 //! `scripts/mint_jwt.py` with `.venv/bin/python`: Python's `cryptography` generates fresh
 //! RSA-2048 and P-256 keys and signs every token at test time,
-//! so the filter (jwt-simple) is checked against another implementation and nothing stored
-//! can expire. `make jwt-minter` (part of `make tools` and `make test`) installs it.
+//! so the filter (Envoy's BoringSSL through `verify_signature`, or ring in Wasm) is checked
+//! against another implementation and nothing stored can expire. `make jwt-minter` (part of `make tools` and `make test`) installs it.
 //!
 //! The pluginConfig is the file's, except where a test says otherwise through
 //! [`Setup::overrides`]: JSON pointers into pluginConfig, each replacing a value the file
-//! already has. Only the remote-JWKS timers are overridden, for the rotation and outage
-//! tests, whose events would otherwise take minutes ([`FAST_JWKS_TIMERS`]).
+//! already has. Only the remote-JWKS timers are overridden, for the rotation, outage,
+//! revocation and staleness tests, whose events would otherwise take minutes
+//! ([`FAST_JWKS_TIMERS`], and `maxStaleness` down to its minimum). The revocation test runs
+//! two workers, each with its own VM and verified-token cache.
 //!
 //! jwt-auth runs alone in most tests; `runs_after_banking_headers_as_istiod_orders_them`
 //! chains it behind banking-headers as istiod does (both AUTHN, banking-headers at the higher
@@ -224,6 +226,8 @@ struct Setup {
     availability: JwksAvailability,
     /// Envoy's path normalisation; Istio's default (BASE) unless a test says otherwise.
     path_normalization: PathNormalization,
+    /// Envoy's worker threads, each with its own VM and verified-token cache.
+    workers: u32,
 }
 
 impl Setup {
@@ -235,6 +239,7 @@ impl Setup {
             jwks,
             availability: JwksAvailability::Serving,
             path_normalization: PathNormalization::Base,
+            workers: 1,
         }
     }
 }
@@ -278,11 +283,17 @@ impl Deployment {
             .expect("JWKS server");
         jwks.set_availability(setup.availability)
             .expect("JWKS server availability");
-        let base = EnvoyUnderTest::start(setup.label, &plugins, MAX_REQUESTS, |options| {
-            options
-                .with_cluster(&provider.cluster, jwks.addr())
-                .with_path_normalization(setup.path_normalization)
-        });
+        let base = EnvoyUnderTest::start_with_workers(
+            setup.label,
+            &plugins,
+            MAX_REQUESTS,
+            setup.workers,
+            |options| {
+                options
+                    .with_cluster(&provider.cluster, jwks.addr())
+                    .with_path_normalization(setup.path_normalization)
+            },
+        );
         Deployment { base, jwks }
     }
 
@@ -884,6 +895,167 @@ fn keeps_the_last_good_key_set_while_the_jwks_server_fails_or_is_down() {
     let response = deployment.send(&payment(minted.token("after-recovery")));
     assert_eq!(response.status, 200, "{}", response.body_text());
     assert_eq!(deployment.counter("allowed"), 4);
+    deployment.assert_no_crash();
+}
+
+/// The problem type of a refusal, or "" for an answer that is not a problem.
+fn problem_type(response: &HttpResponse) -> String {
+    response
+        .json()
+        .ok()
+        .and_then(|problem| problem["type"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+const NO_USABLE_KEY: &str = "urn:banking-filters:problem:jwt-no-usable-key";
+const KEYS_STALE: &str = "urn:banking-filters:problem:jwt-signing-keys-stale";
+
+#[test]
+fn a_fetched_set_without_a_usable_key_revokes_cached_tokens_on_every_worker() {
+    let provider = provider();
+    let minted = mint(
+        json!([rsa_key("rsa", "bank-rsa-1"), ec_key("ec", "bank-ec-1")]),
+        json!([
+            valid(&provider, "cached", "rsa", "RS256"),
+            valid(&provider, "other-kid", "ec", "ES256"),
+        ]),
+    );
+    let mut setup = Setup::new(
+        "a_fetched_set_without_a_usable_key_revokes_cached_tokens_on_every_worker",
+        minted.jwks(&["rsa"]),
+    );
+    setup.overrides = fast_jwks_timers();
+    setup.workers = 2;
+    let deployment = Deployment::start(setup);
+    let cached = minted.token("cached");
+    deployment.wait_for_keys(&payment(cached));
+    // The token is verified and cached by whichever workers take these.
+    for _ in 0..4 {
+        let response = deployment.send(&payment(cached));
+        assert_eq!(response.status, 200, "{}", response.body_text());
+    }
+    assert_eq!(deployment.upstream_saw().len(), 4);
+
+    // The identity provider revokes its only key: the set it now publishes is empty. A
+    // token with a kid the set lacks asks for the refetch at once (not at the refresh 9 s
+    // on); the empty set is installed, not treated as a failed fetch.
+    deployment.jwks.set_document(br#"{"keys":[]}"#);
+    let other = payment(minted.token("other-kid"));
+    deployment.send_until(&other, 8, Duration::from_millis(500), |r| {
+        problem_type(r) == NO_USABLE_KEY
+    });
+    // The other worker reads the shared set on its next tick (every second).
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // The cached verification is not reused on any worker.
+    let (before_0, before_1) = deployment.worker_connections();
+    for _ in 0..12 {
+        let response = deployment.send(&payment(cached));
+        assert_refused(
+            &response,
+            401,
+            Some("invalid_token"),
+            "no-usable-key",
+            Some(cached),
+        );
+    }
+    let (after_0, after_1) = deployment.worker_connections();
+    assert!(
+        after_0 > before_0 && after_1 > before_1,
+        "both workers took some of the refused requests: worker_0 {before_0}->{after_0}, \
+         worker_1 {before_1}->{after_1}"
+    );
+    assert!(deployment.upstream_saw().is_empty(), "failed closed");
+    // Envoy writes its log file out every few seconds.
+    let warning = format!("JWKS of issuer {} holds no usable key", provider.issuer);
+    let logged_by = Instant::now() + Duration::from_secs(15);
+    while !deployment.envoy.log().contains(&warning) {
+        assert!(
+            Instant::now() < logged_by,
+            "no warning names the issuer whose set holds no usable key"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The key is published again: while the set holds no usable key every token asks for
+    // a refetch, so the cached token soon gets through again.
+    deployment
+        .jwks
+        .set_document(minted.jwks(&["rsa"]).to_string().as_bytes());
+    deployment.send_until(&payment(cached), 8, Duration::from_millis(500), |r| {
+        r.status == 200
+    });
+    assert!(deployment.counter("denied_no_usable_key") >= 12);
+    deployment.assert_no_crash();
+}
+
+#[test]
+fn a_set_not_refreshed_for_max_staleness_is_no_longer_trusted_until_a_fetch_succeeds() {
+    let provider = provider();
+    let minted = mint(
+        json!([rsa_key("rsa", "bank-rsa-1")]),
+        json!([
+            valid(&provider, "cached", "rsa", "RS256"),
+            valid(&provider, "new", "rsa", "RS256"),
+        ]),
+    );
+    let mut setup = Setup::new(
+        "a_set_not_refreshed_for_max_staleness_is_no_longer_trusted_until_a_fetch_succeeds",
+        minted.jwks(&["rsa"]),
+    );
+    // The shortest staleness allowed: one cacheDuration (10 s here).
+    setup.overrides = fast_jwks_timers();
+    setup
+        .overrides
+        .push(("/providers/0/remoteJwks/maxStaleness", json!("10s")));
+    let deployment = Deployment::start(setup);
+    let cached = minted.token("cached");
+    deployment.wait_for_keys(&payment(cached));
+
+    // The identity provider goes down. Within 10 s of the last good fetch the set stops
+    // being trusted: even the verification this worker cached is not reused.
+    deployment
+        .jwks
+        .set_availability(JwksAvailability::Refusing)
+        .expect("JWKS server down");
+    let refused = deployment.send_until(&payment(cached), 30, Duration::from_millis(500), |r| {
+        r.status != 200
+    });
+    for response in [refused, deployment.send(&payment(minted.token("new")))] {
+        assert_eq!(response.status, 503, "{}", response.body_text());
+        assert_eq!(
+            problem_type(&response),
+            KEYS_STALE,
+            "{}",
+            response.body_text()
+        );
+        assert_eq!(response.header_str("retry-after"), Some("1"));
+        assert_eq!(
+            response.header_str("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    // Only the requests sent while the set was still trusted reached the upstream.
+    // (The first one, the probe, was taken off the upstream's list by wait_for_keys.)
+    let through = u64::try_from(deployment.upstream_saw().len()).unwrap_or(u64::MAX);
+    assert_eq!(
+        deployment.counter("allowed"),
+        through + 1,
+        "nothing refused reached the upstream"
+    );
+    assert!(deployment.counter("jwks_fetch_failed") >= 1);
+
+    // It comes back: the next retry succeeds and the tokens pass again.
+    deployment
+        .jwks
+        .set_availability(JwksAvailability::Serving)
+        .expect("JWKS server back");
+    deployment.send_until(&payment(cached), 16, Duration::from_millis(500), |r| {
+        r.status == 200
+    });
+    let response = deployment.send(&payment(minted.token("new")));
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    assert!(deployment.counter("denied_keys_stale") >= 2);
     deployment.assert_no_crash();
 }
 
