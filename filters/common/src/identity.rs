@@ -200,6 +200,31 @@ struct Document {
     bypass: Option<String>,
 }
 
+/// [`Document`] as written, borrowed from the authentication rather than copied: the same
+/// members, so what [`Authentication::encode`] writes [`Authentication::decode`] reads.
+#[derive(Serialize)]
+struct DocumentOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bypass: Option<&'a str>,
+}
+
+/// An optional member as written: left out when empty.
+fn filled(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
 /// An optional member: never present and empty.
 fn member(value: Option<String>) -> Result<Option<String>, ContractError> {
     match value {
@@ -211,10 +236,9 @@ fn member(value: Option<String>) -> Result<Option<String>, ContractError> {
 impl Authentication {
     /// [`names::IDENTITY`]'s value for this authentication.
     pub fn encode(&self) -> Vec<u8> {
-        let filled = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
         let document = match self {
-            Authentication::Verified(id) => Document {
-                issuer: Some(id.issuer.clone()),
+            Authentication::Verified(id) => DocumentOut {
+                issuer: Some(&id.issuer),
                 subject: filled(&id.subject),
                 customer: filled(&id.customer),
                 client: filled(&id.client),
@@ -223,15 +247,20 @@ impl Authentication {
                 scopes: id
                     .scopes
                     .iter()
+                    .map(String::as_str)
                     .filter(|s| is_scope_token(s))
-                    .cloned()
                     .collect(),
-                claims: id.claims.clone(),
+                claims: Some(&id.claims).filter(|claims| !claims.is_empty()),
                 bypass: None,
             },
-            Authentication::Bypassed(why) => Document {
-                bypass: Some(why.as_str().to_owned()),
-                ..Document::default()
+            Authentication::Bypassed(why) => DocumentOut {
+                issuer: None,
+                subject: None,
+                customer: None,
+                client: None,
+                scopes: Vec::new(),
+                claims: None,
+                bypass: Some(why.as_str()),
             },
         };
         // A struct of strings always serializes.

@@ -156,14 +156,14 @@ pub fn authorize<K: KeySets + ?Sized>(
             .filter(|k| k.set.is_some() && !k.is_stale(now))
             .map(|k| k.version)
     };
-    let (prepared, cache_use) = match cache.get(&token, now, version_of) {
+    let (prepared, cache_use) = match cache.get(token, now, version_of) {
         Some(hit) => (hit, CacheUse::Hit),
-        None => match verify_fresh(config, keys, &token, now, checks) {
+        None => match verify_fresh(config, keys, token, now, checks) {
             Ok((provider, verified)) => {
-                let prepared = Rc::new(Prepared::new(config, verified.claims, &token));
+                let prepared = Rc::new(Prepared::new(config, verified.claims, token));
                 let version = keys.provider(provider).map_or(0, |k| k.version);
                 cache.insert(
-                    &token,
+                    token,
                     provider,
                     version,
                     Rc::clone(&prepared),

@@ -14,11 +14,12 @@ use crate::jwks::Algorithm;
 
 /// What the request carries.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Found {
+pub enum Found<'r> {
     Nothing,
-    /// Exactly one token; `source` indexes the configured token sources.
+    /// Exactly one token, borrowed from the request; `source` indexes the configured token
+    /// sources.
     One {
-        token: Vec<u8>,
+        token: &'r [u8],
         source: usize,
     },
     /// RFC 6750 §2: a client must not send a token by more than one method (or twice).
@@ -26,14 +27,14 @@ pub enum Found {
 }
 
 /// Looks for tokens in every configured source.
-pub fn find(sources: &[TokenSource], headers: &HeaderPairs, path: &[u8]) -> Found {
-    let mut found: Vec<(Vec<u8>, usize)> = Vec::new();
+pub fn find<'r>(sources: &[TokenSource], headers: &'r HeaderPairs, path: &'r [u8]) -> Found<'r> {
+    let mut found: Vec<(&'r [u8], usize)> = Vec::new();
     for (index, source) in sources.iter().enumerate() {
         match source {
             TokenSource::Header { name, prefix } => {
                 for value in headers::all(headers, name) {
                     if let Some(token) = strip_prefix_ignore_case(value, prefix.as_bytes()) {
-                        found.push((trim(token).to_vec(), index));
+                        found.push((trim(token), index));
                     }
                 }
             }
@@ -47,7 +48,7 @@ pub fn find(sources: &[TokenSource], headers: &HeaderPairs, path: &[u8]) -> Foun
                 for pair in query.split(|b| *b == b'&') {
                     let mut kv = pair.splitn(2, |b| *b == b'=');
                     if kv.next() == Some(param.as_bytes()) {
-                        found.push((kv.next().unwrap_or_default().to_vec(), index));
+                        found.push((kv.next().unwrap_or_default(), index));
                     }
                 }
             }
@@ -56,7 +57,7 @@ pub fn find(sources: &[TokenSource], headers: &HeaderPairs, path: &[u8]) -> Foun
                     for pair in header.split(|b| *b == b';') {
                         let mut kv = trim(pair).splitn(2, |b| *b == b'=');
                         if kv.next() == Some(cookie.as_bytes()) {
-                            found.push((trim(kv.next().unwrap_or_default()).to_vec(), index));
+                            found.push((trim(kv.next().unwrap_or_default()), index));
                         }
                     }
                 }
@@ -147,10 +148,7 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Unverified<'_>, Refusal> 
     if header.is_empty() || payload.is_empty() {
         return Err(malformed("a token segment is empty"));
     }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    if !base64url::is_compact_jws_alphabet(text) {
         return Err(malformed("the token is not base64url"));
     }
     let header_json = base64url::decode(header).ok_or(malformed("the header is not base64url"))?;
@@ -303,7 +301,7 @@ mod tests {
         assert_eq!(
             find(&bearer(), &h, b"/"),
             Found::One {
-                token: b"abc.def.ghi".to_vec(),
+                token: b"abc.def.ghi",
                 source: 0
             }
         );
@@ -322,14 +320,14 @@ mod tests {
         assert_eq!(
             find(&sources, &h, b"/"),
             Found::One {
-                token: b"t1".to_vec(),
+                token: b"t1",
                 source: 1
             }
         );
         assert_eq!(
             find(&sources, &[], b"/a?x=1&access_token=t2#frag"),
             Found::One {
-                token: b"t2".to_vec(),
+                token: b"t2",
                 source: 2
             }
         );
@@ -337,7 +335,7 @@ mod tests {
         assert_eq!(
             find(&sources, &h, b"/"),
             Found::One {
-                token: b"t3".to_vec(),
+                token: b"t3",
                 source: 3
             }
         );
