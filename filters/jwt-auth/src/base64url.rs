@@ -4,7 +4,7 @@
 //! the same bytes, which the verified-token cache (keyed by the token text) relies on.
 //!
 //! Token segments are public, so this is a plain table decoder rather than a constant-time
-//! one, and it looks every character up once, without a branch per character: the OR of
+//! one (an inline HMAC key's `k` is decoded with it too, once, at configure time), and it looks every character up once, without a branch per character: the OR of
 //! the looked-up values says at the end whether any was outside the alphabet. Decoding and
 //! the alphabet check were the largest single cost of a verification outside its signature
 //! check.
@@ -175,6 +175,23 @@ mod tests {
                     alphabet.contains(&byte) || byte == b'.',
                     "{altered:?}"
                 );
+            }
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn refuses_characters_beyond_ascii_wherever_they_stand() {
+        for character in ["\u{80}", "é", "\u{ff}", "€", "\u{10ffff}"] {
+            for at in 0..=7 {
+                let text = format!("{}{character}{}", &"Zm9vYmE"[..at], &"Zm9vYmE"[at..]);
+                assert_eq!(decode(&text), None, "{text:?}");
+                assert!(!is_compact_jws_alphabet(&text), "{text:?}");
+                let replaced = format!(
+                    "{}{character}{}",
+                    &"Zm9vYmE"[..at.min(6)],
+                    &"Zm9vYmE"[at.min(6) + 1..]
+                );
+                assert_eq!(decode(&replaced), None, "{replaced:?}");
             }
         }
     }

@@ -5,9 +5,10 @@
 //!
 //! Tokens come from `demo_services::jwt_minter`, which runs the demo-services crate's
 //! `scripts/mint_jwt.py` with `.venv/bin/python`: Python's `cryptography` generates fresh
-//! RSA-2048 and P-256 keys and signs every token at test time,
-//! so the filter (Envoy's BoringSSL through `verify_signature`, or ring in Wasm) is checked
-//! against another implementation and nothing stored can expire. `make jwt-minter` (part of `make tools` and `make test`) installs it.
+//! RSA-2048 and P-256 keys and signs every token at test time, so the filter (Envoy's
+//! BoringSSL through `verify_signature`, or ring in Wasm) is checked against another
+//! implementation and nothing stored can expire. `make jwt-minter` (part of `make tools` and
+//! `make test`) installs it.
 //!
 //! The pluginConfig is the file's, except where a test says otherwise through
 //! [`Setup::overrides`]: JSON pointers into pluginConfig, each replacing a value the file
@@ -928,13 +929,21 @@ fn a_fetched_set_without_a_usable_key_revokes_cached_tokens_on_every_worker() {
     setup.workers = 2;
     let deployment = Deployment::start(setup);
     let cached = minted.token("cached");
+    let (start_0, start_1) = deployment.worker_connections();
     deployment.wait_for_keys(&payment(cached));
-    // The token is verified and cached by whichever workers take these.
-    for _ in 0..4 {
+    // The token is verified and cached by each worker: sent until both have taken it.
+    let mut primed = 0;
+    loop {
+        let (now_0, now_1) = deployment.worker_connections();
+        if now_0 > start_0 && now_1 > start_1 {
+            break;
+        }
+        assert!(primed < 12, "one worker took every connection");
         let response = deployment.send(&payment(cached));
         assert_eq!(response.status, 200, "{}", response.body_text());
+        primed += 1;
     }
-    assert_eq!(deployment.upstream_saw().len(), 4);
+    assert_eq!(deployment.upstream_saw().len(), primed);
 
     // The identity provider revokes its only key: the set it now publishes is empty. A
     // token with a kid the set lacks asks for the refetch at once (not at the refresh 9 s
@@ -945,7 +954,7 @@ fn a_fetched_set_without_a_usable_key_revokes_cached_tokens_on_every_worker() {
         problem_type(r) == NO_USABLE_KEY
     });
     // The other worker reads the shared set on its next tick (every second).
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_secs(3));
 
     // The cached verification is not reused on any worker.
     let (before_0, before_1) = deployment.worker_connections();
@@ -982,7 +991,7 @@ fn a_fetched_set_without_a_usable_key_revokes_cached_tokens_on_every_worker() {
     deployment
         .jwks
         .set_document(minted.jwks(&["rsa"]).to_string().as_bytes());
-    deployment.send_until(&payment(cached), 8, Duration::from_millis(500), |r| {
+    deployment.send_until(&payment(cached), 16, Duration::from_millis(500), |r| {
         r.status == 200
     });
     assert!(deployment.counter("denied_no_usable_key") >= 12);
