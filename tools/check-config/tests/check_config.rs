@@ -227,7 +227,7 @@ fn warnings_are_printed_without_failing() {
           {"kty": "EC", "crv": "P-521", "kid": "2", "x": "AA", "y": "AA"}]}"#;
     let text = shipped_with(
         "jwt-auth.yaml",
-        "        remoteJwks:\n          cluster: \"outbound|443||idp.bank.svc.cluster.local\"\n          authority: idp.bank.svc.cluster.local\n          path: /.well-known/jwks.json\n          timeout: 5s\n          cacheDuration: 10m\n          minRefetchInterval: 30s\n          retryInterval: 5s\n",
+        "        remoteJwks:\n          cluster: \"outbound|443||idp.bank.svc.cluster.local\"\n          authority: idp.bank.svc.cluster.local\n          path: /.well-known/jwks.json\n          timeout: 5s\n          cacheDuration: 10m\n          minRefetchInterval: 30s\n          retryInterval: 5s\n          # At least cacheDuration: raise it with cacheDuration (three times is the default).\n          maxStaleness: 30m\n",
         &format!("        jwks: {jwks}\n"),
     );
     let run = check_config_stdin(&text);
