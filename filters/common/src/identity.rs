@@ -68,6 +68,7 @@
 //!   key: `new`, `replayed`, `in-flight` or `mismatch`.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -180,56 +181,40 @@ pub fn is_scope_token(scope: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
-/// [`names::IDENTITY`]'s value as JSON: the members of the module notes' table.
+/// [`names::IDENTITY`]'s value as JSON: the members of the module notes' table. Written
+/// borrowed from an [`Authentication`] (nothing copied per verified token), read owned.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Document {
+struct Document<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    issuer: Option<String>,
+    issuer: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    subject: Option<String>,
+    subject: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    customer: Option<String>,
+    customer: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    client: Option<String>,
+    client: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    scopes: Vec<String>,
+    scopes: Vec<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    claims: BTreeMap<String, String>,
+    claims: Cow<'a, BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    bypass: Option<String>,
-}
-
-/// [`Document`] as written, borrowed from the authentication rather than copied: the same
-/// members, so what [`Authentication::encode`] writes [`Authentication::decode`] reads.
-#[derive(Serialize)]
-struct DocumentOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    customer: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<&'a str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    scopes: Vec<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    claims: Option<&'a BTreeMap<String, String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bypass: Option<&'a str>,
+    bypass: Option<Cow<'a, str>>,
 }
 
 /// An optional member as written: left out when empty.
-fn filled(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|v| !v.is_empty())
+fn filled(value: &Option<String>) -> Option<Cow<'_, str>> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(Cow::Borrowed)
 }
 
-/// An optional member: never present and empty.
-fn member(value: Option<String>) -> Result<Option<String>, ContractError> {
+/// An optional member as read: never present and empty.
+fn member(value: Option<Cow<'_, str>>) -> Result<Option<String>, ContractError> {
     match value {
         Some(text) if text.is_empty() => Err(ContractError::Malformed(names::IDENTITY)),
-        other => Ok(other),
+        other => Ok(other.map(Cow::into_owned)),
     }
 }
 
@@ -237,8 +222,8 @@ impl Authentication {
     /// [`names::IDENTITY`]'s value for this authentication.
     pub fn encode(&self) -> Vec<u8> {
         let document = match self {
-            Authentication::Verified(id) => DocumentOut {
-                issuer: Some(&id.issuer),
+            Authentication::Verified(id) => Document {
+                issuer: Some(Cow::Borrowed(&id.issuer)),
                 subject: filled(&id.subject),
                 customer: filled(&id.customer),
                 client: filled(&id.client),
@@ -247,20 +232,15 @@ impl Authentication {
                 scopes: id
                     .scopes
                     .iter()
-                    .map(String::as_str)
                     .filter(|s| is_scope_token(s))
+                    .map(|s| Cow::Borrowed(s.as_str()))
                     .collect(),
-                claims: Some(&id.claims).filter(|claims| !claims.is_empty()),
+                claims: Cow::Borrowed(&id.claims),
                 bypass: None,
             },
-            Authentication::Bypassed(why) => DocumentOut {
-                issuer: None,
-                subject: None,
-                customer: None,
-                client: None,
-                scopes: Vec::new(),
-                claims: None,
-                bypass: Some(why.as_str()),
+            Authentication::Bypassed(why) => Document {
+                bypass: Some(Cow::Borrowed(why.as_str())),
+                ..Document::default()
             },
         };
         // A struct of strings always serializes.
@@ -281,8 +261,8 @@ impl Authentication {
         }
         let document: Document =
             serde_json::from_slice(value).map_err(|_| ContractError::Malformed(names::IDENTITY))?;
-        if let Some(bypass) = document.bypass {
-            let why = Bypass::parse(&bypass).ok_or(ContractError::Malformed(names::IDENTITY))?;
+        if let Some(bypass) = &document.bypass {
+            let why = Bypass::parse(bypass).ok_or(ContractError::Malformed(names::IDENTITY))?;
             let names_someone = document.issuer.is_some()
                 || document.subject.is_some()
                 || document.customer.is_some()
@@ -303,8 +283,8 @@ impl Authentication {
             subject: member(document.subject)?,
             customer: member(document.customer)?,
             client: member(document.client)?,
-            scopes: document.scopes,
-            claims: document.claims,
+            scopes: document.scopes.into_iter().map(Cow::into_owned).collect(),
+            claims: document.claims.into_owned(),
         })))
     }
 }

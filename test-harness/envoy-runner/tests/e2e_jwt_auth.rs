@@ -909,7 +909,24 @@ fn problem_type(response: &HttpResponse) -> String {
 }
 
 const NO_USABLE_KEY: &str = "urn:banking-filters:problem:jwt-no-usable-key";
-const KEYS_STALE: &str = "urn:banking-filters:problem:jwt-signing-keys-stale";
+
+/// A 503 for keys the filter cannot use yet or any more: retried after a second, a problem
+/// body of type `jwt-<slug>`, no bearer challenge (the token is not at fault).
+fn assert_keys_unavailable(response: &HttpResponse, slug: &str) {
+    assert_eq!(response.status, 503, "{}", response.body_text());
+    assert_eq!(response.header_str("retry-after"), Some("1"));
+    assert_eq!(
+        response.header_str("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        problem_type(response),
+        format!("urn:banking-filters:problem:jwt-{slug}"),
+        "{}",
+        response.body_text()
+    );
+    assert_eq!(response.header_str("www-authenticate"), None);
+}
 
 #[test]
 fn a_fetched_set_without_a_usable_key_revokes_cached_tokens_on_every_worker() {
@@ -1031,18 +1048,7 @@ fn a_set_not_refreshed_for_max_staleness_is_no_longer_trusted_until_a_fetch_succ
         r.status != 200
     });
     for response in [refused, deployment.send(&payment(minted.token("new")))] {
-        assert_eq!(response.status, 503, "{}", response.body_text());
-        assert_eq!(
-            problem_type(&response),
-            KEYS_STALE,
-            "{}",
-            response.body_text()
-        );
-        assert_eq!(response.header_str("retry-after"), Some("1"));
-        assert_eq!(
-            response.header_str("content-type"),
-            Some("application/problem+json")
-        );
+        assert_keys_unavailable(&response, "signing-keys-stale");
     }
     // Only the requests sent while the set was still trusted reached the upstream.
     // (The first one, the probe, was taken off the upstream's list by wait_for_keys.)
@@ -1085,17 +1091,9 @@ fn answers_503_with_retry_after_until_the_first_key_set_arrives() {
     deployment.wait_for_counter("jwks_fetch_failed", 1, FIRST_KEYS_WITHIN);
 
     let token = minted.token("valid");
-    let response = deployment.send(&payment(token));
-    assert_eq!(response.status, 503, "{}", response.body_text());
-    assert_eq!(response.header_str("retry-after"), Some("1"));
-    assert_eq!(
-        response.header_str("content-type"),
-        Some("application/problem+json")
-    );
-    let problem = response.json().expect("problem JSON");
-    assert_eq!(
-        problem["type"],
-        "urn:banking-filters:problem:jwt-signing-keys-unavailable"
+    assert_keys_unavailable(
+        &deployment.send(&payment(token)),
+        "signing-keys-unavailable",
     );
     assert!(deployment.upstream_saw().is_empty(), "failed closed");
 
