@@ -1,7 +1,7 @@
 //! Remote JWKS: when to fetch, and how the worker VMs share one fetch and its result.
 //!
 //! Envoy runs one VM per worker; they meet only in shared data. Per remote JWKS there are
-//! two keys, under this plugin's namespace (`jwt-auth/<instance>/`, see
+//! three keys, under this plugin's namespace (`jwt-auth/<instance>/`, see
 //! `banking_filter_common::record`) and named after the cluster, authority and path:
 //!
 //! - `jwt-auth/<instance>/jwks/<cluster>/<authority><path>`: the last good set, a record
@@ -13,6 +13,14 @@
 //!   holds it for the call's timeout, and on completion leaves it free (success) or held for
 //!   `retryInterval` (failure), so the whole proxy makes one call at a time and backs off
 //!   together.
+//!
+//! - `jwt-auth/<instance>/jwks-stamp/<cluster>/<authority><path>`: the stamp of the last good
+//!   set alone (version [`STAMP_RECORD_VERSION`], no payload), written after the set. A
+//!   request that needs keys its VM lacks (an unknown `kid`, a stale or empty set) reads this
+//!   small value first and the set only when the stamp is newer than what the VM has, so a
+//!   client cannot make every request copy the whole set out of shared data. The stamp is a
+//!   hint for requests only: the tick reads the set itself, so a stamp that lags or was
+//!   planted delays adoption by at most a tick.
 //!
 //! Every plugin on a proxy shares the key space, so a record that is not this build's
 //! (malformed, another version, stamped in the future) is treated as absent: the set is
@@ -34,6 +42,8 @@ use crate::config::RemoteJwks;
 pub const JWKS_RECORD_VERSION: u16 = 1;
 /// Schema version of the fetch marker.
 pub const MARKER_RECORD_VERSION: u16 = 1;
+/// Schema version of the set's stamp.
+pub const STAMP_RECORD_VERSION: u16 = 1;
 
 /// Largest JWKS body accepted; real sets are a few KiB.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -53,6 +63,11 @@ pub fn record_key(remote: &RemoteJwks) -> String {
 /// Shared-data key of the fetch marker.
 pub fn marker_key(remote: &RemoteJwks) -> String {
     format!("{}jwks-fetch/{}", remote.key_prefix, endpoint(remote))
+}
+
+/// Shared-data key of the last good set's stamp.
+pub fn stamp_key(remote: &RemoteJwks) -> String {
+    format!("{}jwks-stamp/{}", remote.key_prefix, endpoint(remote))
 }
 
 /// The longest a VM ever holds the marker: a fetch's timeout plus a second, or the
@@ -213,6 +228,52 @@ pub fn read_newer_record<S: SharedStore + ?Sized>(
     }
 }
 
+/// Whether the shared set may be newer than `seen` (what this VM installed or found
+/// unusable), judged by the small stamp beside it: false only when the stamp is this
+/// plugin's and no newer than `seen`. An absent or unreadable stamp says "look", so a
+/// missing hint never hides a set.
+pub fn newer_set_announced<S: SharedStore + ?Sized>(
+    store: &S,
+    remote: &RemoteJwks,
+    seen: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    let Some(seen) = seen else {
+        return true;
+    };
+    match store.get(&stamp_key(remote)) {
+        Ok((Some(bytes), _)) => decode_stamp(&bytes, now).is_none_or(|announced| announced > seen),
+        _ => true,
+    }
+}
+
+fn decode_stamp(bytes: &[u8], now: Timestamp) -> Option<Timestamp> {
+    let (millis, _) = record::decode(bytes, STAMP_RECORD_VERSION, now.unix_millis()).ok()?;
+    Some(Timestamp(millis.saturating_mul(1_000_000)))
+}
+
+/// Moves the stamp forward to `fetched_at` (never back: a VM that published an older set
+/// after another published a newer one leaves the newer stamp).
+fn announce<S: SharedStore + ?Sized>(
+    store: &S,
+    remote: &RemoteJwks,
+    fetched_at: Timestamp,
+    now: Timestamp,
+) -> Result<(), UpdateError> {
+    update(
+        store,
+        &stamp_key(remote),
+        CAS_ATTEMPTS,
+        |current| match current.and_then(|bytes| decode_stamp(bytes, now)) {
+            Some(announced) if announced >= fetched_at => Step::Keep(()),
+            _ => Step::Write(
+                record::encode(STAMP_RECORD_VERSION, fetched_at.unix_millis(), &[]),
+                (),
+            ),
+        },
+    )
+}
+
 /// Reads the fetch marker; one that is not this plugin's counts as none.
 pub fn read_marker<S: SharedStore + ?Sized>(
     store: &S,
@@ -290,15 +351,15 @@ pub fn release<S: SharedStore + ?Sized>(
     )
 }
 
-/// Publishes a freshly fetched set unless a newer one is already there; a value that is
-/// not this plugin's record is overwritten.
+/// Publishes a freshly fetched set unless a newer one is already there, then its stamp; a
+/// value that is not this plugin's record is overwritten.
 pub fn publish<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
     record: &JwksRecord,
     now: Timestamp,
 ) -> Result<bool, UpdateError> {
-    update(
+    let published = update(
         store,
         &record_key(remote),
         CAS_ATTEMPTS,
@@ -306,7 +367,13 @@ pub fn publish<S: SharedStore + ?Sized>(
             Some((fetched_at, _)) if fetched_at >= record.fetched_at => Step::Keep(false),
             _ => Step::Write(record.encode(), true),
         },
-    )
+    )?;
+    if published {
+        // Only a hint (see the module notes): without it the other VMs take the set at
+        // their next tick instead of at their next request that needs it.
+        let _ = announce(store, remote, record.fetched_at, now);
+    }
+    Ok(published)
 }
 
 /// The request headers of a JWKS fetch (a GET without a body).
@@ -469,6 +536,42 @@ mod tests {
         assert_eq!(publish(&store, &r, &newer, t(200)), Ok(true));
         assert_eq!(publish(&store, &r, &older, t(200)), Ok(false));
         assert_eq!(read_record(&store, &r, t(200)).unwrap().body, b"new");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_stamp_announces_the_newest_published_set_and_never_goes_back() {
+        let store = MemoryStore::new();
+        let r = remote();
+        let now = t(300);
+        assert!(
+            newer_set_announced(&store, &r, None, now),
+            "nothing installed"
+        );
+        assert!(
+            newer_set_announced(&store, &r, Some(t(100)), now),
+            "no stamp yet"
+        );
+        let set_at = |at: u64| JwksRecord {
+            fetched_at: t(at),
+            body: b"{}".to_vec(),
+        };
+        publish(&store, &r, &set_at(200), now).unwrap();
+        assert!(newer_set_announced(&store, &r, Some(t(100)), now));
+        assert!(!newer_set_announced(&store, &r, Some(t(200)), now));
+        // A VM finishing an older fetch late moves neither the set nor the stamp back.
+        publish(&store, &r, &set_at(150), now).unwrap();
+        announce(&store, &r, t(150), now).unwrap();
+        assert!(!newer_set_announced(&store, &r, Some(t(200)), now));
+        assert!(newer_set_announced(&store, &r, Some(t(180)), now));
+        // A stamp from the future is not this plugin's: look at the set.
+        store
+            .set(
+                &stamp_key(&r),
+                &record::encode(STAMP_RECORD_VERSION, t(900).unix_millis(), &[]),
+                None,
+            )
+            .unwrap();
+        assert!(newer_set_announced(&store, &r, Some(t(200)), now));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -17,9 +17,10 @@
 //! comes [`FIRST_TICK`] (1 ms) after configure, on the worker's own event loop, and starts
 //! the fetch there; then every [`TICK`].
 //!
-//! A request that finds no keys, or no key with its `kid`, first looks at the shared set
-//! and installs it if another worker fetched a newer one, so a worker never refuses a
-//! token with keys the proxy already has while it waits for its own tick.
+//! A request that finds no keys, or no key with its `kid`, first reads the shared set's
+//! small stamp and installs the set if another worker fetched a newer one, so a worker
+//! never refuses a token with keys the proxy already has while it waits for its own tick,
+//! and a client sending unknown `kid`s cannot make each request copy the set.
 //!
 //! Later filters learn who the caller is from filter state, under the common contract
 //! (`banking_filter_common::identity`): every allowed request gets `banking.jwt.identity`,
@@ -489,7 +490,7 @@ impl StreamContext for Stream {
                 state
                     .keys
                     .borrow_mut()
-                    .adopt_shared(index, &HostSharedData, now, &mut events);
+                    .adopt_announced(index, &HostSharedData, now, &mut events);
             state.report(events);
             if adopted {
                 evaluation = decide();

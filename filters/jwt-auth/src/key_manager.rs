@@ -247,6 +247,25 @@ impl KeyManager {
         }
     }
 
+    /// [`Self::adopt_shared`] for a request that needs keys this VM lacks: reads the set
+    /// only when its stamp says it is newer than what this VM has seen, so such requests,
+    /// which any client can send, cost one small shared-data read each, not a copy of the
+    /// set. True when the keys changed.
+    pub fn adopt_announced(
+        &mut self,
+        index: usize,
+        store: &dyn SharedStore,
+        now: Timestamp,
+        events: &mut Vec<KeyEvent>,
+    ) -> bool {
+        let Some(source) = self.providers.get(index).and_then(|p| p.remote.as_ref()) else {
+            return false;
+        };
+        let seen = source.installed.max(source.unusable);
+        fetch::newer_set_announced(store, &source.remote, seen, now)
+            && self.adopt_shared(index, store, now, events)
+    }
+
     /// Installs the shared set of remote provider `index` if another VM fetched a newer one
     /// than this VM has seen. True when the keys changed.
     pub fn adopt_shared(
@@ -714,6 +733,87 @@ mod tests {
         assert!(vm.has_kid("k1"));
         let stored = fetch::read_record(&store, vm.keys.remote(0).unwrap(), t(2)).unwrap();
         assert_eq!(stored.body, jwks(&["k1"]));
+    }
+
+    /// A store that remembers which keys were read.
+    #[derive(Default)]
+    struct ReadLog {
+        store: MemoryStore,
+        reads: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl SharedStore for ReadLog {
+        fn get(&self, key: &str) -> Result<banking_filter_common::shared::Versioned, StoreError> {
+            self.reads.borrow_mut().push(key.to_owned());
+            self.store.get(key)
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.store.set(key, value, cas)
+        }
+    }
+
+    impl ReadLog {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.reads.borrow_mut())
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_request_short_of_keys_reads_the_small_stamp_and_the_set_only_when_it_is_newer() {
+        let log = ReadLog::default();
+        let (mut a, mut b) = (Vm::new(1), Vm::new(2));
+        let remote = a.keys.remote(0).unwrap().clone();
+        let (set_key, stamp_key) = (fetch::record_key(&remote), fetch::stamp_key(&remote));
+        a.tick(&log.store, t(0));
+        a.answer(&log.store, Ok(jwks(&["k1"])), t(0));
+        let mut events = Vec::new();
+        assert!(b.keys.adopt_announced(0, &log, t(1), &mut events));
+        assert!(b.has_kid("k1"));
+        log.take();
+
+        // Tokens with kids nobody publishes: the stamp is read, never the set.
+        for _ in 0..3 {
+            assert!(!b.keys.adopt_announced(0, &log, t(2), &mut events));
+        }
+        assert_eq!(log.take(), vec![stamp_key.clone(); 3]);
+
+        // A rotation fetched by A is announced, and B takes it on its next such request.
+        a.keys.unknown_kid(0);
+        a.tick(&log.store, t(31));
+        a.answer(&log.store, Ok(jwks(&["k1", "k2"])), t(31));
+        assert!(b.keys.adopt_announced(0, &log, t(31), &mut events));
+        assert!(b.has_kid("k2"));
+        assert_eq!(log.take(), vec![stamp_key.clone(), set_key.clone()]);
+
+        // A stamp planted in the past (or left behind) hides nothing from the tick.
+        let c_set = jwks(&["k1", "k2", "k3"]);
+        fetch::publish(
+            &log.store,
+            &remote,
+            &JwksRecord {
+                fetched_at: t(40),
+                body: c_set,
+            },
+            t(40),
+        )
+        .unwrap();
+        log.store
+            .set(
+                &stamp_key,
+                &record::encode(fetch::STAMP_RECORD_VERSION, 0, &[]),
+                None,
+            )
+            .unwrap();
+        assert!(!b.keys.adopt_announced(0, &log, t(41), &mut events));
+        assert!(!b.has_kid("k3"));
+        b.tick(&log.store, t(41));
+        assert!(b.has_kid("k3"));
+        // An unreadable stamp means "look".
+        log.store.set(&stamp_key, b"junk", None).unwrap();
+        log.take();
+        assert!(!b.keys.adopt_announced(0, &log, t(42), &mut events));
+        assert_eq!(log.take(), vec![stamp_key, set_key]);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -536,6 +536,12 @@ impl Host {
             .unwrap_or(0)
     }
 
+    /// How many value bytes `proxy_get_shared_data` has copied into the VMs of this host:
+    /// what reading shared data costs a filter, as a test can bound it.
+    pub fn shared_data_bytes_read(&self) -> u64 {
+        self.inner.state.borrow().shared_data_bytes_read
+    }
+
     /// Registers a foreign function the filters can call by name through
     /// `proxy_call_foreign_function` (Envoy registers e.g. `verify_signature`). The function
     /// gets the call's argument bytes and answers the result bytes or a status code.

@@ -523,6 +523,11 @@ fn proxy_get_shared_data(
     if copied != Status::Ok {
         return status(copied);
     }
+    {
+        let mut host = c.data().host.borrow_mut();
+        let read = u64::try_from(value.len()).unwrap_or(u64::MAX);
+        host.shared_data_bytes_read = host.shared_data_bytes_read.saturating_add(read);
+    }
     if !write_u32(&mut c, cas_ptr, cas)? {
         return status(Status::InvalidMemoryAccess);
     }

@@ -55,6 +55,8 @@ pub(crate) struct HostState {
     pub(crate) after_hooks: Vec<crate::faults::AfterHook>,
     /// Calls per hostcall name, every VM together.
     pub(crate) call_counts: HashMap<String, u64>,
+    /// Value bytes `proxy_get_shared_data` copied into any VM.
+    pub(crate) shared_data_bytes_read: u64,
     pub(crate) foreign_functions: HashMap<String, ForeignFunction>,
     pub(crate) foreign_calls: HashMap<String, u64>,
     /// Whether Envoy's built-in `declare_property` answers (see `properties::declare`).
@@ -89,6 +91,7 @@ impl HostState {
             faults: Vec::new(),
             after_hooks: Vec::new(),
             call_counts: HashMap::new(),
+            shared_data_bytes_read: 0,
             // Envoy registers verify_signature in every build with Wasm.
             foreign_functions: HashMap::from([(
                 crate::signatures::VERIFY_SIGNATURE.to_string(),
