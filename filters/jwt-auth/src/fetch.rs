@@ -5,30 +5,33 @@
 //! `banking_filter_common::record`) and named after the cluster, authority and path:
 //!
 //! - `jwt-auth/<instance>/jwks/<cluster>/<authority><path>`: the last good set, a record
-//!   (version [`JWKS_RECORD_VERSION`]) stamped with when it was fetched, holding the JWKS
-//!   body. Every VM installs it when its stamp is newer than the set it has.
+//!   (version [`JWKS_RECORD_VERSION`]) stamped with when it was fetched (`fetched_at`),
+//!   holding the JWKS body. Every VM installs it when its `fetched_at` is newer than that of
+//!   the set it has.
 //! - `jwt-auth/<instance>/jwks-fetch/<cluster>/<authority><path>`: the fetch marker, a record
 //!   (version [`MARKER_RECORD_VERSION`]) holding `owner`, `until` and `attempted_at`. A VM
 //!   fetches only after taking it with a CAS write while it is free (`until` passed); it
 //!   holds it for the call's timeout, and on completion leaves it free (success) or held for
 //!   `retryInterval` (failure), so the whole proxy makes one call at a time and backs off
 //!   together.
-//!
-//! - `jwt-auth/<instance>/jwks-stamp/<cluster>/<authority><path>`: the stamp of the last good
-//!   set alone (version [`STAMP_RECORD_VERSION`], no payload), written after the set. A
-//!   request that needs keys its VM lacks (an unknown `kid`, a stale or empty set) reads this
-//!   small value first and the set only when the stamp is newer than what the VM has, so a
-//!   client cannot make every request copy the whole set out of shared data. The stamp is a
-//!   hint for requests only: the tick reads the set itself, so a stamp that lags or was
-//!   planted delays adoption by at most a tick.
+//! - `jwt-auth/<instance>/jwks-stamp/<cluster>/<authority><path>`: the last good set's
+//!   `fetched_at` alone (a record of version [`STAMP_RECORD_VERSION`] with no payload, 14
+//!   bytes), written after the set. A request that needs keys its VM lacks (an unknown
+//!   `kid`, which any client can send unsigned; a stale or empty set) reads this first, and
+//!   the set only when the stamp is newer than what the VM has, or unreadable, and then once
+//!   per stamp per tick, so a client cannot make every request copy the whole set out of
+//!   shared data. The stamp is a hint for requests only: the tick reads the set itself, so a
+//!   stamp that lags (a lost write, two VMs creating it at once) or was planted delays
+//!   adoption by at most a tick.
 //!
 //! Every plugin on a proxy shares the key space, so a record that is not this build's
 //! (malformed, another version, stamped in the future) is treated as absent: the set is
 //! fetched again and the record overwritten. A marker held further ahead than any VM ever
 //! holds it counts as free, so no stored stamp can stop a refresh.
 //!
-//! A never-written key has no CAS protection in Envoy, so each VM creates the marker as
-//! free when it starts; two VMs starting together may both fetch once, which is harmless.
+//! A never-written key has no CAS protection in Envoy, so each VM creates the marker (free)
+//! and the stamp (time 0) when it starts; two VMs starting together may both fetch once,
+//! which is harmless.
 
 use std::time::Duration;
 
@@ -205,8 +208,8 @@ pub enum SharedSet {
 }
 
 /// Reads the last good set if it was fetched after `installed` (any set when nothing is
-/// installed). Looks at the stamp first, so a request that finds the set it already has
-/// costs one shared-data read and no JWKS parse.
+/// installed). Compares the record's `fetched_at` before parsing anything, so finding the
+/// set this VM already has costs no JWKS parse; the read itself copies the whole record.
 pub fn read_newer_record<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
@@ -228,22 +231,33 @@ pub fn read_newer_record<S: SharedStore + ?Sized>(
     }
 }
 
-/// Whether the shared set may be newer than `seen` (what this VM installed or found
-/// unusable), judged by the small stamp beside it: false only when the stamp is this
-/// plugin's and no newer than `seen`. An absent or unreadable stamp says "look", so a
-/// missing hint never hides a set.
-pub fn newer_set_announced<S: SharedStore + ?Sized>(
+/// What the stamp beside the shared set says to a VM that has seen the set stamped `seen`
+/// (installed it, or found it unusable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// The stamp is this plugin's and no newer than `seen`.
+    NothingNewer,
+    /// The stamp is this plugin's and newer than `seen` (or nothing was seen yet).
+    Newer(Timestamp),
+    /// No stamp, or one that is not this plugin's: only the set itself can tell.
+    Unknown,
+}
+
+/// Reads the stamp beside the shared set (a 14-byte record) and compares it with `seen`.
+pub fn announcement<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
     seen: Option<Timestamp>,
     now: Timestamp,
-) -> bool {
-    let Some(seen) = seen else {
-        return true;
+) -> Announcement {
+    let stamp = match store.get(&stamp_key(remote)) {
+        Ok((Some(bytes), _)) => decode_stamp(&bytes, now),
+        _ => None,
     };
-    match store.get(&stamp_key(remote)) {
-        Ok((Some(bytes), _)) => decode_stamp(&bytes, now).is_none_or(|announced| announced > seen),
-        _ => true,
+    match stamp {
+        None => Announcement::Unknown,
+        Some(stamp) if seen.is_some_and(|seen| stamp <= seen) => Announcement::NothingNewer,
+        Some(stamp) => Announcement::Newer(stamp),
     }
 }
 
@@ -252,9 +266,10 @@ fn decode_stamp(bytes: &[u8], now: Timestamp) -> Option<Timestamp> {
     Some(Timestamp(millis.saturating_mul(1_000_000)))
 }
 
-/// Moves the stamp forward to `fetched_at` (never back: a VM that published an older set
-/// after another published a newer one leaves the newer stamp).
-fn announce<S: SharedStore + ?Sized>(
+/// Moves the stamp forward to `fetched_at`, the set just published (never back: a VM that
+/// published an older set after another published a newer one leaves the newer stamp).
+/// Call it after [`publish`] wrote the set, so a stamp never announces a set not there yet.
+pub fn announce<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
     fetched_at: Timestamp,
@@ -286,7 +301,8 @@ pub fn read_marker<S: SharedStore + ?Sized>(
     }
 }
 
-/// Creates the marker as free if it does not exist yet (see the module notes).
+/// Creates the marker (free) and the stamp (time 0: nothing announced) where they do not
+/// exist yet, so that later writes to them are compare-and-swaps (see the module notes).
 pub fn ensure_marker<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
@@ -294,6 +310,10 @@ pub fn ensure_marker<S: SharedStore + ?Sized>(
     let key = marker_key(remote);
     if store.get(&key)?.0.is_none() {
         store.set(&key, &FetchMarker::FREE.encode(), None)?;
+    }
+    let key = stamp_key(remote);
+    if store.get(&key)?.0.is_none() {
+        store.set(&key, &record::encode(STAMP_RECORD_VERSION, 0, &[]), None)?;
     }
     Ok(())
 }
@@ -351,15 +371,15 @@ pub fn release<S: SharedStore + ?Sized>(
     )
 }
 
-/// Publishes a freshly fetched set unless a newer one is already there, then its stamp; a
-/// value that is not this plugin's record is overwritten.
+/// Publishes a freshly fetched set unless a newer one is already there; a value that is
+/// not this plugin's record is overwritten. True when written ([`announce`] it then).
 pub fn publish<S: SharedStore + ?Sized>(
     store: &S,
     remote: &RemoteJwks,
     record: &JwksRecord,
     now: Timestamp,
 ) -> Result<bool, UpdateError> {
-    let published = update(
+    update(
         store,
         &record_key(remote),
         CAS_ATTEMPTS,
@@ -367,13 +387,7 @@ pub fn publish<S: SharedStore + ?Sized>(
             Some((fetched_at, _)) if fetched_at >= record.fetched_at => Step::Keep(false),
             _ => Step::Write(record.encode(), true),
         },
-    )?;
-    if published {
-        // Only a hint (see the module notes): without it the other VMs take the set at
-        // their next tick instead of at their next request that needs it.
-        let _ = announce(store, remote, record.fetched_at, now);
-    }
-    Ok(published)
+    )
 }
 
 /// The request headers of a JWKS fetch (a GET without a body).
@@ -540,38 +554,43 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn the_stamp_announces_the_newest_published_set_and_never_goes_back() {
+        use Announcement::{Newer, NothingNewer, Unknown};
         let store = MemoryStore::new();
         let r = remote();
         let now = t(300);
-        assert!(
-            newer_set_announced(&store, &r, None, now),
-            "nothing installed"
-        );
-        assert!(
-            newer_set_announced(&store, &r, Some(t(100)), now),
-            "no stamp yet"
-        );
+        assert_eq!(announcement(&store, &r, None, now), Unknown, "no stamp yet");
+        ensure_marker(&store, &r).unwrap();
+        assert_eq!(announcement(&store, &r, None, now), Newer(Timestamp(0)));
+        assert_eq!(announcement(&store, &r, Some(t(100)), now), NothingNewer);
         let set_at = |at: u64| JwksRecord {
             fetched_at: t(at),
             body: b"{}".to_vec(),
         };
-        publish(&store, &r, &set_at(200), now).unwrap();
-        assert!(newer_set_announced(&store, &r, Some(t(100)), now));
-        assert!(!newer_set_announced(&store, &r, Some(t(200)), now));
+        assert_eq!(publish(&store, &r, &set_at(200), now), Ok(true));
+        announce(&store, &r, t(200), now).unwrap();
+        assert_eq!(announcement(&store, &r, Some(t(100)), now), Newer(t(200)));
+        assert_eq!(announcement(&store, &r, Some(t(200)), now), NothingNewer);
         // A VM finishing an older fetch late moves neither the set nor the stamp back.
-        publish(&store, &r, &set_at(150), now).unwrap();
+        assert_eq!(publish(&store, &r, &set_at(150), now), Ok(false));
         announce(&store, &r, t(150), now).unwrap();
-        assert!(!newer_set_announced(&store, &r, Some(t(200)), now));
-        assert!(newer_set_announced(&store, &r, Some(t(180)), now));
-        // A stamp from the future is not this plugin's: look at the set.
-        store
-            .set(
-                &stamp_key(&r),
-                &record::encode(STAMP_RECORD_VERSION, t(900).unix_millis(), &[]),
-                None,
-            )
-            .unwrap();
-        assert!(newer_set_announced(&store, &r, Some(t(200)), now));
+        assert_eq!(announcement(&store, &r, Some(t(180)), now), Newer(t(200)));
+        // Kept to the millisecond, rounded down: a VM that installed its own fetch at a
+        // time finer than that never finds its stamp newer.
+        let odd = Timestamp(t(250).0 + 123_456_789);
+        announce(&store, &r, odd, now).unwrap();
+        assert_eq!(announcement(&store, &r, Some(odd), now), NothingNewer);
+        assert_eq!(
+            announcement(&store, &r, Some(t(250)), now),
+            Newer(Timestamp(t(250).0 + 123_000_000))
+        );
+        // A stamp from the future, or not a record, is not this plugin's.
+        for planted in [
+            record::encode(STAMP_RECORD_VERSION, t(900).unix_millis(), &[]),
+            b"junk".to_vec(),
+        ] {
+            store.set(&stamp_key(&r), &planted, None).unwrap();
+            assert_eq!(announcement(&store, &r, Some(t(200)), now), Unknown);
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]

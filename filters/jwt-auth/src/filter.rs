@@ -18,9 +18,10 @@
 //! the fetch there; then every [`TICK`].
 //!
 //! A request that finds no keys, or no key with its `kid`, first reads the shared set's
-//! small stamp and installs the set if another worker fetched a newer one, so a worker
-//! never refuses a token with keys the proxy already has while it waits for its own tick,
-//! and a client sending unknown `kid`s cannot make each request copy the set.
+//! 14-byte stamp and installs the set if another worker fetched a newer one, so a worker
+//! normally does not refuse a token with keys the proxy already has while it waits for its
+//! own tick (at worst, with a stamp that lags, it does until that tick), and a client
+//! sending unknown `kid`s cannot make each request copy the set.
 //!
 //! Later filters learn who the caller is from filter state, under the common contract
 //! (`banking_filter_common::identity`): every allowed request gets `banking.jwt.identity`,
@@ -132,7 +133,7 @@ impl VmState {
         let remote = |provider: usize| keys.remote(provider);
         match event {
             KeyEvent::MarkerNotCreated { error, .. } => {
-                warn!("{FILTER}: could not create the JWKS fetch marker: {error:?}");
+                warn!("{FILTER}: could not create the JWKS fetch marker or stamp: {error:?}");
             }
             KeyEvent::FetchStarted { provider } => {
                 if let Some(remote) = remote(provider) {
@@ -155,6 +156,7 @@ impl VmState {
                 provider,
                 set,
                 shared,
+                announced,
             } => {
                 for skipped in set.skipped() {
                     warn!(
@@ -164,6 +166,12 @@ impl VmState {
                 }
                 if let Err(e) = shared {
                     warn!("{FILTER}: could not share the fetched JWKS: {e:?}");
+                }
+                if let Err(e) = announced {
+                    warn!(
+                        "{FILTER}: could not write the fetched JWKS's stamp ({e:?}): the other \
+                         workers take the set at their next tick"
+                    );
                 }
                 self.metrics.jwks_fetch_ok.increment();
                 if set.is_empty() {

@@ -38,7 +38,7 @@ use banking_filter_common::record::RecordError;
 use banking_filter_common::shared::{SharedStore, StoreError, UpdateError};
 
 use crate::config::{Config, KeySource, RemoteJwks};
-use crate::fetch::{self, JwksRecord, SharedSet};
+use crate::fetch::{self, Announcement, JwksRecord, SharedSet};
 use crate::jwks::{Algorithm, KeyOrigin, KeySet};
 use crate::policy::{KeySets, ProviderKeys};
 
@@ -66,7 +66,7 @@ pub trait JwksCallout {
 /// What happened to a provider's keys, for the shell to log and count.
 #[derive(Debug)]
 pub enum KeyEvent {
-    /// The free fetch marker could not be created at configure.
+    /// The free fetch marker or the stamp could not be created at configure.
     MarkerNotCreated { provider: usize, error: StoreError },
     /// A fetch was dispatched.
     FetchStarted { provider: usize },
@@ -81,6 +81,9 @@ pub enum KeyEvent {
         provider: usize,
         set: Rc<KeySet>,
         shared: Result<bool, UpdateError>,
+        /// Writing the set's stamp (after the set was written); a failure leaves the other
+        /// VMs to take the set at their next tick.
+        announced: Result<(), UpdateError>,
     },
     /// A fetch failed; the last good set (if any) stays, in use unless `stale`.
     FetchFailed {
@@ -128,6 +131,9 @@ pub struct RemoteKeySource {
     ignored_reported: Option<RecordError>,
     /// The installed set was reported stale.
     stale_reported: bool,
+    /// What the stamp said when a request last read the shared set, since the last tick:
+    /// requests read the set once per stamp per tick (see `crate::fetch`).
+    looked_since_tick: Option<Announcement>,
 }
 
 impl RemoteKeySource {
@@ -140,6 +146,7 @@ impl RemoteKeySource {
             in_flight: None,
             ignored_reported: None,
             stale_reported: false,
+            looked_since_tick: None,
         }
     }
 }
@@ -225,7 +232,7 @@ impl KeyManager {
         self.providers.get(index)?.remote.as_ref()?.installed
     }
 
-    /// Creates every remote provider's fetch marker as free where there is none yet.
+    /// Creates every remote provider's fetch marker (free) and stamp where there are none yet.
     pub fn ensure_markers(&self, store: &dyn SharedStore, events: &mut Vec<KeyEvent>) {
         for (provider, keys) in self.providers.iter().enumerate() {
             if let Some(source) = &keys.remote
@@ -248,9 +255,10 @@ impl KeyManager {
     }
 
     /// [`Self::adopt_shared`] for a request that needs keys this VM lacks: reads the set
-    /// only when its stamp says it is newer than what this VM has seen, so such requests,
-    /// which any client can send, cost one small shared-data read each, not a copy of the
-    /// set. True when the keys changed.
+    /// only when the stamp beside it is newer than what this VM has seen, or unreadable, and
+    /// then once per stamp until the next tick. So such requests, which any client can
+    /// send, cost one 14-byte shared-data read each, not a copy of the set. True when the
+    /// keys changed.
     pub fn adopt_announced(
         &mut self,
         index: usize,
@@ -258,12 +266,22 @@ impl KeyManager {
         now: Timestamp,
         events: &mut Vec<KeyEvent>,
     ) -> bool {
-        let Some(source) = self.providers.get(index).and_then(|p| p.remote.as_ref()) else {
+        let Some(source) = self
+            .providers
+            .get_mut(index)
+            .and_then(|p| p.remote.as_mut())
+        else {
             return false;
         };
         let seen = source.installed.max(source.unusable);
-        fetch::newer_set_announced(store, &source.remote, seen, now)
-            && self.adopt_shared(index, store, now, events)
+        let announcement = fetch::announcement(store, &source.remote, seen, now);
+        if announcement == Announcement::NothingNewer
+            || source.looked_since_tick == Some(announcement)
+        {
+            return false;
+        }
+        source.looked_since_tick = Some(announcement);
+        self.adopt_shared(index, store, now, events)
     }
 
     /// Installs the shared set of remote provider `index` if another VM fetched a newer one
@@ -330,6 +348,13 @@ impl KeyManager {
         events: &mut Vec<KeyEvent>,
     ) {
         for index in 0..self.providers.len() {
+            if let Some(source) = self
+                .providers
+                .get_mut(index)
+                .and_then(|p| p.remote.as_mut())
+            {
+                source.looked_since_tick = None;
+            }
             self.adopt_shared(index, store, now, events);
             let owner = self.owner;
             let Some(keys) = self.providers.get_mut(index) else {
@@ -431,12 +456,18 @@ impl KeyManager {
                     body,
                 };
                 let shared = fetch::publish(store, &remote, &record, now);
+                // The stamp only after the set: it must never announce a set not there yet.
+                let announced = match shared {
+                    Ok(true) => fetch::announce(store, &remote, now, now),
+                    _ => Ok(()),
+                };
                 let set = Rc::new(set);
                 keys.install(Rc::clone(&set), now);
                 events.push(KeyEvent::Fetched {
                     provider: index,
                     set,
                     shared,
+                    announced,
                 });
                 let _ = fetch::release(store, &remote, owner, now);
             }
@@ -534,7 +565,7 @@ mod tests {
             }
         }
 
-        fn tick(&mut self, store: &MemoryStore, now: Timestamp) {
+        fn tick(&mut self, store: &dyn SharedStore, now: Timestamp) {
             self.keys
                 .on_tick(store, &mut self.callout, now, &mut self.events);
         }
@@ -542,7 +573,7 @@ mod tests {
         /// Answers this VM's last call with `fetched`.
         fn answer(
             &mut self,
-            store: &MemoryStore,
+            store: &dyn SharedStore,
             fetched: Result<Vec<u8>, String>,
             now: Timestamp,
         ) {
@@ -601,6 +632,7 @@ mod tests {
             vm.events.last(),
             Some(KeyEvent::Fetched {
                 shared: Ok(true),
+                announced: Ok(()),
                 ..
             })
         ));
@@ -735,11 +767,12 @@ mod tests {
         assert_eq!(stored.body, jwks(&["k1"]));
     }
 
-    /// A store that remembers which keys were read.
+    /// A store that remembers which keys were read, and which written.
     #[derive(Default)]
     struct ReadLog {
         store: MemoryStore,
         reads: std::cell::RefCell<Vec<String>>,
+        writes: std::cell::RefCell<Vec<String>>,
     }
 
     impl SharedStore for ReadLog {
@@ -749,71 +782,107 @@ mod tests {
         }
 
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.writes.borrow_mut().push(key.to_owned());
             self.store.set(key, value, cas)
         }
     }
 
     impl ReadLog {
+        /// The keys read since the last call.
         fn take(&self) -> Vec<String> {
             std::mem::take(&mut *self.reads.borrow_mut())
+        }
+
+        /// The keys written since the last call.
+        fn take_writes(&self) -> Vec<String> {
+            std::mem::take(&mut *self.writes.borrow_mut())
         }
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn a_request_short_of_keys_reads_the_small_stamp_and_the_set_only_when_it_is_newer() {
+    fn a_request_short_of_keys_reads_the_small_stamp_and_the_set_once_per_new_stamp() {
         let log = ReadLog::default();
         let (mut a, mut b) = (Vm::new(1), Vm::new(2));
+        a.keys.ensure_markers(&log.store, &mut a.events);
+        b.keys.ensure_markers(&log.store, &mut b.events);
         let remote = a.keys.remote(0).unwrap().clone();
         let (set_key, stamp_key) = (fetch::record_key(&remote), fetch::stamp_key(&remote));
-        a.tick(&log.store, t(0));
-        a.answer(&log.store, Ok(jwks(&["k1"])), t(0));
-        let mut events = Vec::new();
-        assert!(b.keys.adopt_announced(0, &log, t(1), &mut events));
-        assert!(b.has_kid("k1"));
+        // Times finer than the stamp's milliseconds, as a real clock gives them.
+        let at = |secs: u64| Timestamp(t(secs).0 + 123_456_789);
+        a.tick(&log.store, at(0));
+        a.answer(&log, Ok(jwks(&["k1"])), at(0));
         log.take();
+        // The set, then its stamp (never a stamp announcing a set not there yet), then the
+        // fetch marker handed back.
+        let marker_key = fetch::marker_key(&remote);
+        assert_eq!(
+            log.take_writes(),
+            vec![set_key.clone(), stamp_key.clone(), marker_key]
+        );
+        let mut events = Vec::new();
+        assert!(b.keys.adopt_announced(0, &log, at(1), &mut events));
+        assert!(b.has_kid("k1"));
+        assert_eq!(log.take(), vec![stamp_key.clone(), set_key.clone()]);
 
-        // Tokens with kids nobody publishes: the stamp is read, never the set.
+        // Tokens with kids nobody publishes, on the worker that took the set and on the one
+        // that fetched it: the stamp is read, never the set.
         for _ in 0..3 {
-            assert!(!b.keys.adopt_announced(0, &log, t(2), &mut events));
+            assert!(!b.keys.adopt_announced(0, &log, at(2), &mut events));
+            assert!(!a.keys.adopt_announced(0, &log, at(2), &mut events));
         }
-        assert_eq!(log.take(), vec![stamp_key.clone(); 3]);
+        assert_eq!(log.take(), vec![stamp_key.clone(); 6]);
 
         // A rotation fetched by A is announced, and B takes it on its next such request.
         a.keys.unknown_kid(0);
-        a.tick(&log.store, t(31));
-        a.answer(&log.store, Ok(jwks(&["k1", "k2"])), t(31));
-        assert!(b.keys.adopt_announced(0, &log, t(31), &mut events));
+        a.tick(&log.store, at(31));
+        a.answer(&log.store, Ok(jwks(&["k1", "k2"])), at(31));
+        assert!(b.keys.adopt_announced(0, &log, at(31), &mut events));
         assert!(b.has_kid("k2"));
         assert_eq!(log.take(), vec![stamp_key.clone(), set_key.clone()]);
 
         // A stamp planted in the past (or left behind) hides nothing from the tick.
-        let c_set = jwks(&["k1", "k2", "k3"]);
-        fetch::publish(
-            &log.store,
-            &remote,
-            &JwksRecord {
-                fetched_at: t(40),
-                body: c_set,
-            },
-            t(40),
-        )
-        .unwrap();
-        log.store
-            .set(
-                &stamp_key,
-                &record::encode(fetch::STAMP_RECORD_VERSION, 0, &[]),
-                None,
-            )
-            .unwrap();
-        assert!(!b.keys.adopt_announced(0, &log, t(41), &mut events));
+        let record = JwksRecord {
+            fetched_at: at(40),
+            body: jwks(&["k1", "k2", "k3"]),
+        };
+        fetch::publish(&log.store, &remote, &record, at(40)).unwrap();
+        let past = record::encode(fetch::STAMP_RECORD_VERSION, 0, &[]);
+        log.store.set(&stamp_key, &past, None).unwrap();
+        assert!(!b.keys.adopt_announced(0, &log, at(41), &mut events));
         assert!(!b.has_kid("k3"));
-        b.tick(&log.store, t(41));
+        b.tick(&log.store, at(41));
         assert!(b.has_kid("k3"));
-        // An unreadable stamp means "look".
+
+        // An unreadable stamp means "look", once until the next tick.
         log.store.set(&stamp_key, b"junk", None).unwrap();
         log.take();
-        assert!(!b.keys.adopt_announced(0, &log, t(42), &mut events));
-        assert_eq!(log.take(), vec![stamp_key, set_key]);
+        for _ in 0..3 {
+            assert!(!b.keys.adopt_announced(0, &log, at(42), &mut events));
+        }
+        assert_eq!(
+            log.take(),
+            vec![
+                stamp_key.clone(),
+                set_key.clone(),
+                stamp_key.clone(),
+                stamp_key.clone()
+            ]
+        );
+        b.tick(&log.store, at(43));
+        log.take();
+        assert!(!b.keys.adopt_announced(0, &log, at(43), &mut events));
+        assert_eq!(log.take(), vec![stamp_key.clone(), set_key.clone()]);
+
+        // So does a stamp newer than the set beside it: once per stamp.
+        let ahead = record::encode(fetch::STAMP_RECORD_VERSION, at(45).unix_millis(), &[]);
+        log.store.set(&stamp_key, &ahead, None).unwrap();
+        for _ in 0..3 {
+            assert!(!b.keys.adopt_announced(0, &log, at(44), &mut events));
+        }
+        assert_eq!(
+            log.take(),
+            vec![stamp_key.clone(), set_key, stamp_key.clone(), stamp_key]
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

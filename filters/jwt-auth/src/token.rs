@@ -6,6 +6,7 @@ use std::fmt;
 
 use banking_filter_common::headers::{self, HeaderPairs};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use crate::base64url;
@@ -213,10 +214,12 @@ impl<'de> Deserialize<'de> for UniqueMap {
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueMap, A::Error> {
                 let mut map = Map::new();
                 while let Some((key, value)) = access.next_entry::<String, Value>()? {
-                    if map.contains_key(&key) {
-                        return Err(de::Error::custom("duplicate member"));
+                    match map.entry(key) {
+                        Entry::Occupied(_) => return Err(de::Error::custom("duplicate member")),
+                        Entry::Vacant(member) => {
+                            member.insert(value);
+                        }
                     }
-                    map.insert(key, value);
                 }
                 Ok(UniqueMap(map))
             }
