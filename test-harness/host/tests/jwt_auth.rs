@@ -175,6 +175,15 @@ fn load_and_tick(host: &Host, config: &str) -> Plugin {
     plugin
 }
 
+/// Of two workers, the one with the proxy's single JWKS fetch pending, then the other.
+fn fetcher_and_other<'a>(first: &'a Plugin, second: &'a Plugin) -> (&'a Plugin, &'a Plugin) {
+    if first.pending_http_calls().is_empty() {
+        (second, first)
+    } else {
+        (first, second)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Scenarios.
 
@@ -863,11 +872,7 @@ fn two_vms_share_one_fetch_and_one_key_set() {
         1,
         "one fetch for the proxy"
     );
-    let fetcher = if first.pending_http_calls().is_empty() {
-        &second
-    } else {
-        &first
-    };
+    let (fetcher, _) = fetcher_and_other(&first, &second);
     answer_jwks_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     // The other VM takes the shared set as soon as a request needs it: no fetch of its own.
@@ -902,11 +907,7 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
     let first = load(&host, &remote_config(""));
     let second = load(&host, &remote_config(""));
     first_tick(&host, &first);
-    let (fetcher, other) = if first.pending_http_calls().is_empty() {
-        (&second, &first)
-    } else {
-        (&first, &second)
-    };
+    let (fetcher, other) = fetcher_and_other(&first, &second);
     let token = mint("ES256", "k1", claims(&host));
     assert_eq!(refusal(other, &token).status, 503, "no keys anywhere yet");
     answer_jwks_fetch(fetcher, 200, &jwks([ec256().jwk("k1")]));
@@ -918,11 +919,7 @@ fn a_worker_uses_keys_another_worker_fetched_without_waiting_for_its_tick() {
     assert_eq!(refusal(&first, &rotated).status, 401);
     assert_eq!(refusal(&second, &rotated).status, 401);
     host.advance(Duration::from_secs(30));
-    let (fetcher, other) = if first.pending_http_calls().is_empty() {
-        (&second, &first)
-    } else {
-        (&first, &second)
-    };
+    let (fetcher, other) = fetcher_and_other(&first, &second);
     assert!(other.pending_http_calls().is_empty(), "one fetch at a time");
     answer_jwks_fetch(fetcher, 200, &jwks([ec256().jwk("k1"), new_key.jwk("k2")]));
     assert!(
@@ -944,11 +941,7 @@ fn tokens_naming_unknown_kids_read_a_small_stamp_not_the_shared_set() {
     let first = load(&host, &remote_config(""));
     let second = load(&host, &remote_config(""));
     first_tick(&host, &first);
-    let (fetcher, other) = if first.pending_http_calls().is_empty() {
-        (&second, &first)
-    } else {
-        (&first, &second)
-    };
+    let (fetcher, other) = fetcher_and_other(&first, &second);
     let hundred = jwks((0..100).map(|i| ec256().jwk(&format!("k{i}"))));
     // The fetch completes at a time finer than the stamp's milliseconds.
     host.advance(Duration::from_nanos(1_234_567));
