@@ -4,10 +4,10 @@
 //! the same bytes, which the verified-token cache (keyed by the token text) relies on.
 //!
 //! Token segments are public, so this is a plain table decoder rather than a constant-time
-//! one (an inline HMAC key's `k` is decoded with it too, once, at configure time), and it looks every character up once, without a branch per character: the OR of
-//! the looked-up values says at the end whether any was outside the alphabet. Decoding and
-//! the alphabet check were the largest single cost of a verification outside its signature
-//! check.
+//! one (an inline HMAC key's `k` is decoded with it too, once, at configure time). It looks
+//! every character up once, without a branch per character: the OR of the looked-up values
+//! says at the end whether any was outside the alphabet. Decoding and the alphabet check
+//! were the largest single cost of a verification outside its signature check.
 
 /// What [`SEXTETS`] holds for a byte outside the alphabet; its top bit never appears in a
 /// 6-bit value.
@@ -76,33 +76,36 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
         let [_, a, b, c] = n.to_be_bytes();
         out.extend_from_slice(&[a, b, c]);
     }
-    let tail = match *quads.remainder() {
-        [] => None,
+    // An invalid character makes the tail's bits meaningless, but the check of `seen`
+    // below refuses the text anyway.
+    match *quads.remainder() {
+        [] => {}
         [c1, c2] => {
             let (v1, v2) = (sextet(c1), sextet(c2));
             seen |= v1 | v2;
             // 12 bits carry one byte: the low 4 must be zero.
             let n = v1 << 6 | v2;
-            Some((n & 0xf, [(n >> 4).to_be_bytes()[3], 0], 1))
+            if n & 0xf != 0 {
+                return None;
+            }
+            let [_, _, _, a] = (n >> 4).to_be_bytes();
+            out.push(a);
         }
         [c1, c2, c3] => {
             let (v1, v2, v3) = (sextet(c1), sextet(c2), sextet(c3));
             seen |= v1 | v2 | v3;
             // 18 bits carry two bytes: the low 2 must be zero.
             let n = v1 << 12 | v2 << 6 | v3;
+            if n & 0x3 != 0 {
+                return None;
+            }
             let [_, _, a, b] = (n >> 2).to_be_bytes();
-            Some((n & 0x3, [a, b], 2))
+            out.extend_from_slice(&[a, b]);
         }
         _ => return None,
-    };
+    }
     if seen & u32::from(INVALID) != 0 {
         return None;
-    }
-    if let Some((leftover, tail, len)) = tail {
-        if leftover != 0 {
-            return None;
-        }
-        out.extend_from_slice(tail.get(..len)?);
     }
     Some(out)
 }

@@ -348,13 +348,6 @@ impl KeyManager {
         events: &mut Vec<KeyEvent>,
     ) {
         for index in 0..self.providers.len() {
-            if let Some(source) = self
-                .providers
-                .get_mut(index)
-                .and_then(|p| p.remote.as_mut())
-            {
-                source.looked_since_tick = None;
-            }
             self.adopt_shared(index, store, now, events);
             let owner = self.owner;
             let Some(keys) = self.providers.get_mut(index) else {
@@ -363,6 +356,8 @@ impl KeyManager {
             let Some(source) = &mut keys.remote else {
                 continue;
             };
+            // The tick has read the set itself: requests may look once more per stamp.
+            source.looked_since_tick = None;
             if keys.keys.is_stale(now)
                 && !source.stale_reported
                 && let Some(fetched_at) = source.installed
