@@ -2,8 +2,8 @@
 //! that accepts any configuration and passes every request and response untouched. Its row
 //! is what Envoy pays for a Wasm filter in the chain (VM call-ins, context creation, the
 //! `proxy_on_*` dispatch) before a filter does any work of its own; it has no WasmPlugin and
-//! is never deployed. Like jwt-auth it exports only the callbacks every filter has (context,
-//! request headers, delete), so Envoy enters it three times per request.
+//! is never deployed. Like jwt-auth it acts on request headers only (`request_headers_only`:
+//! no `proxy_on_delete` either), so Envoy enters it twice per request.
 
 use banking_filter_common::host::{RootContext, StreamContext};
 
@@ -24,4 +24,4 @@ struct Stream;
 
 impl StreamContext for Stream {}
 
-banking_filter_common::filter_main!(|_| Box::new(Root));
+banking_filter_common::filter_main!(|_| Box::new(Root), request_headers_only);

@@ -28,4 +28,7 @@ pub mod verify;
 mod testkeys;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-banking_filter_common::filter_main!(|context_id| Box::new(filter::Root::new(context_id)));
+banking_filter_common::filter_main!(
+    |context_id| Box::new(filter::Root::new(context_id)),
+    request_headers_only
+);

@@ -215,6 +215,7 @@ impl Host {
             vm_config: options.vm_config.clone(),
             plugin_config: options.plugin_config.clone(),
             root_context,
+            other_roots: Vec::new(),
             active_context: root_context,
             effective_context: 0,
             streams: HashMap::new(),

@@ -199,6 +199,94 @@ impl Plugin {
         self.host().load_with(options)
     }
 
+    /// A configuration push that keeps this VM, as Envoy applies a changed `pluginConfig`
+    /// when the module and `vmConfig` are unchanged: a new root context starts in this VM
+    /// (`proxy_on_context_create`, `proxy_on_vm_start`, then `proxy_on_configure` with
+    /// `plugin_config`) while the old root still exists; then the old root is shut down
+    /// (`proxy_on_done` and `proxy_on_delete`, each only if the module exports it, and a
+    /// deferred shutdown is not waited for) and is gone: `proxy_set_effective_context`
+    /// refuses its id, and ticks, callout responses and new streams go to the new root. The
+    /// old root's tick period and declared properties go with it.
+    ///
+    /// A configuration the new root refuses leaves the old root in place, as Envoy keeps
+    /// the previous configuration ([`HarnessError::ConfigureFailed`]).
+    pub fn reconfigure(&self, plugin_config: impl AsRef<[u8]>) -> Result<(), HarnessError> {
+        let plugin_config = plugin_config.as_ref().to_vec();
+        let config_len = plugin_config.len() as i32;
+        let (old, new, vm_config_len, saved) = self.vm.with_state(|s| {
+            let new = s.next_context;
+            s.next_context += 1;
+            let old = std::mem::replace(&mut s.root_context, new);
+            s.other_roots.push(old);
+            let saved = (
+                std::mem::replace(&mut s.plugin_config, plugin_config),
+                s.tick.take(),
+                std::mem::take(&mut s.root_properties),
+                std::mem::take(&mut s.declared_read_only),
+                std::mem::take(&mut s.declared),
+            );
+            (old, new, s.vm_config.len() as i32, saved)
+        });
+        let started = self
+            .vm
+            .call::<(i32, i32), ()>("proxy_on_context_create", new, (new as i32, 0))
+            .and_then(|_| {
+                self.vm.call::<(i32, i32), i32>(
+                    "proxy_on_vm_start",
+                    new,
+                    (new as i32, vm_config_len),
+                )
+            })
+            .and_then(|started| {
+                if started == Some(0) {
+                    return Ok(Some(0));
+                }
+                self.vm.with_state(|s| s.configuring = true);
+                let configured = self.vm.call::<(i32, i32), i32>(
+                    "proxy_on_configure",
+                    new,
+                    (new as i32, config_len),
+                );
+                self.vm.with_state(|s| s.configuring = false);
+                configured
+            });
+        match started {
+            Ok(Some(0)) => {
+                let logs = self.vm.with_state(|s| {
+                    s.root_context = old;
+                    s.other_roots.retain(|root| *root != old);
+                    let (config, tick, properties, read_only, declared) = saved;
+                    s.plugin_config = config;
+                    s.tick = tick;
+                    s.root_properties = properties;
+                    s.declared_read_only = read_only;
+                    s.declared = declared;
+                    s.logs.iter().map(|l| l.message.clone()).collect()
+                });
+                return Err(HarnessError::ConfigureFailed { logs });
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        self.vm.call::<i32, i32>("proxy_on_done", old, old as i32)?;
+        self.vm
+            .call::<i32, ()>("proxy_on_delete", old, old as i32)?;
+        self.vm
+            .with_state(|s| s.other_roots.retain(|root| *root != old));
+        Ok(())
+    }
+
+    /// Whether the module exports `name` (Envoy calls an optional callback only then).
+    pub fn exports(&self, name: &str) -> bool {
+        self.vm.has_export(name)
+    }
+
+    /// The size of the VM's linear memory, in bytes: it grows, never shrinks, so a test
+    /// that repeats a workload sees whether memory is reused or leaks.
+    pub fn memory_bytes(&self) -> usize {
+        self.vm.memory_bytes()
+    }
+
     /// HTTP callouts the filter dispatched that are still waiting, oldest first.
     pub fn pending_http_calls(&self) -> Vec<HttpCall> {
         self.vm

@@ -861,7 +861,7 @@ fn proxy_set_effective_context(mut c: Ctx<'_>, context: i32) -> Result<i32> {
     crate::faults::hostcall!(c, "proxy_set_effective_context");
     let context = context as u32;
     let vm = c.data_mut();
-    if context != vm.root_context && !vm.streams.contains_key(&context) {
+    if !vm.has_context(context) {
         return status(Status::BadArgument);
     }
     vm.effective_context = context;

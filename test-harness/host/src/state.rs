@@ -229,6 +229,9 @@ pub(crate) struct VmState {
     pub(crate) vm_config: Vec<u8>,
     pub(crate) plugin_config: Vec<u8>,
     pub(crate) root_context: u32,
+    /// Roots the proxy still has besides `root_context`: the old one while a
+    /// [`crate::Plugin::reconfigure`] starts its successor.
+    pub(crate) other_roots: Vec<u32>,
     /// The context the host called into.
     pub(crate) active_context: u32,
     /// Set by `proxy_set_effective_context`; 0 means "the active one".
@@ -256,14 +259,18 @@ pub(crate) struct VmState {
 
 impl VmState {
     pub(crate) fn current_context(&self) -> u32 {
-        if self.effective_context != 0
-            && (self.effective_context == self.root_context
-                || self.streams.contains_key(&self.effective_context))
-        {
+        if self.effective_context != 0 && self.has_context(self.effective_context) {
             self.effective_context
         } else {
             self.active_context
         }
+    }
+
+    /// Whether the proxy has this context: a root it still holds, or an open stream.
+    pub(crate) fn has_context(&self, context: u32) -> bool {
+        context == self.root_context
+            || self.other_roots.contains(&context)
+            || self.streams.contains_key(&context)
     }
 
     pub(crate) fn current_stream(&mut self) -> Option<&mut StreamState> {

@@ -208,6 +208,14 @@ impl Vm {
         })
     }
 
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let mut store = self.store.borrow_mut();
+        self.instance
+            .get_memory(&mut *store, "memory")
+            .map(|memory| memory.data_size(&*store))
+            .unwrap_or(0)
+    }
+
     pub(crate) fn has_export(&self, name: &str) -> bool {
         let mut store = self.store.borrow_mut();
         self.instance.get_func(&mut *store, name).is_some()

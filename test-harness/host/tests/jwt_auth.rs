@@ -1566,3 +1566,134 @@ fn a_kid_less_token_meets_at_most_four_keys_and_a_huge_set_is_refused() {
     let refused = host.load(FILTER, inline_config(&huge, ""));
     assert!(refused.is_err(), "a 101-key set must refuse the config");
 }
+
+// ---------------------------------------------------------------------------------------
+// Lifecycle: jwt-auth acts on request headers only, so it does not export `proxy_on_delete`
+// and Envoy enters its VM twice per stream, not three times.
+
+/// `count` tokens of distinct subjects, each a cache miss the first time.
+fn distinct_tokens(host: &Host, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            mint(
+                "ES256",
+                "ec256",
+                claims_with(host, json!({"sub": format!("user-{i}")})),
+            )
+        })
+        .collect()
+}
+
+fn released_roots(plugin: &Plugin) -> Vec<String> {
+    plugin
+        .logs(LogLevel::Info)
+        .into_iter()
+        .filter(|line| line.contains("is gone from the proxy; its state is released"))
+        .collect()
+}
+
+/// Without `proxy_on_delete` the module never hears that a configuration push replaced a
+/// root. It asks the proxy instead (`proxy_set_effective_context` refuses a context id the
+/// proxy no longer has) whenever a root is created or ticks: each push's old root, its
+/// verified-token cache included, is released by the next one at the latest, so pushes do
+/// not grow the VM's memory.
+#[test]
+fn a_configuration_push_releases_the_old_root_and_its_cache() {
+    let host = Host::new();
+    let config = inline_config(&every_family_jwks(), "");
+    let plugin = load(&host, &config);
+    assert!(!plugin.exports("proxy_on_delete"));
+    assert!(!plugin.exports("proxy_on_done") && !plugin.exports("proxy_on_log"));
+    let tokens = distinct_tokens(&host, 400);
+    let mut memory = Vec::new();
+    for push in 0..8 {
+        plugin.reconfigure(&config).unwrap();
+        for token in &tokens {
+            assert!(passes(&plugin, token), "push {push}");
+        }
+        memory.push(plugin.memory_bytes());
+    }
+    assert_eq!(
+        metric(&host, "cache_miss"),
+        8 * 400,
+        "each root has its own cache"
+    );
+    assert!(
+        memory[7] <= memory[2],
+        "memory grew with pushes: {memory:?}"
+    );
+    // The root replaced by push n is released when push n + 1 creates its root.
+    assert_eq!(released_roots(&plugin).len(), 7);
+}
+
+/// With a remote JWKS every root ticks each second, and the tick releases a replaced root
+/// without waiting for another push. The new root fetches its own set.
+#[test]
+fn a_replaced_root_is_released_at_the_next_tick() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    let token = mint("ES256", "k1", claims(&host));
+    assert!(passes(&plugin, &token));
+    plugin.reconfigure(remote_config("")).unwrap();
+    assert!(
+        released_roots(&plugin).is_empty(),
+        "the old root existed until now"
+    );
+    assert!(passes(&plugin, &token), "the new root takes the shared set");
+    host.advance(Duration::from_secs(1));
+    assert_eq!(released_roots(&plugin).len(), 1);
+    assert!(passes(&plugin, &token));
+}
+
+/// Envoy creates a stream's context just before its request headers, so the module keeps
+/// it only for that one callback. Streams opened together and answered in any order are
+/// each decided on their own token; streams opened and never given headers (Envoy opens
+/// one to log a request an earlier filter answered) are forgotten oldest first, 1,024 kept,
+/// and one pushed out fails closed rather than pass unchecked.
+#[test]
+fn streams_are_decided_in_any_order_and_abandoned_ones_are_bounded() {
+    let host = Host::new();
+    let plugin = load(&host, &inline_config(&every_family_jwks(), ""));
+    let good = mint("ES256", "ec256", claims(&host));
+    let expired = mint(
+        "ES256",
+        "ec256",
+        claims_with(&host, json!({"exp": now_secs(&host) - 120})),
+    );
+    let mut streams: Vec<Stream> = (0..3).map(|_| plugin.stream()).collect();
+    assert_eq!(
+        get(&mut streams[2], "/accounts", Some(&expired), &[]),
+        Action::Pause
+    );
+    assert_eq!(
+        get(&mut streams[0], "/accounts", Some(&good), &[]),
+        Action::Continue
+    );
+    assert_eq!(get(&mut streams[1], "/accounts", None, &[]), Action::Pause);
+    assert_eq!(streams[2].local_response().unwrap().status, 401);
+    assert_eq!(streams[1].local_response().unwrap().status, 401);
+
+    let mut oldest = plugin.stream();
+    let abandoned: Vec<Stream> = (0..1024).map(|_| plugin.stream()).collect();
+    let memory = plugin.memory_bytes();
+    let more: Vec<Stream> = (0..20_000).map(|_| plugin.stream()).collect();
+    assert_eq!(
+        plugin.memory_bytes(),
+        memory,
+        "abandoned streams are not kept"
+    );
+    drop((abandoned, more));
+    assert!(passes(&plugin, &good));
+    assert_eq!(
+        get(&mut oldest, "/accounts", Some(&good), &[]),
+        Action::Pause
+    );
+    assert_eq!(oldest.local_response().unwrap().status, 500);
+    assert!(
+        plugin
+            .logs(LogLevel::Critical)
+            .iter()
+            .any(|line| line.contains("a stream context it never created"))
+    );
+}

@@ -11,11 +11,34 @@
 //! a filter may call any hostcall (including [`super::dispatch_http_call`], which records
 //! its token here) from inside a callback.
 
-use super::calls::{self, BufferType, HeaderPairs, HostResult, MapType};
+use super::calls::{self, BufferType, HeaderPairs, HostResult, MapType, Status};
 use super::respond;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+
+/// How long the module keeps a filter's contexts, chosen in [`crate::filter_main!`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifecycle {
+    /// A stream lives from `proxy_on_context_create` to `proxy_on_delete`, and so does a
+    /// root.
+    #[default]
+    Full,
+    /// The filter acts on request headers only. The module does not export
+    /// `proxy_on_delete`, so Envoy enters the VM twice per stream instead of three times:
+    /// a stream's context is made when its request headers arrive (Envoy creates it just
+    /// before them) and dropped when that callback returns. A root the proxy deleted (a
+    /// configuration push that kept the VM) is found with `proxy_set_effective_context`,
+    /// which refuses a context the host no longer has, and released: at every tick of a
+    /// root of the VM and whenever a root is created.
+    RequestHeadersOnly,
+}
+
+/// Streams a [`Lifecycle::RequestHeadersOnly`] filter remembers between
+/// `proxy_on_context_create` and their request headers. Envoy calls the two back to back,
+/// so one would do; a stream it creates only to log (an earlier filter answered it) never
+/// gets headers and is pushed out, oldest first.
+const OPENED_STREAMS: usize = 1024;
 
 /// What a stream callback tells the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +147,11 @@ type Shared<T> = Rc<RefCell<Box<T>>>;
 #[derive(Default)]
 struct Registry {
     new_root: Option<NewRoot>,
+    lifecycle: Lifecycle,
     roots: HashMap<u32, Shared<dyn RootContext>>,
     streams: HashMap<u32, Shared<dyn StreamContext>>,
+    /// [`Lifecycle::RequestHeadersOnly`]: (stream, its root), in the order created.
+    opened: VecDeque<(u32, u32)>,
     /// Callout token -> the context that dispatched it.
     callouts: HashMap<u32, u32>,
     /// The context of the callback running now.
@@ -142,9 +168,52 @@ fn registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 }
 
 /// Installs the logger, the panic hook and the root factory. Called by [`crate::filter_main`].
-pub fn start(new_root: NewRoot) {
+pub fn start(new_root: NewRoot, lifecycle: Lifecycle) {
     super::logging::install();
-    registry(|r| r.new_root = Some(new_root));
+    registry(|r| {
+        r.new_root = Some(new_root);
+        r.lifecycle = lifecycle;
+    });
+}
+
+fn lifecycle() -> Lifecycle {
+    registry(|r| r.lifecycle).unwrap_or_default()
+}
+
+/// [`Lifecycle::RequestHeadersOnly`]: drops every root but `current` that the host no
+/// longer has. Only `BadArgument` (what Envoy answers for a context id it does not know)
+/// counts as gone; any other answer keeps the root.
+fn release_deleted_roots(current: u32) {
+    let others: Vec<u32> = registry(|r| {
+        r.roots
+            .keys()
+            .copied()
+            .filter(|id| *id != current)
+            .collect()
+    })
+    .unwrap_or_default();
+    if others.is_empty() {
+        return;
+    }
+    let gone: Vec<u32> = others
+        .into_iter()
+        .filter(|id| {
+            matches!(calls::set_effective_context(*id), Err(e) if e.status == Status::BAD_ARGUMENT)
+        })
+        .collect();
+    if let Err(e) = calls::set_effective_context(current) {
+        super::logging::critical(&format!("cannot return to context {current}: {e}"));
+    }
+    // Dropped outside the registry: a root's drop may call the host.
+    let released: Vec<Shared<dyn RootContext>> = registry(|r| {
+        r.callouts.retain(|_, caller| !gone.contains(caller));
+        gone.iter().filter_map(|id| r.roots.remove(id)).collect()
+    })
+    .unwrap_or_default();
+    for id in &gone {
+        log::info!("root context {id} is gone from the proxy; its state is released");
+    }
+    drop(released);
 }
 
 pub(super) fn record_callout(token: u32) {
@@ -229,6 +298,18 @@ pub extern "C" fn proxy_on_context_create(context: u32, root_context: u32) {
             }
             None => super::logging::critical("no root context factory: filter_main! did not run"),
         }
+        if lifecycle() == Lifecycle::RequestHeadersOnly {
+            release_deleted_roots(context);
+        }
+        return;
+    }
+    if lifecycle() == Lifecycle::RequestHeadersOnly {
+        registry(|r| {
+            if r.opened.len() >= OPENED_STREAMS {
+                r.opened.pop_front();
+            }
+            r.opened.push_back((context, root_context));
+        });
         return;
     }
     let stream = on_root(root_context, None, |root| Some(root.new_stream(context)));
@@ -273,6 +354,9 @@ pub extern "C" fn proxy_on_configure(context: u32, _plugin_configuration_size: u
 
 #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
 pub extern "C" fn proxy_on_tick(context: u32) {
+    if lifecycle() == Lifecycle::RequestHeadersOnly {
+        release_deleted_roots(context);
+    }
     on_root(context, (), |root| root.on_tick());
 }
 
@@ -283,7 +367,30 @@ pub extern "C" fn proxy_on_queue_ready(context: u32, queue: u32) {
 
 #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
 pub extern "C" fn proxy_on_request_headers(context: u32, headers: usize, end: u32) -> u32 {
+    if lifecycle() == Lifecycle::RequestHeadersOnly {
+        return on_opened_stream(context, |s| s.on_request_headers(headers, end != 0));
+    }
     on_stream_phase(context, |s| s.on_request_headers(headers, end != 0))
+}
+
+/// [`Lifecycle::RequestHeadersOnly`]: makes the stream's context, runs its one phase and
+/// drops it. A stream it has no record of fails closed, as [`on_stream_phase`] does.
+fn on_opened_stream(context: u32, phase: impl FnOnce(&mut dyn StreamContext) -> Action) -> u32 {
+    let opened = registry(|r| {
+        let at = r
+            .opened
+            .iter()
+            .rposition(|(stream, _)| *stream == context)?;
+        r.opened.remove(at).map(|(_, root)| root)
+    })
+    .flatten();
+    let stream = opened.and_then(|root| on_root(root, None, |root| Some(root.new_stream(context))));
+    enter(context);
+    let action = match stream {
+        Some(mut stream) => phase(stream.as_mut()),
+        None => respond::fail_closed("dispatcher", "a stream context it never created"),
+    };
+    action.code()
 }
 
 /// Exported only by a filter that asks for it (see [`crate::filter_main!`]).
@@ -367,7 +474,8 @@ pub extern "C" fn proxy_on_log(context: u32) {
     }
 }
 
-#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+/// Exported by every filter but a [`Lifecycle::RequestHeadersOnly`] one (see
+/// [`crate::filter_main!`]).
 pub extern "C" fn proxy_on_delete(context: u32) {
     // A stream's callouts stay recorded: Envoy still answers them after the stream is gone,
     // and such an answer is dropped quietly (see `proxy_on_http_call_response`).

@@ -36,12 +36,28 @@ pub use respond::*;
 /// microseconds on every request, so a filter exports what it uses and no more. The
 /// context, `proxy_on_request_headers`, `proxy_on_delete` and the root's callbacks are
 /// always exported.
+///
+/// A filter that acts on request headers alone writes
+/// `filter_main!(|_| Box::new(Root), request_headers_only)`: no stream callback besides
+/// `proxy_on_request_headers`, and no `proxy_on_delete` either
+/// ([`dispatch::Lifecycle::RequestHeadersOnly`] says how its contexts are kept without it).
 #[macro_export]
 macro_rules! filter_main {
     ($new_root:expr) => {
         $crate::filter_main!($new_root, []);
     };
+    ($new_root:expr, request_headers_only) => {
+        $crate::filter_main!(
+            @initialize $new_root,
+            $crate::host::dispatch::Lifecycle::RequestHeadersOnly
+        );
+    };
     ($new_root:expr, [$($callback:ident),* $(,)?]) => {
+        $crate::filter_main!(@initialize $new_root, $crate::host::dispatch::Lifecycle::Full);
+        $crate::export_stream_callback!(delete);
+        $($crate::export_stream_callback!($callback);)*
+    };
+    (@initialize $new_root:expr, $lifecycle:expr) => {
         #[cfg(target_os = "wasi")]
         unsafe extern "C" {
             fn __wasm_call_ctors();
@@ -55,10 +71,8 @@ macro_rules! filter_main {
             unsafe {
                 __wasm_call_ctors();
             }
-            $crate::host::start(::std::rc::Rc::new($new_root));
+            $crate::host::start(::std::rc::Rc::new($new_root), $lifecycle);
         }
-
-        $($crate::export_stream_callback!($callback);)*
     };
 }
 
@@ -100,6 +114,12 @@ macro_rules! export_stream_callback {
         #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
         pub extern "C" fn proxy_on_log(context: u32) {
             $crate::host::dispatch::proxy_on_log(context)
+        }
+    };
+    (delete) => {
+        #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+        pub extern "C" fn proxy_on_delete(context: u32) {
+            $crate::host::dispatch::proxy_on_delete(context)
         }
     };
     (done) => {
