@@ -13,13 +13,20 @@
 //! slashes kept; [`BootstrapOptions::path_normalization`] chooses another of Istio's values,
 //! e.g. [`PathNormalization::None`] to see what a filter meets without it.
 //!
+//! istiod delivers each WasmPlugin's filter over ECDS (the HTTP filter names a
+//! `config_discovery` source and the proxy fetches the Wasm configuration by name), so a
+//! changed `pluginConfig` reaches a running proxy without a listener change. Locally the
+//! filters are inline in the listener, unless [`BootstrapOptions::with_plugin_configs_in`]
+//! names a directory: then each filter's configuration is discovered from a file there,
+//! which [`write_plugin_config`] replaces to push a new one.
+//!
 //! Filters that call out (`dispatch_http_call`, e.g. jwt-auth fetching its JWKS) name an
 //! Envoy cluster the way istiod names it, `outbound|<port>|<subset>|<host>`. Locally those
 //! names are declared with [`BootstrapOptions::with_cluster`] and point at a loopback
 //! address, so the plugin's configuration is used unchanged.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -95,6 +102,9 @@ pub struct BootstrapOptions {
     /// How the listener normalises `:path` before the filters see it; Istio's default unless
     /// changed.
     pub path_normalization: PathNormalization,
+    /// Where each plugin's filter configuration is discovered from (ECDS from files), if
+    /// not inline in the listener.
+    pub plugin_configs: Option<PathBuf>,
 }
 
 impl BootstrapOptions {
@@ -109,7 +119,16 @@ impl BootstrapOptions {
             access_log: false,
             clusters: Vec::new(),
             path_normalization: PathNormalization::default(),
+            plugin_configs: None,
         }
+    }
+
+    /// Delivers each plugin's filter configuration over ECDS from a file in `dir`, one per
+    /// filter, as istiod delivers it over ECDS from its own server: write the files with
+    /// [`write_plugin_config`] before Envoy starts, and again to push a changed one.
+    pub fn with_plugin_configs_in(mut self, dir: PathBuf) -> Self {
+        self.plugin_configs = Some(dir);
+        self
     }
 
     /// Normalises paths as `meshConfig.pathNormalization: <normalization>` would.
@@ -155,7 +174,10 @@ pub fn bootstrap(plugins: &[WasmPlugin], options: &BootstrapOptions) -> Result<V
     }
     let mut http_filters = Vec::with_capacity(plugins.len() + 1);
     for plugin in plugins {
-        http_filters.push(wasm_filter(plugin, options)?);
+        http_filters.push(match &options.plugin_configs {
+            None => wasm_filter(plugin, options)?,
+            Some(dir) => discovered_filter(plugin, dir),
+        });
     }
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
@@ -277,10 +299,65 @@ fn wasm_filter(plugin: &WasmPlugin, options: &BootstrapOptions) -> Result<Value,
     Ok(json!({
         "name": plugin.filter_name(),
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "@type": WASM_FILTER_TYPE,
             "config": config
         }
     }))
+}
+
+const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// The file `plugin`'s filter configuration is discovered from.
+fn plugin_config_path(plugin: &WasmPlugin, dir: &Path) -> PathBuf {
+    dir.join(format!("{}.json", plugin.filter_name()))
+}
+
+/// An HTTP filter whose Wasm configuration Envoy discovers by name (ECDS), from a file: a
+/// move into `dir` that replaces the file is a push.
+fn discovered_filter(plugin: &WasmPlugin, dir: &Path) -> Value {
+    json!({
+        "name": plugin.filter_name(),
+        "config_discovery": {
+            "config_source": {
+                "path_config_source": {
+                    "path": plugin_config_path(plugin, dir).to_string_lossy(),
+                    "watched_directory": {"path": dir.to_string_lossy()}
+                },
+                "resource_api_version": "V3"
+            },
+            "type_urls": [WASM_FILTER_TYPE]
+        }
+    })
+}
+
+/// Writes `plugin`'s filter configuration where [`BootstrapOptions::with_plugin_configs_in`]
+/// has Envoy discover it: a discovery response holding one `TypedExtensionConfig`, written
+/// beside the file and moved over it, so Envoy never reads half a file. A running Envoy
+/// applies it as a push.
+pub fn write_plugin_config(
+    plugin: &WasmPlugin,
+    options: &BootstrapOptions,
+) -> Result<(), EnvoyError> {
+    let Some(dir) = &options.plugin_configs else {
+        return Err(EnvoyError(
+            "plugin configurations are inline: no directory to write them to".to_string(),
+        ));
+    };
+    let filter = wasm_filter(plugin, options)?;
+    let response = json!({
+        "version_info": plugin.configuration_json().unwrap_or_default(),
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": plugin.filter_name(),
+            "typed_config": filter["typed_config"]
+        }]
+    });
+    std::fs::create_dir_all(dir)?;
+    let path = plugin_config_path(plugin, dir);
+    let staged = dir.join(format!(".{}.json.new", plugin.filter_name()));
+    std::fs::write(&staged, response.to_string())?;
+    std::fs::rename(&staged, &path)?;
+    Ok(())
 }
 
 fn socket_address(addr: SocketAddr) -> Value {
@@ -387,6 +464,49 @@ mod tests {
                 .get("configuration")
                 .is_none()
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn plugin_configs_in_a_directory_are_discovered_by_filter_name_and_rewritten_whole() {
+        let dir = scratch_wasm_dir("ecds", &["first.wasm"]);
+        let configs = dir.join("configs");
+        let options = BootstrapOptions::ephemeral("127.0.0.1:8081".parse().unwrap(), dir.clone())
+            .with_plugin_configs_in(configs.clone());
+        let mut first = plugin("first", Some(json!({"limit": 100})));
+        let bootstrap = bootstrap(std::slice::from_ref(&first), &options).unwrap();
+        let filter = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"]["http_filters"][0];
+        assert_eq!(filter["name"], "bank.first");
+        assert!(filter.get("typed_config").is_none());
+        let discovery = &filter["config_discovery"];
+        assert_eq!(discovery["type_urls"], json!([WASM_FILTER_TYPE]));
+        let file = configs.join("bank.first.json");
+        assert_eq!(
+            discovery["config_source"]["path_config_source"]["path"],
+            file.to_string_lossy().as_ref()
+        );
+
+        let read = || -> Value { serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap() };
+        write_plugin_config(&first, &options).unwrap();
+        let resource = &read()["resources"][0];
+        assert_eq!(resource["name"], "bank.first");
+        let config = &resource["typed_config"]["config"];
+        assert_eq!(config["root_id"], "first-root");
+        assert_eq!(config["configuration"]["value"], r#"{"limit":100.0}"#);
+        first.plugin_config = Some(json!({"limit": 7}));
+        write_plugin_config(&first, &options).unwrap();
+        assert_eq!(
+            read()["resources"][0]["typed_config"]["config"]["configuration"]["value"],
+            r#"{"limit":7.0}"#
+        );
+        assert_eq!(
+            std::fs::read_dir(&configs).unwrap().count(),
+            1,
+            "nothing staged is left"
+        );
+        let inline = BootstrapOptions::ephemeral("127.0.0.1:8081".parse().unwrap(), dir.clone());
+        assert!(write_plugin_config(&first, &inline).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

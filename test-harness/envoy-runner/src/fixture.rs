@@ -50,11 +50,27 @@ pub fn bootstrap(
     upstream: &DemoUpstream,
     extend: impl FnOnce(BootstrapOptions) -> BootstrapOptions,
 ) -> Value {
+    bootstrap_and_options(plugins, upstream, extend).0
+}
+
+/// [`bootstrap`] and the options it was built from. Plugin configurations discovered from
+/// files ([`BootstrapOptions::with_plugin_configs_in`]) are written here.
+fn bootstrap_and_options(
+    plugins: &[WasmPlugin],
+    upstream: &DemoUpstream,
+    extend: impl FnOnce(BootstrapOptions) -> BootstrapOptions,
+) -> (Value, BootstrapOptions) {
     let options = extend(BootstrapOptions::ephemeral(
         upstream.addr(),
         crate::wasm_dir(),
     ));
-    crate::bootstrap(plugins, &options).unwrap_or_else(|e| panic!("{e}"))
+    if options.plugin_configs.is_some() {
+        for plugin in plugins {
+            crate::write_plugin_config(plugin, &options).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let bootstrap = crate::bootstrap(plugins, &options).unwrap_or_else(|e| panic!("{e}"));
+    (bootstrap, options)
 }
 
 /// One test's Envoy, with its plugins, in front of the demo upstream, and the test's budget:
@@ -67,6 +83,8 @@ pub struct EnvoyUnderTest {
     pub upstream: DemoUpstream,
     /// The generated Envoy bootstrap.
     pub bootstrap: Value,
+    /// What the bootstrap was built from.
+    pub options: BootstrapOptions,
     /// When the test's budget runs out; waits end here too.
     pub deadline: Instant,
     max_requests: u32,
@@ -97,18 +115,19 @@ impl EnvoyUnderTest {
         let deadline = Instant::now() + TEST_BUDGET;
         let binary = envoy_binary();
         let upstream = demo_upstream();
-        let bootstrap = bootstrap(plugins, &upstream, extend);
-        let options = StartOptions {
+        let (bootstrap, options) = bootstrap_and_options(plugins, &upstream, extend);
+        let start = StartOptions {
             concurrency: workers,
             ..StartOptions::for_test(label)
         };
-        let envoy = RunningEnvoy::start(&binary, &bootstrap, &options)
+        let envoy = RunningEnvoy::start(&binary, &bootstrap, &start)
             .unwrap_or_else(|e| panic!("{label}: Envoy did not start: {e}"));
         EnvoyUnderTest {
             label,
             envoy,
             upstream,
             bootstrap,
+            options,
             deadline,
             max_requests,
             sent: Cell::new(0),
@@ -144,6 +163,14 @@ impl EnvoyUnderTest {
                 self.envoy.error_excerpt()
             )
         })
+    }
+
+    /// Pushes `plugin`'s configuration to the running Envoy, as istiod does when a
+    /// WasmPlugin changes; the Envoy must have been started with
+    /// [`BootstrapOptions::with_plugin_configs_in`]. Envoy applies it shortly after.
+    pub fn push_plugin_config(&self, plugin: &WasmPlugin) {
+        crate::write_plugin_config(plugin, &self.options)
+            .unwrap_or_else(|e| panic!("{}: cannot push {}: {e}", self.label, plugin.name));
     }
 
     /// The requests that reached the upstream since the last call.

@@ -46,7 +46,9 @@ pub mod wasmplugin;
 
 use std::fmt;
 
-pub use bootstrap::{BootstrapOptions, NamedCluster, PathNormalization, bootstrap};
+pub use bootstrap::{
+    BootstrapOptions, NamedCluster, PathNormalization, bootstrap, write_plugin_config,
+};
 pub use locate::{EnvoyBinary, find_envoy};
 pub use process::{RunningEnvoy, StartOptions};
 // Where things are, defined once for the workspace and shared with the emulated host.

@@ -22,6 +22,10 @@
 //! priority), because that order decides who strips and who writes `x-jwt-claim-*` and which
 //! refusal a client sees first.
 //!
+//! `a_configuration_push_takes_effect_and_every_worker_releases_the_replaced_root` has Envoy
+//! discover jwt-auth's configuration over ECDS, from a file, as istiod delivers it over its
+//! own ECDS, and pushes a changed one while requests flow.
+//!
 //! Each test starts its own Envoy, upstream and JWKS server on kernel-chosen loopback ports
 //! and is bounded: at most `MAX_REQUESTS` requests through Envoy, each with a timeout, and
 //! every wait (keys fetched, a refetch, an outage noticed) polls within `TEST_BUDGET`. Envoy's
@@ -229,6 +233,9 @@ struct Setup {
     path_normalization: PathNormalization,
     /// Envoy's worker threads, each with its own VM and verified-token cache.
     workers: u32,
+    /// Deliver jwt-auth's configuration over ECDS from a file, as istiod delivers it, so
+    /// the test can push a changed one ([`EnvoyUnderTest::push_plugin_config`]).
+    discovered_config: bool,
 }
 
 impl Setup {
@@ -241,6 +248,7 @@ impl Setup {
             availability: JwksAvailability::Serving,
             path_normalization: PathNormalization::Base,
             workers: 1,
+            discovered_config: false,
         }
     }
 }
@@ -290,9 +298,17 @@ impl Deployment {
             MAX_REQUESTS,
             setup.workers,
             |options| {
-                options
+                let options = options
                     .with_cluster(&provider.cluster, jwks.addr())
-                    .with_path_normalization(setup.path_normalization)
+                    .with_path_normalization(setup.path_normalization);
+                if setup.discovered_config {
+                    let dir = envoy_runner::target_dir()
+                        .join("envoy-e2e")
+                        .join(setup.label)
+                        .join("plugin-configs");
+                    return options.with_plugin_configs_in(dir);
+                }
+                options
             },
         );
         Deployment { base, jwks }
@@ -1264,4 +1280,82 @@ fn no_spelling_of_the_payment_route_escapes_its_scope_with_normalization_on_or_o
         assert!(deployment.upstream_saw().is_empty(), "{label}");
         deployment.assert_no_crash();
     }
+}
+
+/// istiod delivers a WasmPlugin's filter over ECDS, and a changed `pluginConfig` with the
+/// same module reaches each running VM as a new root context; the old root is then deleted.
+/// jwt-auth does not export `proxy_on_delete` (Envoy enters its VM twice per request, not
+/// three times), so it is not told: it asks Envoy, which refuses to switch to a context it
+/// no longer has, and releases the old root, keys and verified-token cache included, at the
+/// new root's next tick. Requests are served throughout, the new ones under the new
+/// configuration.
+#[test]
+fn a_configuration_push_takes_effect_and_every_worker_releases_the_replaced_root() {
+    const LABEL: &str =
+        "a_configuration_push_takes_effect_and_every_worker_releases_the_replaced_root";
+    const RELEASED: &str = "is gone from the proxy; its state is released";
+    let provider = provider();
+    let minted = mint(
+        json!([ec_key("ec", "bank-ec-1")]),
+        json!([valid(&provider, "caller", "ec", "ES256")]),
+    );
+    let mut setup = Setup::new(LABEL, minted.jwks(&["ec"]));
+    setup.workers = 2;
+    setup.discovered_config = true;
+    let deployment = Deployment::start(setup);
+    let token = minted.token("caller");
+    deployment.wait_for_keys(&payment(token));
+    let challenge = |response: &HttpResponse| {
+        response
+            .header_str("www-authenticate")
+            .unwrap_or_default()
+            .to_string()
+    };
+    let tokenless = Request::get("/accounts/1");
+    let before = deployment.send(&tokenless);
+    assert!(
+        challenge(&before).contains(r#"realm="banking-api""#),
+        "{}",
+        challenge(&before)
+    );
+    assert!(!deployment.envoy.log().contains(RELEASED));
+
+    let pushed = fixture::shipped(&["jwt-auth"])
+        .remove(0)
+        .with_config_override("/realm", json!("pushed-realm"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    deployment.push_plugin_config(&pushed);
+    deployment.send_until(&tokenless, 20, Duration::from_millis(250), |response| {
+        challenge(response).contains(r#"realm="pushed-realm""#)
+    });
+    // The new roots take the keys the old ones fetched from shared data.
+    let response = deployment.send(&payment(token));
+    assert_eq!(response.status, 200, "{}", response.body_text());
+
+    // Envoy's log lines start `[time][thread id][level][component]`; Envoy's main thread
+    // (the process id) has a VM of its own besides each worker's.
+    let main_thread = deployment.envoy.pid().to_string();
+    let releasing_workers = || -> std::collections::HashSet<String> {
+        deployment
+            .envoy
+            .log()
+            .lines()
+            .filter(|line| line.contains(RELEASED))
+            .filter_map(|line| line.split(['[', ']']).nth(3).map(str::to_string))
+            .filter(|thread| *thread != main_thread)
+            .collect()
+    };
+    let deadline = (Instant::now() + Duration::from_secs(10)).min(deployment.deadline);
+    while releasing_workers().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{LABEL}: replaced roots released on worker threads {:?}, not on both",
+            releasing_workers()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let response = deployment.send(&payment(token));
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    deployment.assert_no_crash();
+    assert!(!deployment.envoy.log().contains("failing closed"));
 }

@@ -220,7 +220,7 @@ impl Host {
             effective_context: 0,
             streams: HashMap::new(),
             logs: Vec::new(),
-            tick: None,
+            ticks: Default::default(),
             http_calls: Default::default(),
             call_response: None,
             root_properties: HashMap::new(),
@@ -324,8 +324,8 @@ impl Host {
                         .iter()
                         .filter_map(|(token, call)| Some((call.deadline?, 0u8, *token)))
                         .collect();
-                    if let Some(tick) = &s.tick {
-                        due.push((tick.next_due, 1, 0));
+                    for (root, tick) in &s.ticks {
+                        due.push((tick.next_due, 1, *root));
                     }
                     due
                 });
@@ -349,11 +349,11 @@ impl Host {
                 plugin.deliver_call_response(token, None)
             } else {
                 plugin.vm.with_state(|s| {
-                    if let Some(tick) = &mut s.tick {
+                    if let Some(tick) = s.ticks.get_mut(&token) {
                         tick.next_due = at + tick.period_nanos;
                     }
                 });
-                plugin.try_tick()
+                plugin.try_tick_root(token)
             };
             if let Err(e) = outcome {
                 first_error.get_or_insert(e);

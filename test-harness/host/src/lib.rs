@@ -147,8 +147,11 @@
 //!   filters and passes back through the earlier ones, filter state flows down the chain,
 //!   `on_log` for every filter).
 //! * **Lifecycle**: [`Plugin::shutdown`] (`proxy_on_done`, waiting for `proxy_done` when the
-//!   filter defers, then `proxy_on_delete`) and [`Plugin::restart`] (a fresh VM, the proxy's
-//!   shared state kept).
+//!   filter defers, then `proxy_on_delete`), [`Plugin::restart`] (a fresh VM, the proxy's
+//!   shared state kept) and a configuration push that keeps the VM: [`Plugin::push_config`]
+//!   starts a new root context beside the old one, each with its own timer and callouts,
+//!   and [`Plugin::delete_replaced_roots`] deletes the old one as Envoy does once its
+//!   streams have ended ([`Plugin::reconfigure`] does both).
 //! * **Foreign functions** ([`Host::register_foreign_function`]): what
 //!   `proxy_call_foreign_function` answers by name, with calls counted. Envoy's
 //!   `verify_signature` (BoringSSL's RSA PKCS#1 v1.5 and ECDSA over a SubjectPublicKeyInfo)

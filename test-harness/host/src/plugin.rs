@@ -94,11 +94,11 @@ impl Plugin {
         self.vm.failed.borrow().clone()
     }
 
-    /// The tick period the filter set, if any.
+    /// The tick period the filter's root context set, if any.
     pub fn tick_period(&self) -> Option<Duration> {
         self.vm.with_state(|s| {
-            s.tick
-                .as_ref()
+            s.ticks
+                .get(&s.root_context)
                 .map(|t| Duration::from_nanos(t.period_nanos))
         })
     }
@@ -113,6 +113,10 @@ impl Plugin {
     /// [`Plugin::tick`] returning the trap as an error.
     pub fn try_tick(&self) -> Result<(), HarnessError> {
         let root = self.vm.with_state(|s| s.root_context);
+        self.try_tick_root(root)
+    }
+
+    pub(crate) fn try_tick_root(&self, root: u32) -> Result<(), HarnessError> {
         self.vm
             .call::<i32, ()>("proxy_on_tick", root, root as i32)
             .map(|_| ())
@@ -200,17 +204,24 @@ impl Plugin {
     }
 
     /// A configuration push that keeps this VM, as Envoy applies a changed `pluginConfig`
-    /// when the module and `vmConfig` are unchanged: a new root context starts in this VM
+    /// when the module and `vmConfig` are unchanged: [`Plugin::push_config`], then
+    /// [`Plugin::delete_replaced_roots`] at once.
+    pub fn reconfigure(&self, plugin_config: impl AsRef<[u8]>) -> Result<(), HarnessError> {
+        self.push_config(plugin_config)?;
+        self.delete_replaced_roots()
+    }
+
+    /// The first half of a configuration push: a new root context starts in this VM
     /// (`proxy_on_context_create`, `proxy_on_vm_start`, then `proxy_on_configure` with
-    /// `plugin_config`) while the old root still exists; then the old root is shut down
-    /// (`proxy_on_done` and `proxy_on_delete`, each only if the module exports it, and a
-    /// deferred shutdown is not waited for) and is gone: `proxy_set_effective_context`
-    /// refuses its id, and ticks, callout responses and new streams go to the new root. The
-    /// old root's tick period and declared properties go with it.
+    /// `plugin_config`, which should differ from the current one: Envoy keeps the root of an
+    /// identical configuration). From then on new streams belong to the new root. The old
+    /// root lives on, ticking and answered its callouts, until
+    /// [`Plugin::delete_replaced_roots`], as in Envoy until the streams of the old
+    /// configuration have ended. Its declared properties are set aside.
     ///
     /// A configuration the new root refuses leaves the old root in place, as Envoy keeps
     /// the previous configuration ([`HarnessError::ConfigureFailed`]).
-    pub fn reconfigure(&self, plugin_config: impl AsRef<[u8]>) -> Result<(), HarnessError> {
+    pub fn push_config(&self, plugin_config: impl AsRef<[u8]>) -> Result<(), HarnessError> {
         let plugin_config = plugin_config.as_ref().to_vec();
         let config_len = plugin_config.len() as i32;
         let (old, new, vm_config_len, saved) = self.vm.with_state(|s| {
@@ -220,7 +231,6 @@ impl Plugin {
             s.other_roots.push(old);
             let saved = (
                 std::mem::replace(&mut s.plugin_config, plugin_config),
-                s.tick.take(),
                 std::mem::take(&mut s.root_properties),
                 std::mem::take(&mut s.declared_read_only),
                 std::mem::take(&mut s.declared),
@@ -249,30 +259,41 @@ impl Plugin {
                 );
                 self.vm.with_state(|s| s.configuring = false);
                 configured
+            })?;
+        if started == Some(0) {
+            let logs = self.vm.with_state(|s| {
+                s.root_context = old;
+                s.other_roots.retain(|root| *root != old);
+                s.ticks.remove(&new);
+                let (config, properties, read_only, declared) = saved;
+                s.plugin_config = config;
+                s.root_properties = properties;
+                s.declared_read_only = read_only;
+                s.declared = declared;
+                s.logs.iter().map(|l| l.message.clone()).collect()
             });
-        match started {
-            Ok(Some(0)) => {
-                let logs = self.vm.with_state(|s| {
-                    s.root_context = old;
-                    s.other_roots.retain(|root| *root != old);
-                    let (config, tick, properties, read_only, declared) = saved;
-                    s.plugin_config = config;
-                    s.tick = tick;
-                    s.root_properties = properties;
-                    s.declared_read_only = read_only;
-                    s.declared = declared;
-                    s.logs.iter().map(|l| l.message.clone()).collect()
-                });
-                return Err(HarnessError::ConfigureFailed { logs });
-            }
-            Ok(_) => {}
-            Err(e) => return Err(e),
+            return Err(HarnessError::ConfigureFailed { logs });
         }
-        self.vm.call::<i32, i32>("proxy_on_done", old, old as i32)?;
-        self.vm
-            .call::<i32, ()>("proxy_on_delete", old, old as i32)?;
-        self.vm
-            .with_state(|s| s.other_roots.retain(|root| *root != old));
+        Ok(())
+    }
+
+    /// The second half of a configuration push: each root a [`Plugin::push_config`]
+    /// replaced is shut down (`proxy_on_done` and `proxy_on_delete`, each only if the module
+    /// exports it; a deferred shutdown is not waited for) and is gone, as Envoy deletes it:
+    /// `proxy_set_effective_context` refuses its id, its timer stops and its pending
+    /// callouts are cancelled.
+    pub fn delete_replaced_roots(&self) -> Result<(), HarnessError> {
+        let replaced = self.vm.with_state(|s| s.other_roots.clone());
+        for old in replaced {
+            self.vm.call::<i32, i32>("proxy_on_done", old, old as i32)?;
+            self.vm
+                .call::<i32, ()>("proxy_on_delete", old, old as i32)?;
+            self.vm.with_state(|s| {
+                s.other_roots.retain(|root| *root != old);
+                s.ticks.remove(&old);
+                s.http_calls.retain(|_, call| call.root != old);
+            });
+        }
         Ok(())
     }
 
@@ -353,9 +374,9 @@ impl Plugin {
             response.trailers.len() as i32,
         );
         let root = self.vm.with_state(|s| {
-            s.http_calls.remove(&token).map(|_| {
+            s.http_calls.remove(&token).map(|call| {
                 s.call_response = Some(response);
-                s.root_context
+                call.root
             })
         });
         let Some(root) = root else {

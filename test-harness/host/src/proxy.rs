@@ -191,10 +191,19 @@ fn proxy_set_tick_period_milliseconds(mut c: Ctx<'_>, period: i32) -> Result<i32
     crate::faults::hostcall!(c, "proxy_set_tick_period_milliseconds");
     let now = c.data().host.borrow().now_nanos;
     let period_nanos = u64::from(period as u32) * 1_000_000;
-    c.data_mut().tick = (period_nanos > 0).then(|| Tick {
-        period_nanos,
-        next_due: now + period_nanos,
-    });
+    let vm = c.data_mut();
+    let root = vm.current_root();
+    if period_nanos == 0 {
+        vm.ticks.remove(&root);
+    } else {
+        vm.ticks.insert(
+            root,
+            Tick {
+                period_nanos,
+                next_due: now + period_nanos,
+            },
+        );
+    }
     status(Status::Ok)
 }
 
@@ -788,9 +797,11 @@ fn proxy_http_call(
     let now = c.data().host.borrow().now_nanos;
     let timeout_ms = timeout_ms as u32;
     let timeout = (timeout_ms > 0).then(|| std::time::Duration::from_millis(u64::from(timeout_ms)));
+    let root = c.data().current_root();
     c.data_mut().http_calls.insert(
         token,
         PendingCall {
+            root,
             call: HttpCall {
                 token,
                 upstream,

@@ -205,6 +205,8 @@ pub(crate) struct StreamState {
 
 pub(crate) struct PendingCall {
     pub(crate) call: HttpCall,
+    /// The root context whose call it is: Envoy answers it there.
+    pub(crate) root: u32,
     pub(crate) deadline: Option<u64>,
 }
 
@@ -229,8 +231,8 @@ pub(crate) struct VmState {
     pub(crate) vm_config: Vec<u8>,
     pub(crate) plugin_config: Vec<u8>,
     pub(crate) root_context: u32,
-    /// Roots the proxy still has besides `root_context`: the old one while a
-    /// [`crate::Plugin::reconfigure`] starts its successor.
+    /// Roots the proxy still has besides `root_context`: those a
+    /// [`crate::Plugin::push_config`] replaced, until they are deleted.
     pub(crate) other_roots: Vec<u32>,
     /// The context the host called into.
     pub(crate) active_context: u32,
@@ -238,7 +240,8 @@ pub(crate) struct VmState {
     pub(crate) effective_context: u32,
     pub(crate) streams: HashMap<u32, StreamState>,
     pub(crate) logs: Vec<LogEntry>,
-    pub(crate) tick: Option<Tick>,
+    /// Each root context's tick timer, as Envoy keeps one per root.
+    pub(crate) ticks: BTreeMap<u32, Tick>,
     pub(crate) http_calls: BTreeMap<u32, PendingCall>,
     pub(crate) call_response: Option<CallResponse>,
     pub(crate) root_properties: HashMap<Vec<u8>, Vec<u8>>,
@@ -271,6 +274,17 @@ impl VmState {
         context == self.root_context
             || self.other_roots.contains(&context)
             || self.streams.contains_key(&context)
+    }
+
+    /// The root context a hostcall acts for: the current context if it is a root, else
+    /// (a stream) the plugin's root.
+    pub(crate) fn current_root(&self) -> u32 {
+        let context = self.current_context();
+        if context == self.root_context || self.other_roots.contains(&context) {
+            context
+        } else {
+            self.root_context
+        }
     }
 
     pub(crate) fn current_stream(&mut self) -> Option<&mut StreamState> {

@@ -1600,14 +1600,15 @@ fn released_roots(plugin: &Plugin) -> Vec<String> {
 #[test]
 fn a_configuration_push_releases_the_old_root_and_its_cache() {
     let host = Host::new();
-    let config = inline_config(&every_family_jwks(), "");
-    let plugin = load(&host, &config);
+    let config =
+        |realm: &str| inline_config(&every_family_jwks(), &format!(r#","realm":"{realm}""#));
+    let plugin = load(&host, &config("loaded"));
     assert!(!plugin.exports("proxy_on_delete"));
     assert!(!plugin.exports("proxy_on_done") && !plugin.exports("proxy_on_log"));
     let tokens = distinct_tokens(&host, 400);
     let mut memory = Vec::new();
     for push in 0..8 {
-        plugin.reconfigure(&config).unwrap();
+        plugin.reconfigure(config(&format!("push-{push}"))).unwrap();
         for token in &tokens {
             assert!(passes(&plugin, token), "push {push}");
         }
@@ -1626,21 +1627,54 @@ fn a_configuration_push_releases_the_old_root_and_its_cache() {
     assert_eq!(released_roots(&plugin).len(), 7);
 }
 
-/// With a remote JWKS every root ticks each second, and the tick releases a replaced root
-/// without waiting for another push. The new root fetches its own set.
+/// With a remote JWKS every root ticks each second. A root replaced by a push lives on, on
+/// its own timer, until the proxy deletes it (Envoy waits for the streams of the old
+/// configuration to end); the next tick after that releases it. The new root probes the old
+/// one on each tick and then acts for itself: its own timer, its own fetches. An answer
+/// other than "no such context" keeps the root, with a warning.
 #[test]
-fn a_replaced_root_is_released_at_the_next_tick() {
+fn a_replaced_root_lives_until_deleted_and_the_next_tick_releases_it() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
     answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&plugin, &token));
-    plugin.reconfigure(remote_config("")).unwrap();
+    let pushed = remote_config("").replace(
+        r#""instance":"test""#,
+        r#""instance":"test","realm":"pushed""#,
+    );
+    plugin.push_config(&pushed).unwrap();
+    assert!(passes(&plugin, &token), "the new root takes the shared set");
+    first_tick(&host, &plugin);
+    assert_eq!(
+        plugin.tick_period(),
+        Some(Duration::from_secs(1)),
+        "the new root slowed its own timer, not the old root's"
+    );
+    host.advance(Duration::from_secs(3));
     assert!(
         released_roots(&plugin).is_empty(),
-        "the old root existed until now"
+        "the old root is still in use"
     );
-    assert!(passes(&plugin, &token), "the new root takes the shared set");
+    assert!(passes(&plugin, &token));
+
+    plugin.delete_replaced_roots().unwrap();
+    plugin.fail_hostcall(
+        "proxy_set_effective_context",
+        HostStatus::InternalFailure,
+        1,
+    );
+    host.advance(Duration::from_secs(1));
+    assert!(
+        released_roots(&plugin).is_empty(),
+        "an unclear answer keeps the root"
+    );
+    assert!(
+        plugin
+            .logs(LogLevel::Warn)
+            .iter()
+            .any(|line| line.contains("is still in use") && line.contains("kept"))
+    );
     host.advance(Duration::from_secs(1));
     assert_eq!(released_roots(&plugin).len(), 1);
     assert!(passes(&plugin, &token));
@@ -1675,7 +1709,12 @@ fn streams_are_decided_in_any_order_and_abandoned_ones_are_bounded() {
     assert_eq!(streams[1].local_response().unwrap().status, 401);
 
     let mut oldest = plugin.stream();
-    let abandoned: Vec<Stream> = (0..1024).map(|_| plugin.stream()).collect();
+    let mut kept = plugin.stream();
+    let abandoned: Vec<Stream> = (0..1023).map(|_| plugin.stream()).collect();
+    assert_eq!(
+        get(&mut kept, "/accounts", Some(&good), &[]),
+        Action::Continue
+    );
     let memory = plugin.memory_bytes();
     let more: Vec<Stream> = (0..20_000).map(|_| plugin.stream()).collect();
     assert_eq!(

@@ -13,7 +13,7 @@
 
 use super::calls::{self, BufferType, HeaderPairs, HostResult, MapType, Status};
 use super::respond;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -27,17 +27,19 @@ pub enum Lifecycle {
     /// The filter acts on request headers only. The module does not export
     /// `proxy_on_delete`, so Envoy enters the VM twice per stream instead of three times:
     /// a stream's context is made when its request headers arrive (Envoy creates it just
-    /// before them) and dropped when that callback returns. A root the proxy deleted (a
-    /// configuration push that kept the VM) is found with `proxy_set_effective_context`,
-    /// which refuses a context the host no longer has, and released: at every tick of a
-    /// root of the VM and whenever a root is created.
+    /// before them) and dropped when that callback returns. Such a stream gets no later
+    /// callback: it must not pause to resume later, and a callout it dispatches is never
+    /// answered to it. A root the proxy deleted (a configuration push that kept the VM) is
+    /// found with `proxy_set_effective_context`, which refuses a context the host no longer
+    /// has, and released: at every tick of a root of the VM and whenever a root is created.
     RequestHeadersOnly,
 }
 
 /// Streams a [`Lifecycle::RequestHeadersOnly`] filter remembers between
 /// `proxy_on_context_create` and their request headers. Envoy calls the two back to back,
-/// so one would do; a stream it creates only to log (an earlier filter answered it) never
-/// gets headers and is pushed out, oldest first.
+/// so one would do; a stream whose headers never reach the filter (an earlier filter
+/// answered it, or it was reset while an earlier filter held it) is created only to be
+/// logged, and is pushed out, oldest first.
 const OPENED_STREAMS: usize = 1024;
 
 /// What a stream callback tells the host.
@@ -147,7 +149,6 @@ type Shared<T> = Rc<RefCell<Box<T>>>;
 #[derive(Default)]
 struct Registry {
     new_root: Option<NewRoot>,
-    lifecycle: Lifecycle,
     roots: HashMap<u32, Shared<dyn RootContext>>,
     streams: HashMap<u32, Shared<dyn StreamContext>>,
     /// [`Lifecycle::RequestHeadersOnly`]: (stream, its root), in the order created.
@@ -160,6 +161,8 @@ struct Registry {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    /// Apart from the registry, so no borrow of it can make a callback take the wrong one.
+    static LIFECYCLE: Cell<Lifecycle> = const { Cell::new(Lifecycle::Full) };
 }
 
 /// Runs `f` on the registry if it is not already borrowed (it never is across a callback).
@@ -170,20 +173,20 @@ fn registry<R>(f: impl FnOnce(&mut Registry) -> R) -> Option<R> {
 /// Installs the logger, the panic hook and the root factory. Called by [`crate::filter_main`].
 pub fn start(new_root: NewRoot, lifecycle: Lifecycle) {
     super::logging::install();
-    registry(|r| {
-        r.new_root = Some(new_root);
-        r.lifecycle = lifecycle;
-    });
+    LIFECYCLE.with(|l| l.set(lifecycle));
+    registry(|r| r.new_root = Some(new_root));
 }
 
 fn lifecycle() -> Lifecycle {
-    registry(|r| r.lifecycle).unwrap_or_default()
+    LIFECYCLE.with(Cell::get)
 }
 
 /// [`Lifecycle::RequestHeadersOnly`]: drops every root but `current` that the host no
 /// longer has. Only `BadArgument` (what Envoy answers for a context id it does not know)
-/// counts as gone; any other answer keeps the root.
-fn release_deleted_roots(current: u32) {
+/// counts as gone; any other answer keeps the root, and is logged. False when the host
+/// would not switch back to `current`: what runs next would act for another root.
+#[must_use]
+fn release_deleted_roots(current: u32) -> bool {
     let others: Vec<u32> = registry(|r| {
         r.roots
             .keys()
@@ -193,17 +196,25 @@ fn release_deleted_roots(current: u32) {
     })
     .unwrap_or_default();
     if others.is_empty() {
-        return;
+        return true;
     }
-    let gone: Vec<u32> = others
-        .into_iter()
-        .filter(|id| {
-            matches!(calls::set_effective_context(*id), Err(e) if e.status == Status::BAD_ARGUMENT)
-        })
-        .collect();
-    if let Err(e) = calls::set_effective_context(current) {
-        super::logging::critical(&format!("cannot return to context {current}: {e}"));
+    let mut gone = Vec::new();
+    for id in others {
+        match calls::set_effective_context(id) {
+            Ok(()) => {}
+            Err(e) if e.status == Status::BAD_ARGUMENT => gone.push(id),
+            Err(e) => {
+                log::warn!("cannot tell whether root context {id} is still in use ({e}); kept")
+            }
+        }
     }
+    let restored = match calls::set_effective_context(current) {
+        Ok(()) => true,
+        Err(e) => {
+            super::logging::critical(&format!("cannot return to context {current}: {e}"));
+            false
+        }
+    };
     // Dropped outside the registry: a root's drop may call the host.
     let released: Vec<Shared<dyn RootContext>> = registry(|r| {
         r.callouts.retain(|_, caller| !gone.contains(caller));
@@ -214,6 +225,7 @@ fn release_deleted_roots(current: u32) {
         log::info!("root context {id} is gone from the proxy; its state is released");
     }
     drop(released);
+    restored
 }
 
 pub(super) fn record_callout(token: u32) {
@@ -298,8 +310,10 @@ pub extern "C" fn proxy_on_context_create(context: u32, root_context: u32) {
             }
             None => super::logging::critical("no root context factory: filter_main! did not run"),
         }
+        // Nothing runs after it in this callback, and the host resets the effective
+        // context before the next.
         if lifecycle() == Lifecycle::RequestHeadersOnly {
-            release_deleted_roots(context);
+            let _ = release_deleted_roots(context);
         }
         return;
     }
@@ -354,8 +368,10 @@ pub extern "C" fn proxy_on_configure(context: u32, _plugin_configuration_size: u
 
 #[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
 pub extern "C" fn proxy_on_tick(context: u32) {
-    if lifecycle() == Lifecycle::RequestHeadersOnly {
-        release_deleted_roots(context);
+    enter(context);
+    if lifecycle() == Lifecycle::RequestHeadersOnly && !release_deleted_roots(context) {
+        // Its timers and callouts would be another root's: skip this tick, not the next.
+        return;
     }
     on_root(context, (), |root| root.on_tick());
 }

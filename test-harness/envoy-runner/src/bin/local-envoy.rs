@@ -230,6 +230,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         access_log: true,
         clusters: Vec::new(),
         path_normalization: args.path_normalization,
+        plugin_configs: None,
     };
     let mut services = plan_services(&plugins, args.demo_port)?;
     if args.print_config {
