@@ -24,7 +24,7 @@
 //!
 //! `a_configuration_push_takes_effect_and_every_worker_releases_the_replaced_root` has Envoy
 //! discover jwt-auth's configuration over ECDS, from a file, as istiod delivers it over its
-//! own ECDS, and pushes a changed one while requests flow.
+//! own ECDS, and pushes a changed one between requests.
 //!
 //! Each test starts its own Envoy, upstream and JWKS server on kernel-chosen loopback ports
 //! and is bounded: at most `MAX_REQUESTS` requests through Envoy, each with a timeout, and
@@ -258,6 +258,8 @@ impl Setup {
 struct Deployment {
     base: EnvoyUnderTest,
     jwks: JwksServer,
+    /// jwt-auth as started, overrides applied.
+    jwt_auth: WasmPlugin,
 }
 
 impl Deref for Deployment {
@@ -311,7 +313,16 @@ impl Deployment {
                 options
             },
         );
-        Deployment { base, jwks }
+        let jwt_auth = plugins
+            .iter()
+            .find(|plugin| plugin.name == "jwt-auth")
+            .expect("every setup runs jwt-auth")
+            .clone();
+        Deployment {
+            base,
+            jwks,
+            jwt_auth,
+        }
     }
 
     /// The filter's counter `banking_jwt_auth_<what>` as Envoy reports it (0 before Envoy
@@ -1320,8 +1331,9 @@ fn a_configuration_push_takes_effect_and_every_worker_releases_the_replaced_root
     );
     assert!(!deployment.envoy.log().contains(RELEASED));
 
-    let pushed = fixture::shipped(&["jwt-auth"])
-        .remove(0)
+    let pushed = deployment
+        .jwt_auth
+        .clone()
         .with_config_override("/realm", json!("pushed-realm"))
         .unwrap_or_else(|e| panic!("{e}"));
     deployment.push_plugin_config(&pushed);
@@ -1332,16 +1344,30 @@ fn a_configuration_push_takes_effect_and_every_worker_releases_the_replaced_root
     let response = deployment.send(&payment(token));
     assert_eq!(response.status, 200, "{}", response.body_text());
 
-    // Envoy's log lines start `[time][thread id][level][component]`; Envoy's main thread
-    // (the process id) has a VM of its own besides each worker's.
-    let main_thread = deployment.envoy.pid().to_string();
+    // Envoy's log lines start `[time][thread id][level][component]`. Its main thread, the
+    // one logging as `main`, has a VM of its own besides each worker's.
+    let thread_and_component = |line: &str| -> Option<(String, String)> {
+        let mut fields = line.split(['[', ']']).filter(|field| !field.is_empty());
+        let thread = fields.nth(1)?.to_string();
+        let component = fields.nth(1)?.to_string();
+        Some((thread, component))
+    };
+    let main_thread = deployment
+        .envoy
+        .log()
+        .lines()
+        .filter_map(thread_and_component)
+        .find(|(_, component)| component == "main")
+        .map(|(thread, _)| thread)
+        .expect("Envoy's main thread logs as `main`");
     let releasing_workers = || -> std::collections::HashSet<String> {
         deployment
             .envoy
             .log()
             .lines()
             .filter(|line| line.contains(RELEASED))
-            .filter_map(|line| line.split(['[', ']']).nth(3).map(str::to_string))
+            .filter_map(thread_and_component)
+            .map(|(thread, _)| thread)
             .filter(|thread| *thread != main_thread)
             .collect()
     };

@@ -57,7 +57,13 @@ impl Plugin {
         let (id, root) = self.vm.with_state(|s| {
             let id = s.next_context;
             s.next_context += 1;
-            s.streams.insert(id, StreamState::default());
+            s.streams.insert(
+                id,
+                StreamState {
+                    root: s.root_context,
+                    ..StreamState::default()
+                },
+            );
             (id, s.root_context)
         });
         self.vm
@@ -164,6 +170,8 @@ impl Plugin {
         let root = self.vm.with_state(|s| s.root_context);
         let (asked, done) = self.vm.with_state(|s| (s.shutdown_asked, s.done_requested));
         if !asked {
+            // Envoy shuts every root of the VM down; one a push replaced goes first.
+            self.delete_replaced_roots()?;
             self.vm.with_state(|s| s.shutdown_asked = true);
             let finished = self
                 .vm
@@ -215,7 +223,7 @@ impl Plugin {
     /// (`proxy_on_context_create`, `proxy_on_vm_start`, then `proxy_on_configure` with
     /// `plugin_config`, which should differ from the current one: Envoy keeps the root of an
     /// identical configuration). From then on new streams belong to the new root. The old
-    /// root lives on, ticking and answered its callouts, until
+    /// root lives on, ticking and answering its callouts, until
     /// [`Plugin::delete_replaced_roots`], as in Envoy until the streams of the old
     /// configuration have ended. Its declared properties are set aside.
     ///
@@ -265,6 +273,7 @@ impl Plugin {
                 s.root_context = old;
                 s.other_roots.retain(|root| *root != old);
                 s.ticks.remove(&new);
+                s.http_calls.retain(|_, call| call.root != new);
                 let (config, properties, read_only, declared) = saved;
                 s.plugin_config = config;
                 s.root_properties = properties;
@@ -279,9 +288,11 @@ impl Plugin {
 
     /// The second half of a configuration push: each root a [`Plugin::push_config`]
     /// replaced is shut down (`proxy_on_done` and `proxy_on_delete`, each only if the module
-    /// exports it; a deferred shutdown is not waited for) and is gone, as Envoy deletes it:
-    /// `proxy_set_effective_context` refuses its id, its timer stops and its pending
-    /// callouts are cancelled.
+    /// exports it) and is gone, as Envoy deletes it: `proxy_set_effective_context` refuses
+    /// its id, its timer stops and its pending callouts are cancelled. Envoy does so once
+    /// the old root's streams have ended, and keeps a root that defers its shutdown until
+    /// it calls `proxy_done`; the harness waits for neither: a test that needs them drives
+    /// those streams to their end first.
     pub fn delete_replaced_roots(&self) -> Result<(), HarnessError> {
         let replaced = self.vm.with_state(|s| s.other_roots.clone());
         for old in replaced {

@@ -168,6 +168,8 @@ pub(crate) fn metric_index(id: u32) -> Option<usize> {
 /// One HTTP stream (an `HttpContext` in the SDK).
 #[derive(Default)]
 pub(crate) struct StreamState {
+    /// The root context the stream was opened under: its hostcalls act for that root.
+    pub(crate) root: u32,
     pub(crate) request_headers: Option<HeaderList>,
     pub(crate) request_body: Option<Vec<u8>>,
     pub(crate) request_trailers: Option<HeaderList>,
@@ -276,14 +278,13 @@ impl VmState {
             || self.streams.contains_key(&context)
     }
 
-    /// The root context a hostcall acts for: the current context if it is a root, else
-    /// (a stream) the plugin's root.
+    /// The root context a hostcall acts for: the current context if it is a root, else the
+    /// root the current stream was opened under.
     pub(crate) fn current_root(&self) -> u32 {
         let context = self.current_context();
-        if context == self.root_context || self.other_roots.contains(&context) {
-            context
-        } else {
-            self.root_context
+        match self.streams.get(&context) {
+            Some(stream) if stream.root != 0 => stream.root,
+            _ => context,
         }
     }
 

@@ -153,6 +153,8 @@ struct Registry {
     streams: HashMap<u32, Shared<dyn StreamContext>>,
     /// [`Lifecycle::RequestHeadersOnly`]: (stream, its root), in the order created.
     opened: VecDeque<(u32, u32)>,
+    /// Roots the host would not say were gone or alive, warned about once.
+    unclear_roots: Vec<u32>,
     /// Callout token -> the context that dispatched it.
     callouts: HashMap<u32, u32>,
     /// The context of the callback running now.
@@ -199,13 +201,12 @@ fn release_deleted_roots(current: u32) -> bool {
         return true;
     }
     let mut gone = Vec::new();
+    let mut unclear = Vec::new();
     for id in others {
         match calls::set_effective_context(id) {
             Ok(()) => {}
             Err(e) if e.status == Status::BAD_ARGUMENT => gone.push(id),
-            Err(e) => {
-                log::warn!("cannot tell whether root context {id} is still in use ({e}); kept")
-            }
+            Err(e) => unclear.push((id, e)),
         }
     }
     let restored = match calls::set_effective_context(current) {
@@ -215,9 +216,24 @@ fn release_deleted_roots(current: u32) -> bool {
             false
         }
     };
+    // Logged for the current root, once per kept root: a host that refuses the probe
+    // refuses it at every tick.
+    for (id, e) in unclear {
+        let first = registry(|r| {
+            let first = !r.unclear_roots.contains(&id);
+            if first {
+                r.unclear_roots.push(id);
+            }
+            first
+        });
+        if first.unwrap_or(false) {
+            log::warn!("cannot tell whether root context {id} is still in use ({e}); kept");
+        }
+    }
     // Dropped outside the registry: a root's drop may call the host.
     let released: Vec<Shared<dyn RootContext>> = registry(|r| {
         r.callouts.retain(|_, caller| !gone.contains(caller));
+        r.unclear_roots.retain(|id| !gone.contains(id));
         gone.iter().filter_map(|id| r.roots.remove(id)).collect()
     })
     .unwrap_or_default();

@@ -34,8 +34,8 @@ pub use respond::*;
 /// `done`: `filter_main!(|_| Box::new(Root), [response_headers])`. Envoy (proxy-wasm-cpp-host)
 /// enters the VM for a callback only when the module exports it, and each entry costs
 /// microseconds on every request, so a filter exports what it uses and no more. The
-/// context, `proxy_on_request_headers` and the root's callbacks are always exported, and
-/// `proxy_on_delete` with a list.
+/// context, `proxy_on_request_headers` and the root's callbacks but `done` are always
+/// exported, and `proxy_on_delete` with a list.
 ///
 /// A filter that acts on request headers alone writes
 /// `filter_main!(|_| Box::new(Root), request_headers_only)`: no stream callback besides
