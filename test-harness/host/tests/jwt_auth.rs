@@ -1680,6 +1680,47 @@ fn a_replaced_root_lives_until_deleted_and_the_next_tick_releases_it() {
     assert!(passes(&plugin, &token));
 }
 
+/// A tick probes the other roots by switching the effective context to each, then switches
+/// back. If the proxy will not switch back, what the tick does next (its timer, its JWKS
+/// fetches) would act for the probed root: the tick is skipped, loudly, and the next one
+/// runs as usual.
+#[test]
+fn a_tick_that_cannot_return_to_its_own_root_is_skipped() {
+    let host = Host::new();
+    let plugin = load_and_tick(&host, &remote_config(""));
+    answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
+    let pushed = remote_config("").replace(
+        r#""instance":"test""#,
+        r#""instance":"test","realm":"pushed""#,
+    );
+    plugin.push_config(&pushed).unwrap();
+    let first = plugin.tick_period().expect("the new root's first tick");
+    // The probe of the old root succeeds; the switch back is refused.
+    let faults = host.clone();
+    plugin.after_hostcall("proxy_set_effective_context", move || {
+        faults.fail_hostcall(
+            "proxy_set_effective_context",
+            HostStatus::InternalFailure,
+            1,
+        );
+    });
+    host.advance(first);
+    assert!(
+        plugin
+            .logs(LogLevel::Critical)
+            .iter()
+            .any(|line| line.contains("cannot return to context"))
+    );
+    assert_eq!(
+        plugin.tick_period(),
+        Some(first),
+        "the skipped tick set no timer"
+    );
+    host.advance(first);
+    assert_eq!(plugin.tick_period(), Some(Duration::from_secs(1)));
+    assert!(plugin.failure().is_none());
+}
+
 /// Envoy creates a stream's context just before its request headers, so the module keeps
 /// it only for that one callback. Streams opened together and answered in any order are
 /// each decided on their own token; streams opened and never given headers (Envoy opens
