@@ -1584,6 +1584,14 @@ fn distinct_tokens(host: &Host, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// [`remote_config`] with another realm: a changed configuration, as a push brings.
+fn pushed_remote_config() -> String {
+    remote_config("").replace(
+        r#""instance":"test""#,
+        r#""instance":"test","realm":"pushed""#,
+    )
+}
+
 fn released_roots(plugin: &Plugin) -> Vec<String> {
     plugin
         .logs(LogLevel::Info)
@@ -1639,11 +1647,7 @@ fn a_replaced_root_lives_until_deleted_and_the_next_tick_releases_it() {
     answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
     let token = mint("ES256", "k1", claims(&host));
     assert!(passes(&plugin, &token));
-    let pushed = remote_config("").replace(
-        r#""instance":"test""#,
-        r#""instance":"test","realm":"pushed""#,
-    );
-    plugin.push_config(&pushed).unwrap();
+    plugin.push_config(pushed_remote_config()).unwrap();
     assert!(passes(&plugin, &token), "the new root takes the shared set");
     first_tick(&host, &plugin);
     assert_eq!(
@@ -1689,11 +1693,7 @@ fn a_tick_that_cannot_return_to_its_own_root_is_skipped() {
     let host = Host::new();
     let plugin = load_and_tick(&host, &remote_config(""));
     answer_jwks_fetch(&plugin, 200, &jwks([ec256().jwk("k1")]));
-    let pushed = remote_config("").replace(
-        r#""instance":"test""#,
-        r#""instance":"test","realm":"pushed""#,
-    );
-    plugin.push_config(&pushed).unwrap();
+    plugin.push_config(pushed_remote_config()).unwrap();
     let first = plugin.tick_period().expect("the new root's first tick");
     // The probe of the old root succeeds; the switch back is refused.
     let faults = host.clone();
