@@ -203,8 +203,9 @@ FUZZ_SECONDS ?= 300
 fuzz: wasm
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test -p test-harness --test fuzz -- --nocapture
 
-# Builds only the Envoy runner and the demo services: no wasmtime.
-run: wasm envoy
+# Builds only the Envoy runner and the demo services: no wasmtime. With --redis, the idempotency
+# filter's Redis store is set up first.
+run: wasm envoy $(if $(findstring --redis,$(RUN_ARGS)),redis)
 	$(CARGO) run -p envoy-runner --bin local-envoy -- $(RUN_ARGS)
 
 # Not a test: every row of bench/src/scenarios.rs (no filter, the no-op wasm floor, each filter,

@@ -3,8 +3,9 @@
 //! shared store for `make run` and the end-to-end tests. Only the addresses, the password, the
 //! data directory and the log file are changed; persistence and both ACLs are as shipped.
 //!
-//! `redis-server` and `webdis` are found on PATH (Debian packages of those names; `.ci/run`
-//! installs them). Both processes are killed when this is dropped.
+//! `redis-server` and `webdis` are found on PATH (Debian packages of those names; `make redis`
+//! installs them, and `make test` and `make run RUN_ARGS=--redis` run it). Both processes are
+//! killed when this is dropped.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ fn on_path(name: &str) -> Result<PathBuf, EnvoyError> {
         .ok_or_else(|| {
             EnvoyError(format!(
                 "`{name}` is not on PATH: install the Debian packages redis-server and webdis \
-                 (apt-get install redis-server webdis; `.ci/run` does)"
+                 (`make redis` does, as root with apt-get)"
             ))
         })
 }
