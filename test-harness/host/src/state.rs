@@ -282,10 +282,9 @@ impl VmState {
     /// root the current stream was opened under.
     pub(crate) fn current_root(&self) -> u32 {
         let context = self.current_context();
-        match self.streams.get(&context) {
-            Some(stream) if stream.root != 0 => stream.root,
-            _ => context,
-        }
+        self.streams
+            .get(&context)
+            .map_or(context, |stream| stream.root)
     }
 
     pub(crate) fn current_stream(&mut self) -> Option<&mut StreamState> {
